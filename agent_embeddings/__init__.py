@@ -1,0 +1,93 @@
+"""agent-embeddings: one way for AI agents to get embeddings from any backend.
+
+>>> from agent_embeddings import EmbeddingGeneratorManager
+>>> manager = EmbeddingGeneratorManager.from_subject_spec("specs/default.json")  # doctest: +SKIP
+>>> manager.generate("hf", "What is AI?")[:3]                                    # doctest: +SKIP
+
+Importing this package is cheap: torch, grpc, openai and fastapi load only when a backend or
+server that needs them is used.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+from .errors import (
+    AgentEmbeddingsError,
+    AuthenticationError,
+    BackendError,
+    BackendTimeoutError,
+    BackendUnavailableError,
+    BadRequestError,
+    ConfigurationError,
+    DimensionMismatchError,
+    EmbeddingContractError,
+    InvalidInputError,
+    ModelNotFoundError,
+    PluginError,
+    RateLimitError,
+    RemoteNotFoundError,
+    SpecError,
+    UnknownBackendError,
+    UnknownGeneratorError,
+)
+from .factory import build_embeddings_from_model_item
+from .generator import AbstractEmbeddingGenerator, BackendResult, Embeddings
+from .hookspecs import hookimpl
+from .manager import EmbeddingGeneratorManager, GeneratorInfo
+from .specs import GeneratorParams, ModelItem, SubjectSpec, load_spec
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "AIOSEmbeddings",
+    "AbstractEmbeddingGenerator",
+    "AgentEmbeddingsError",
+    "AuthenticationError",
+    "BackendError",
+    "BackendResult",
+    "BackendTimeoutError",
+    "BackendUnavailableError",
+    "BadRequestError",
+    "ConfigurationError",
+    "DimensionMismatchError",
+    "EmbeddingContractError",
+    "EmbeddingGeneratorManager",
+    "Embeddings",
+    "GeneratorInfo",
+    "GeneratorParams",
+    "HuggingFaceEmbeddingGenerator",
+    "InvalidInputError",
+    "ModelItem",
+    "ModelNotFoundError",
+    "OpenAIEmbeddingGenerator",
+    "PluginError",
+    "RateLimitError",
+    "RemoteNotFoundError",
+    "SpecError",
+    "SubjectSpec",
+    "UnknownBackendError",
+    "UnknownGeneratorError",
+    "build_embeddings_from_model_item",
+    "hookimpl",
+    "load_spec",
+]
+
+# Backend classes resolve on first access (their modules are light, but keep the door shut).
+_LAZY = {
+    "HuggingFaceEmbeddingGenerator": "agent_embeddings.backends.huggingface",
+    "OpenAIEmbeddingGenerator": "agent_embeddings.backends.openai",
+    "AIOSEmbeddings": "agent_embeddings.backends.aios",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(module), name)
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))

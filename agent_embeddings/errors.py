@@ -1,0 +1,126 @@
+"""The SDK's exceptions: callers only ever need to catch these.
+
+    AgentEmbeddingsError
+     ├── SpecError                  a subject spec or ModelItem is invalid (names file, item, field)
+     │    └── UnknownBackendError   no plugin owns the block id's prefix (lists known prefixes)
+     ├── ConfigurationError         valid spec, unusable set-up (device, secret, model files)
+     │    └── ModelNotFoundError    local weights not found (says where it looked)
+     ├── PluginError                a plugin misbehaves (two plugins claim one prefix, ...)
+     ├── UnknownGeneratorError      no generator of that name (lists known names)
+     ├── InvalidInputError          bad text argument (None, non-string, empty, ...)
+     ├── EmbeddingContractError     a backend broke the output contract
+     │    └── DimensionMismatchError    declared dims != delivered dims (names both)
+     └── BackendError               a call to a backend failed
+          ├── AuthenticationError       rejected credentials
+          ├── RateLimitError            rate limited / server overloaded
+          ├── BadRequestError           the backend refused the input
+          ├── RemoteNotFoundError       the backend does not know the model / block
+          ├── BackendUnavailableError   could not reach the backend
+          └── BackendTimeoutError       the backend did not answer in time
+
+Errors carry context in their message (generator name, spec file and field, target
+endpoint) and never a secret. Library errors (openai, grpc, torch) are translated where
+the library is called, with the original chained as ``__cause__``.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "AgentEmbeddingsError",
+    "AuthenticationError",
+    "BackendError",
+    "BackendTimeoutError",
+    "BackendUnavailableError",
+    "BadRequestError",
+    "ConfigurationError",
+    "DimensionMismatchError",
+    "EmbeddingContractError",
+    "InvalidInputError",
+    "ModelNotFoundError",
+    "PluginError",
+    "RateLimitError",
+    "RemoteNotFoundError",
+    "SpecError",
+    "UnknownBackendError",
+    "UnknownGeneratorError",
+]
+
+
+class AgentEmbeddingsError(Exception):
+    """Root of every error raised by agent-embeddings."""
+
+
+class SpecError(AgentEmbeddingsError, ValueError):
+    """A subject spec or ModelItem is invalid; the message names the file, item and field."""
+
+
+class UnknownBackendError(SpecError):
+    """A block id's prefix is owned by no installed backend; the message lists known prefixes."""
+
+
+class ConfigurationError(AgentEmbeddingsError):
+    """The spec is valid but cannot be used here (missing device, secret or model files)."""
+
+
+class ModelNotFoundError(ConfigurationError):
+    """Local model weights could not be found; the message lists the places searched."""
+
+
+class PluginError(AgentEmbeddingsError):
+    """A plugin misbehaves, for example two plugins claim the same prefix."""
+
+
+class UnknownGeneratorError(AgentEmbeddingsError, LookupError):
+    """No generator is registered under that name; the message lists the known names."""
+
+
+class InvalidInputError(AgentEmbeddingsError, ValueError):
+    """The text(s) passed to a generator are not valid input."""
+
+
+class EmbeddingContractError(AgentEmbeddingsError):
+    """A backend returned vectors that break the contract (NaN, wrong count or shape)."""
+
+
+class DimensionMismatchError(EmbeddingContractError):
+    """The declared ``dims`` differs from the width of the vectors the backend delivers."""
+
+
+class BackendError(AgentEmbeddingsError):
+    """A call to an embedding backend failed.
+
+    ``retryable`` tells whether retrying the same call may succeed (unavailable,
+    timeout, rate limited).
+    """
+
+    retryable: bool = False
+
+
+class AuthenticationError(BackendError):
+    """The backend rejected the credentials (HTTP 401/403, gRPC UNAUTHENTICATED)."""
+
+
+class RateLimitError(BackendError):
+    """The backend is rate limiting or overloaded (HTTP 429, gRPC RESOURCE_EXHAUSTED)."""
+
+    retryable = True
+
+
+class BadRequestError(BackendError):
+    """The backend refused the request as invalid (HTTP 400, gRPC INVALID_ARGUMENT)."""
+
+
+class RemoteNotFoundError(BackendError):
+    """The backend does not serve the requested model or block (HTTP 404, gRPC NOT_FOUND)."""
+
+
+class BackendUnavailableError(BackendError):
+    """The backend could not be reached or failed on its side (connection errors, 5xx)."""
+
+    retryable = True
+
+
+class BackendTimeoutError(BackendError):
+    """The backend did not answer within the deadline."""
+
+    retryable = True

@@ -1,0 +1,232 @@
+"""EmbeddingGeneratorManager: generators by name, and the calls agents make.
+
+>>> manager = EmbeddingGeneratorManager.from_subject_spec("specs/default.json")  # doctest: +SKIP
+>>> vec = manager.generate("hf", "What is AI?")                                   # doctest: +SKIP
+>>> vecs = manager.generate_batch("hf-minilm", ["Hello", "World"])               # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from .errors import SpecError, UnknownGeneratorError
+from .generator import AbstractEmbeddingGenerator, Embeddings
+from .specs import SpecSource, SubjectSpec, load_spec, spec_origin
+from .vectors import check_text
+
+__all__ = ["EmbeddingGeneratorManager", "GeneratorInfo"]
+
+
+@dataclass(frozen=True)
+class GeneratorInfo:
+    """One row of :meth:`EmbeddingGeneratorManager.list_generators`."""
+
+    name: str
+    aliases: tuple[str, ...]
+    provider: str
+    model: str | None
+    dims: int | None
+    normalize: bool
+    block_id: str | None = None
+
+
+class EmbeddingGeneratorManager:
+    """Holds generators by name; safe to call from many threads and from asyncio."""
+
+    def __init__(self) -> None:
+        self._generators: dict[str, AbstractEmbeddingGenerator] = {}
+        self._aliases: dict[str, str] = {}  # alias -> canonical name
+        self._block_ids: dict[str, str] = {}  # canonical name -> llm_block_id
+        self._lock = threading.RLock()
+        self.spec: SubjectSpec | None = None
+
+    # -- registration ----------------------------------------------------------------------
+    def register_generator(
+        self,
+        name: str,
+        generator: AbstractEmbeddingGenerator,
+        *,
+        aliases: Sequence[str] = (),
+        replace: bool = False,
+    ) -> None:
+        """Register ``generator`` under ``name`` (and optional ``aliases``)."""
+        if not isinstance(name, str) or not name:
+            raise ValueError("generator name must be a non-empty string")
+        if not isinstance(generator, AbstractEmbeddingGenerator):
+            raise TypeError(f"expected an AbstractEmbeddingGenerator, got {type(generator).__name__}")
+        with self._lock:
+            if replace and name in self._generators:
+                self.unregister(name)
+            taken = [n for n in (name, *aliases) if n in self._generators or n in self._aliases]
+            if taken:
+                raise ValueError(f"generator name(s) already registered: {', '.join(taken)}")
+            self._generators[name] = generator
+            for alias in aliases:
+                self._aliases[alias] = name
+            if generator.name is None:
+                generator.name = name
+
+    def unregister(self, name: str) -> AbstractEmbeddingGenerator:
+        """Remove a generator (by name or alias) and return it; it is not closed."""
+        with self._lock:
+            canonical = self._canonical(name)
+            self._aliases = {a: n for a, n in self._aliases.items() if n != canonical}
+            self._block_ids.pop(canonical, None)
+            return self._generators.pop(canonical)
+
+    def _canonical(self, name: str) -> str:
+        if name in self._generators:
+            return name
+        canonical = self._aliases.get(name)
+        if canonical is None:
+            known = ", ".join(sorted([*self._generators, *self._aliases])) or "none registered"
+            raise UnknownGeneratorError(f"unknown generator {name!r}; known generators: {known}")
+        return canonical
+
+    def get(self, name: str) -> AbstractEmbeddingGenerator:
+        """The generator registered under ``name`` or one of its aliases."""
+        return self._generators[self._canonical(name)]
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._generators or name in self._aliases
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(list(self._generators))
+
+    def __len__(self) -> int:
+        return len(self._generators)
+
+    def names(self) -> list[str]:
+        """Canonical generator names, in registration order."""
+        return list(self._generators)
+
+    def list_generators(self) -> list[GeneratorInfo]:
+        """Name, aliases, provider, model and dims of every generator."""
+        with self._lock:
+            rows = []
+            for name, gen in self._generators.items():
+                desc = gen.describe()
+                rows.append(
+                    GeneratorInfo(
+                        name=name,
+                        aliases=tuple(a for a, n in self._aliases.items() if n == name),
+                        provider=str(desc.get("provider")),
+                        model=desc.get("model"),
+                        dims=desc.get("dims"),
+                        normalize=bool(desc.get("normalize")),
+                        block_id=self._block_ids.get(name),
+                    )
+                )
+            return rows
+
+    # -- embedding -------------------------------------------------------------------------
+    def embed(self, name: str, texts: Sequence[str], *, normalize: bool | None = None) -> Embeddings:
+        """Embed ``texts`` with generator ``name``; returns vectors (numpy) and token usage."""
+        return self.get(name).embed(texts, normalize=normalize)
+
+    async def aembed(self, name: str, texts: Sequence[str], *, normalize: bool | None = None) -> Embeddings:
+        return await self.get(name).aembed(texts, normalize=normalize)
+
+    def encode(self, name: str, texts: Sequence[str], *, normalize: bool | None = None) -> np.ndarray:
+        """Embed ``texts`` into a float32 numpy matrix (one row per text)."""
+        return self.embed(name, texts, normalize=normalize).vectors
+
+    async def aencode(self, name: str, texts: Sequence[str], *, normalize: bool | None = None) -> np.ndarray:
+        return (await self.aembed(name, texts, normalize=normalize)).vectors
+
+    def generate(self, name: str, text: str, *, normalize: bool | None = None) -> list[float]:
+        """Embed one text: ``manager.generate("hf", "What is AI?")``.
+
+        ``normalize`` overrides the generator's own setting for this call.
+        """
+        gen = self.get(name)
+        return gen.encode([check_text(text)], normalize=normalize)[0].tolist()
+
+    def generate_batch(self, name: str, texts: Sequence[str], *, normalize: bool | None = None) -> list[list[float]]:
+        """Embed several texts, in order: ``manager.generate_batch("hf", ["Hello", "World"])``."""
+        return self.encode(name, texts, normalize=normalize).tolist()
+
+    async def agenerate(self, name: str, text: str, *, normalize: bool | None = None) -> list[float]:
+        gen = self.get(name)
+        return (await gen.aencode([check_text(text)], normalize=normalize))[0].tolist()
+
+    async def agenerate_batch(
+        self, name: str, texts: Sequence[str], *, normalize: bool | None = None
+    ) -> list[list[float]]:
+        return (await self.aencode(name, texts, normalize=normalize)).tolist()
+
+    # -- life cycle ------------------------------------------------------------------------
+    def warm_up(self, names: Sequence[str] | None = None) -> None:
+        """Load models / open connections now rather than on first use."""
+        for name in names if names is not None else self.names():
+            self.get(name).warm_up()
+
+    def close(self) -> None:
+        """Close every generator."""
+        for gen in list(self._generators.values()):
+            gen.close()
+
+    def __enter__(self) -> EmbeddingGeneratorManager:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- specs -----------------------------------------------------------------------------
+    @classmethod
+    def from_subject_spec(cls, source: SpecSource | SubjectSpec) -> EmbeddingGeneratorManager:
+        """Build every embeddings item of a subject spec (path, JSON string, mapping or SubjectSpec).
+
+        Each generator is registered under the item's ``name`` if given, its prefix when that
+        prefix is unique in the spec, and always its full ``llm_block_id``. No model is
+        loaded: that happens on first use or :meth:`warm_up`.
+        """
+        from .factory import build_embeddings_from_model_item
+
+        if isinstance(source, SubjectSpec):
+            spec, origin = source, "<spec>"
+        else:
+            origin, spec = spec_origin(source), load_spec(source)
+        plan = _plan_names(spec, origin)
+        manager = cls()
+        manager.spec = spec
+        for index, item in spec.embedding_items:
+            canonical, aliases = plan[index]
+            where = f"{origin}: models[{index}] ({item.llm_block_id!r})"
+            gen = build_embeddings_from_model_item(item, where=where)
+            manager.register_generator(canonical, gen, aliases=aliases)
+            manager._block_ids[canonical] = item.llm_block_id
+        return manager
+
+
+def _plan_names(spec: SubjectSpec, origin: str) -> dict[int, tuple[str, list[str]]]:
+    """index -> (canonical name, aliases), rejecting collisions with a clear message."""
+    items = spec.embedding_items
+    prefixes = [item.prefix for _, item in items]
+    blocks = [item.llm_block_id for _, item in items]
+    owner: dict[str, int] = {}
+    plan: dict[int, tuple[str, list[str]]] = {}
+    for index, item in items:
+        where = f"{origin}: models[{index}] ({item.llm_block_id!r})"
+        names = [item.name] if item.name else []
+        # Block id and prefix are handles only when unique: a shared one would be ambiguous.
+        if blocks.count(item.llm_block_id) == 1:
+            if item.llm_block_id not in names:
+                names.append(item.llm_block_id)
+        elif not item.name:
+            raise SpecError(f"{where}: several items use this block id; give each of them a distinct 'name'")
+        if prefixes.count(item.prefix) == 1 and item.prefix not in names:
+            names.append(item.prefix)
+        for n in names:
+            if n in owner:
+                raise SpecError(
+                    f"{where}: name {n!r} is already used by models[{owner[n]}]; give one of them a distinct 'name'"
+                )
+            owner[n] = index
+        plan[index] = (names[0], names[1:])
+    return plan

@@ -1,0 +1,44 @@
+"""Settings shared by the HTTP and gRPC servers."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from pydantic import SecretStr
+
+__all__ = ["DEFAULT_GRACE_PERIOD_S", "DEFAULT_MAX_CONCURRENCY", "DEFAULT_MAX_INPUTS", "DEFAULT_MAX_REQUEST_BYTES", "ServerConfig"]
+
+DEFAULT_MAX_INPUTS = 2048
+DEFAULT_MAX_REQUEST_BYTES = 16 * 1024 * 1024
+DEFAULT_MAX_CONCURRENCY = 64
+DEFAULT_GRACE_PERIOD_S = 10.0
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    """Limits, authentication and TLS for both servers.
+
+    ``max_concurrency`` bounds requests being worked on at once; beyond it a server answers
+    429 / RESOURCE_EXHAUSTED at once instead of queuing without limit.
+    """
+
+    api_keys: tuple[SecretStr, ...] = ()
+    max_inputs: int = DEFAULT_MAX_INPUTS
+    max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES
+    max_concurrency: int = DEFAULT_MAX_CONCURRENCY
+    grace_period_s: float = DEFAULT_GRACE_PERIOD_S
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    tls_client_ca: Path | None = None
+    cors_origins: tuple[str, ...] = field(default=())
+
+    def accepts_key(self, presented: str | None) -> bool:
+        """True when no keys are configured or ``presented`` is one of them (constant time)."""
+        if not self.api_keys:
+            return True
+        if presented is None:
+            return False
+        import hmac
+
+        return any(hmac.compare_digest(presented, k.get_secret_value()) for k in self.api_keys)

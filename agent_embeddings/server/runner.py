@@ -1,0 +1,104 @@
+"""Run the gRPC and/or HTTP server in one asyncio loop, with graceful shutdown on SIGTERM.
+
+Each server module provides a class following :class:`ServerHandle`; the runner starts them
+(health says NOT_SERVING), loads the models, flips them to SERVING, and on SIGTERM/SIGINT
+flips them back, stops accepting new calls and lets in-flight calls finish within the grace
+period.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import threading
+from collections.abc import Callable, Sequence
+from typing import Protocol
+
+from ..manager import EmbeddingGeneratorManager
+from .config import ServerConfig
+
+__all__ = ["ServerHandle", "make_servers", "run_servers"]
+
+log = logging.getLogger("agent_embeddings.server")
+
+
+class ServerHandle(Protocol):
+    """What the runner needs of a server."""
+
+    #: "grpc" or "http"
+    kind: str
+
+    @property
+    def address(self) -> str:
+        """The bound ``host:port`` (the real port when 0 was asked for); valid after start()."""
+
+    async def start(self) -> None:
+        """Bind and begin accepting calls; health reports NOT_SERVING until set_serving(True)."""
+
+    def set_serving(self, serving: bool) -> None:
+        """Switch the health status."""
+
+    async def stop(self, grace_s: float) -> None:
+        """Stop accepting calls, let in-flight calls finish within ``grace_s``, then close."""
+
+
+def make_servers(
+    manager: EmbeddingGeneratorManager,
+    *,
+    grpc: str | None = None,
+    http: str | None = None,
+    config: ServerConfig | None = None,
+) -> list[ServerHandle]:
+    """Build (not start) the servers asked for; imports grpc / fastapi only when needed."""
+    config = config or ServerConfig()
+    servers: list[ServerHandle] = []
+    if grpc:
+        from .grpc import GrpcServer
+
+        servers.append(GrpcServer(manager, grpc, config))
+    if http:
+        from .http import HttpServer
+
+        servers.append(HttpServer(manager, http, config))
+    if not servers:
+        raise ValueError("nothing to serve: give a gRPC and/or an HTTP address")
+    return servers
+
+
+async def run_servers(
+    manager: EmbeddingGeneratorManager,
+    servers: Sequence[ServerHandle],
+    *,
+    config: ServerConfig | None = None,
+    on_ready: Callable[[Sequence[ServerHandle]], None] | None = None,
+    stop: asyncio.Event | None = None,
+) -> None:
+    """Start ``servers``, warm the models, serve until ``stop`` is set or SIGTERM/SIGINT arrives."""
+    config = config or ServerConfig()
+    stop = stop or asyncio.Event()
+    loop = asyncio.get_running_loop()
+    installed: list[int] = []
+    if threading.current_thread() is threading.main_thread():
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+            installed.append(sig)
+    started: list[ServerHandle] = []
+    try:
+        for server in servers:
+            await server.start()
+            started.append(server)
+        await asyncio.to_thread(manager.warm_up)  # load models off the event loop
+        for server in started:
+            server.set_serving(True)
+            log.info("serving %s on %s: %s", server.kind, server.address, ", ".join(manager.names()))
+        if on_ready:
+            on_ready(started)
+        await stop.wait()
+        log.info("shutting down: finishing in-flight calls (grace period %.1fs)", config.grace_period_s)
+    finally:
+        for server in started:
+            server.set_serving(False)
+        await asyncio.gather(*(s.stop(config.grace_period_s) for s in started), return_exceptions=True)
+        for sig in installed:
+            loop.remove_signal_handler(sig)

@@ -1,0 +1,247 @@
+"""Subject specs: the JSON an agent uses to declare the embedding models it needs.
+
+A spec holds ``ModelItem`` entries; the ``llm_block_id`` prefix (``hf:``, ``openai:``,
+``aios:`` or a plugin's) picks the backend, and each backend validates ``llm_parameters``
+with its own pydantic model (a subclass of :class:`GeneratorParams`).
+
+>>> spec = load_spec({"subject_id": "demo", "models": [
+...     {"llm_type": "embeddings", "llm_block_id": "hf:sentence-transformers/all-MiniLM-L6-v2"}]})
+>>> spec.models[0].prefix, spec.models[0].model
+('hf', 'sentence-transformers/all-MiniLM-L6-v2')
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, TypeVar, Union
+
+from pydantic import BaseModel, ConfigDict, Field, PositiveInt, ValidationError, field_validator
+
+from .errors import SpecError
+
+__all__ = [
+    "EMBEDDINGS",
+    "GeneratorParams",
+    "ModelItem",
+    "SpecSource",
+    "SubjectSpec",
+    "load_spec",
+    "parse_params",
+    "spec_origin",
+    "subject_spec_schema",
+]
+
+EMBEDDINGS = "embeddings"
+_PREFIX_RE = re.compile(r"^[a-z][a-z0-9_.-]*$")
+# Field names whose values must never be echoed back in an error message.
+_SECRET_FIELDS = frozenset({"api_key", "token", "password", "secret", "bearer_token"})
+
+SpecSource = Union[str, "os.PathLike[str]", Mapping[str, Any]]
+
+
+class ModelItem(BaseModel):
+    """One model declared by a subject spec (the documented ``ModelItem`` fields, plus ``name``)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    llm_type: str = Field(description='Kind of model; "embeddings" for embedding generators.')
+    llm_block_id: str = Field(
+        description='Backend prefix and target, e.g. "openai:text-embedding-3-small", '
+        '"hf:sentence-transformers/all-MiniLM-L6-v2", "aios:embeddings-prod".'
+    )
+    llm_selection_query: dict[str, Any] = Field(
+        default_factory=dict,
+        description="Selector (region, tenant, tier, ...) a resolver plugin may use to pick a deployment.",
+    )
+    llm_parameters: dict[str, Any] = Field(
+        default_factory=dict, description="Backend-specific settings, validated by the backend's parameter model."
+    )
+    name: str | None = Field(
+        default=None, min_length=1, description="Name the generator is registered under in the manager."
+    )
+
+    @field_validator("llm_block_id")
+    @classmethod
+    def _check_block_id(cls, value: str) -> str:
+        prefix, sep, model = value.partition(":")
+        if not sep:
+            raise ValueError(f"block id {value!r} has no backend prefix; expected 'prefix:model', e.g. 'hf:...'")
+        if not _PREFIX_RE.match(prefix):
+            raise ValueError(f"block id {value!r} has an invalid prefix {prefix!r}; expected lowercase letters/digits")
+        if not model.strip():
+            raise ValueError(f"block id {value!r} names no model after '{prefix}:'")
+        return value
+
+    @property
+    def prefix(self) -> str:
+        """The backend prefix, e.g. ``"hf"``."""
+        return self.llm_block_id.partition(":")[0]
+
+    @property
+    def model(self) -> str:
+        """The part after the prefix, e.g. ``"sentence-transformers/all-MiniLM-L6-v2"``."""
+        return self.llm_block_id.partition(":")[2]
+
+    @property
+    def is_embeddings(self) -> bool:
+        return self.llm_type == EMBEDDINGS
+
+
+class SubjectSpec(BaseModel):
+    """An agent's subject spec. Unknown top-level sections are kept (other tools own them)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    subject_id: str = Field(description="Identifier of the agent or subject.")
+    subject_type: str = Field(default="agent", description='Kind of subject, e.g. "agent".')
+    models: list[ModelItem] = Field(description="Models the subject uses; non-embedding items are kept and skipped.")
+
+    @property
+    def embedding_items(self) -> list[tuple[int, ModelItem]]:
+        """``(index, item)`` for each embeddings item, index being its place in ``models``."""
+        return [(i, item) for i, item in enumerate(self.models) if item.is_embeddings]
+
+
+class GeneratorParams(BaseModel):
+    """``llm_parameters`` common to every backend; each backend subclasses this.
+
+    ``strict`` so that ``"normalize": "yes"`` or ``"batch_size": "64"`` are errors, not guesses.
+    """
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    normalize: bool = Field(default=True, description="L2-normalize vectors to unit length.")
+    dims: PositiveInt | None = Field(
+        default=None, description="Expected vector width; a backend delivering another width is an error."
+    )
+    dimensions: PositiveInt | None = Field(
+        default=None, description="Shorten vectors to this many dimensions (Matryoshka), then re-normalize."
+    )
+    batch_size: PositiveInt = Field(default=32, description="Texts per backend call.")
+
+
+P = TypeVar("P", bound=GeneratorParams)
+
+
+def _loc(loc: tuple[Any, ...]) -> str:
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out
+
+
+def _describe(err: Any) -> str:
+    """One pydantic error as 'field: problem (got X)', hiding secret values."""
+    loc = err["loc"]
+    kind = err["type"]
+    if kind == "extra_forbidden":
+        return f"{_loc(loc)}: unknown field"
+    if kind == "missing":
+        return f"{_loc(loc)}: required field is missing"
+    msg = err["msg"].removeprefix("Value error, ")
+    secret = any(str(part) in _SECRET_FIELDS for part in loc)
+    if "input" in err and not secret and kind not in ("value_error",):
+        got = err["input"]
+        shown = repr(got) if len(repr(got)) <= 60 else repr(got)[:57] + "..."
+        msg += f" (got {type(got).__name__} {shown})"
+    return f"{_loc(loc)}: {msg}" if loc else msg
+
+
+def format_validation_error(exc: ValidationError, *, where: str) -> str:
+    lines = [_describe(err) for err in exc.errors()]
+    return f"{where}: " + "; ".join(lines)
+
+
+def parse_params(model: type[P], item: ModelItem, *, where: str | None = None) -> P:
+    """Validate ``item.llm_parameters`` with a backend's parameter ``model``.
+
+    Errors name the item and the field; unknown keys list the accepted ones.
+    """
+    where = where or f"{item.llm_block_id!r}"
+    try:
+        return model.model_validate(item.llm_parameters)
+    except ValidationError as exc:
+        problems = []
+        unknown = False
+        for err in exc.errors():
+            if err["type"] == "extra_forbidden":
+                unknown = True
+            problems.append("llm_parameters." + _describe(err))
+        message = f"{where}: " + "; ".join(problems)
+        if unknown:
+            message += f"; accepted keys for '{item.prefix}:': {', '.join(sorted(model.model_fields))}"
+        raise SpecError(message) from None
+
+
+def _parse_json(text: str, origin: str) -> Any:
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise SpecError(f"{origin}: invalid JSON at line {exc.lineno}, column {exc.colno}: {exc.msg}") from None
+
+
+def read_spec_source(source: SpecSource) -> tuple[Any, str]:
+    """Return ``(data, origin)`` for a path, a JSON string or a mapping."""
+    if isinstance(source, Mapping):
+        return dict(source), "<mapping>"
+    if isinstance(source, str) and source.lstrip().startswith("{"):
+        return _parse_json(source, "<json string>"), "<json string>"
+    if not isinstance(source, (str, os.PathLike)):
+        raise SpecError(f"a spec must be a path, a JSON string or a mapping, not {type(source).__name__}")
+    path = Path(source)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise SpecError(f"{path}: spec file not found") from None
+    except IsADirectoryError:
+        raise SpecError(f"{path}: is a directory, not a spec file") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise SpecError(f"{path}: cannot read spec file: {exc}") from None
+    return _parse_json(text, str(path)), str(path)
+
+
+def spec_origin(source: SpecSource) -> str:
+    """How errors name a spec source: its path, ``<json string>`` or ``<mapping>``."""
+    if isinstance(source, Mapping):
+        return "<mapping>"
+    if isinstance(source, str) and source.lstrip().startswith("{"):
+        return "<json string>"
+    return str(source)
+
+
+def load_spec(source: SpecSource) -> SubjectSpec:
+    """Load and validate a subject spec from a file path, a JSON string or a mapping.
+
+    Errors are :class:`SpecError` naming the file, the item (``models[i]``) and the field.
+    """
+    data, origin = read_spec_source(source)
+    if not isinstance(data, dict):
+        raise SpecError(f"{origin}: a subject spec must be a JSON object, got {type(data).__name__}")
+    try:
+        return SubjectSpec.model_validate(data)
+    except ValidationError as exc:
+        problems = []
+        for err in exc.errors():
+            loc = err["loc"]
+            text = _describe(err)
+            if len(loc) >= 2 and loc[0] == "models" and isinstance(loc[1], int):
+                item = data["models"][loc[1]]
+                block = item.get("llm_block_id") if isinstance(item, dict) else None
+                if block:
+                    text = text.replace(_loc(loc[:2]), f"{_loc(loc[:2])} ({block!r})", 1)
+            if loc == ("models",) and err["type"] == "list_type":
+                text = f"models: must be a list of model items, got {type(data.get('models')).__name__}"
+            problems.append(text)
+        raise SpecError(f"{origin}: " + "; ".join(problems)) from None
+
+
+def subject_spec_schema() -> dict[str, Any]:
+    """JSON Schema of the subject spec (shipped as ``specs/subject-spec.schema.json``)."""
+    schema = SubjectSpec.model_json_schema()
+    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    schema["$id"] = "https://agent-embeddings.dev/schemas/subject-spec.schema.json"
+    return schema
