@@ -7,6 +7,7 @@ found locally (a path, the Hugging Face cache, or a package that ships them thro
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import threading
@@ -26,6 +27,7 @@ from ..specs import GeneratorParams, ModelItem
 
 __all__ = ["HuggingFaceEmbeddingGenerator", "HuggingFaceParams"]
 
+log = logging.getLogger(__name__)
 _DEVICE_RE = re.compile(r"^(cpu|cuda(:\d+)?|mps|auto)$")
 DEVICES = "cpu, cuda, cuda:N, mps, auto"
 
@@ -210,8 +212,18 @@ class HuggingFaceEmbeddingGenerator(AbstractEmbeddingGenerator):
 
 
 def resolve_device(device: str, *, who: str) -> str:
-    """Check that ``device`` exists here; ``auto`` picks cuda, then mps, then cpu."""
+    """Check that ``device`` exists here; ``auto`` picks cuda, then mps, then cpu.
+
+    ``AGENT_EMBEDDINGS_DEVICE`` overrides every spec's device (run a GPU spec on a CPU box).
+    """
     torch = require("torch", "hf", who=who)
+    override = os.environ.get("AGENT_EMBEDDINGS_DEVICE")
+    if override:
+        if not _DEVICE_RE.match(override):
+            raise ConfigurationError(f"AGENT_EMBEDDINGS_DEVICE={override!r} is not one of {DEVICES}")
+        if override != device:
+            log.info("%s: device %r overridden by AGENT_EMBEDDINGS_DEVICE=%r", who, device, override)
+        device = override
 
     cuda = torch.cuda.is_available()
     mps = bool(getattr(torch.backends, "mps", None) and torch.backends.mps.is_available())

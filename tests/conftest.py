@@ -1,0 +1,61 @@
+"""Shared fixtures: the real local model (loaded once per session), paths, sentences."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+# Never wait on the Hugging Face Hub; load no entry-point plugins unless a test asks for one.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+os.environ["AGENT_EMBEDDINGS_LOAD_PLUGINS"] = ""
+
+from agent_embeddings import EmbeddingGeneratorManager  # noqa: E402
+
+ROOT = Path(__file__).resolve().parent.parent
+SPECS = ROOT / "specs"
+MINILM = "sentence-transformers/all-MiniLM-L6-v2"
+
+SENTENCES = [
+    "A man is eating food.",
+    "A man is eating a piece of bread.",
+    "The new movie is awesome.",
+    "A cheetah is running behind its prey.",
+    "The cat sits outside.",
+    "Agents need embeddings from many backends.",
+    "Vectors stay numpy arrays inside the pipeline.",
+    "gRPC carries packed float32 bytes.",
+]
+
+
+@pytest.fixture(scope="session")
+def root() -> Path:
+    return ROOT
+
+
+@pytest.fixture(scope="session")
+def default_spec() -> Path:
+    return SPECS / "default.json"
+
+
+@pytest.fixture(scope="session")
+def hf_manager(default_spec: Path) -> Iterator[EmbeddingGeneratorManager]:
+    """The default spec's manager with all-MiniLM-L6-v2 loaded (names: hf-minilm, hf)."""
+    manager = EmbeddingGeneratorManager.from_subject_spec(default_spec)
+    manager.warm_up()
+    yield manager
+    manager.close()
+
+
+@pytest.fixture(scope="session")
+def st_model(hf_manager: EmbeddingGeneratorManager):
+    """The sentence-transformers model behind ``hf_manager`` (the same loaded object)."""
+    return hf_manager.get("hf")._model().model
+
+
+@pytest.fixture(scope="session")
+def sentences() -> list[str]:
+    return list(SENTENCES)

