@@ -22,12 +22,13 @@ from __future__ import annotations
 import asyncio
 import importlib
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar, Union
 
 import numpy as np
 
+from .batching import MicroBatcher, MicroBatching
 from .specs import GeneratorParams, ModelItem, parse_params
 from .vectors import as_matrix, check_dims, check_text, check_texts, l2_normalize, truncate
 
@@ -49,10 +50,14 @@ __all__ = [
 
 @dataclass(frozen=True)
 class BackendResult:
-    """What ``_embed_batch`` may return when it knows more than the vectors."""
+    """What ``_embed_batch`` may return when it knows more than the vectors.
+
+    ``token_counts`` (one per text) lets micro-batching give each caller its own usage.
+    """
 
     vectors: Any
     prompt_tokens: int | None = None
+    token_counts: Sequence[int] | None = None
 
 
 RawBatch = Union[np.ndarray, Sequence[Sequence[float]], BackendResult]
@@ -100,6 +105,10 @@ class AbstractEmbeddingGenerator:
     Params: ClassVar[type[GeneratorParams]] = GeneratorParams
     #: Hard limit of texts per backend call (None: no limit beyond ``batch_size``).
     max_batch_size: ClassVar[int | None] = None
+    #: Whether concurrent small calls are coalesced unless the spec says otherwise: on for
+    #: local models (one big forward pass beats many small ones), off for remote backends
+    #: (their servers batch) and custom generators.
+    micro_batching_default: ClassVar[bool] = False
 
     def __init__(
         self,
@@ -110,6 +119,7 @@ class AbstractEmbeddingGenerator:
         dimensions: int | None = None,
         model: str | None = None,
         name: str | None = None,
+        micro_batching: MicroBatching | Mapping[str, Any] | bool | None = None,
     ) -> None:
         self.dims = dims
         self.normalize = normalize
@@ -119,6 +129,9 @@ class AbstractEmbeddingGenerator:
         self.name = name
         self.usage = Usage()
         self._observed_dims: int | None = None
+        self.micro_batching = _micro_batching(micro_batching, type(self).micro_batching_default)
+        self._batcher: MicroBatcher | None = None
+        self._batcher_lock = threading.Lock()
         if dims is not None and dimensions is not None and dims != dimensions:
             from .errors import SpecError
 
@@ -136,7 +149,11 @@ class AbstractEmbeddingGenerator:
     @classmethod
     def from_model_item(cls, item: ModelItem) -> Self:
         """Build from a spec item; ``llm_parameters`` are validated by ``cls.Params``."""
-        return cls.from_params(item, parse_params(cls.Params, item))
+        params = parse_params(cls.Params, item)
+        generator = cls.from_params(item, params)
+        if getattr(params, "micro_batching", None) is not None:
+            generator.micro_batching = params.micro_batching
+        return generator
 
     @classmethod
     def from_params(cls, item: ModelItem, params: Any) -> Self:
@@ -155,6 +172,27 @@ class AbstractEmbeddingGenerator:
         """Async twin of ``_embed_batch``; by default runs it in a worker thread."""
         return await asyncio.to_thread(self._embed_batch, texts)
 
+    def _batcher_for(self, chunk: list[str]) -> MicroBatcher | None:
+        """The micro-batcher when this chunk should go through it (small chunks only)."""
+        config = self.micro_batching
+        if config is None or not config.enabled or len(chunk) >= config.max_batch_size:
+            return None
+        if self._batcher is None:
+            with self._batcher_lock:
+                if self._batcher is None:
+                    self._batcher = MicroBatcher(self._embed_batch, config, name=self.name or self.provider)
+        return self._batcher
+
+    def _run_chunk(self, chunk: list[str]) -> RawBatch:
+        batcher = self._batcher_for(chunk)
+        return batcher.submit(chunk).result() if batcher else self._embed_batch(chunk)
+
+    async def _arun_chunk(self, chunk: list[str]) -> RawBatch:
+        batcher = self._batcher_for(chunk)
+        if batcher:
+            return await asyncio.wrap_future(batcher.submit(chunk))
+        return await self._aembed_batch(chunk)
+
     def _chunk_size(self) -> int:
         limit = type(self).max_batch_size
         return min(self.batch_size, limit) if limit else self.batch_size
@@ -165,7 +203,7 @@ class AbstractEmbeddingGenerator:
         items = check_texts(texts)
         if not items:
             return self._empty()
-        parts = [self._accept(self._embed_batch(chunk), len(chunk)) for chunk in self._chunks(items)]
+        parts = [self._accept(self._run_chunk(chunk), len(chunk)) for chunk in self._chunks(items)]
         return self._finish(parts, normalize)
 
     async def aembed(self, texts: Sequence[str], *, normalize: bool | None = None) -> Embeddings:
@@ -173,7 +211,7 @@ class AbstractEmbeddingGenerator:
         items = check_texts(texts)
         if not items:
             return self._empty()
-        parts = [self._accept(await self._aembed_batch(chunk), len(chunk)) for chunk in self._chunks(items)]
+        parts = [self._accept(await self._arun_chunk(chunk), len(chunk)) for chunk in self._chunks(items)]
         return self._finish(parts, normalize)
 
     def encode(self, texts: Sequence[str], *, normalize: bool | None = None) -> np.ndarray:
@@ -205,7 +243,10 @@ class AbstractEmbeddingGenerator:
         """Load models / open connections now instead of on first use."""
 
     def close(self) -> None:
-        """Release models, clients and channels."""
+        """Release models, clients and channels (subclasses call ``super().close()``)."""
+        batcher, self._batcher = self._batcher, None
+        if batcher is not None:
+            batcher.close()
 
     def __enter__(self) -> Self:
         return self
@@ -245,7 +286,8 @@ class AbstractEmbeddingGenerator:
     def _accept(self, raw: RawBatch, rows: int) -> BackendResult:
         tokens = None
         if isinstance(raw, BackendResult):
-            raw, tokens = raw.vectors, raw.prompt_tokens
+            tokens = raw.prompt_tokens if raw.token_counts is None else sum(raw.token_counts)
+            raw = raw.vectors
         return BackendResult(as_matrix(raw, rows, who=self._who()), tokens)
 
     def _finish(self, parts: list[BackendResult], normalize: bool | None) -> Embeddings:
@@ -268,6 +310,16 @@ class AbstractEmbeddingGenerator:
 
     def _empty(self) -> Embeddings:
         return Embeddings(np.empty((0, self.output_dims or 0), dtype=np.float32), 0, self.name)
+
+
+def _micro_batching(value: Any, default: bool) -> MicroBatching | None:
+    if value is None:
+        return MicroBatching() if default else None
+    if isinstance(value, bool):
+        return MicroBatching(enabled=value)
+    if isinstance(value, MicroBatching):
+        return value
+    return MicroBatching.model_validate(dict(value))
 
 
 # The documented import path (``...generator import OpenAIEmbeddingGenerator``) without

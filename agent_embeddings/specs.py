@@ -21,6 +21,7 @@ from typing import Any, TypeVar, Union
 
 from pydantic import BaseModel, ConfigDict, Field, PositiveInt, ValidationError, field_validator
 
+from .batching import MicroBatching
 from .errors import SpecError
 
 __all__ = [
@@ -122,6 +123,14 @@ class GeneratorParams(BaseModel):
         default=None, description="Shorten vectors to this many dimensions (Matryoshka), then re-normalize."
     )
     batch_size: PositiveInt = Field(default=32, description="Texts per backend call.")
+    # exclude=True: applied by AbstractEmbeddingGenerator.from_model_item, so backend
+    # constructors fed with model_dump() need not know about it.
+    micro_batching: MicroBatching | None = Field(
+        default=None,
+        exclude=True,
+        description="Coalesce concurrent small calls into one backend batch "
+        "(default: on for local models, off for remote ones).",
+    )
 
 
 P = TypeVar("P", bound=GeneratorParams)

@@ -79,6 +79,7 @@ class HuggingFaceEmbeddingGenerator(AbstractEmbeddingGenerator):
 
     provider = "hf"
     Params = HuggingFaceParams
+    micro_batching_default = True
 
     def __init__(
         self,
@@ -95,10 +96,17 @@ class HuggingFaceEmbeddingGenerator(AbstractEmbeddingGenerator):
         trust_remote_code: bool = False,
         revision: str | None = None,
         allow_download: bool = False,
+        micro_batching: Any = None,
         name: str | None = None,
     ) -> None:
         super().__init__(
-            dims=dims, normalize=normalize, batch_size=batch_size, dimensions=dimensions, model=model_name, name=name
+            dims=dims,
+            normalize=normalize,
+            batch_size=batch_size,
+            dimensions=dimensions,
+            model=model_name,
+            name=name,
+            micro_batching=micro_batching,
         )
         if not _DEVICE_RE.match(device):
             raise ConfigurationError(f"{self._who()}: unknown device {device!r}; expected one of {DEVICES}")
@@ -181,15 +189,16 @@ class HuggingFaceEmbeddingGenerator(AbstractEmbeddingGenerator):
                 normalize_embeddings=False,
                 show_progress_bar=False,
             )
-            tokens = self._count_tokens(loaded, texts)
-        return BackendResult(vectors, tokens)
+            counts = self._token_counts(loaded, texts)
+        return BackendResult(vectors, None if counts is None else sum(counts), counts)
 
     def count_tokens(self, texts: Sequence[str]) -> int | None:
         loaded = self._model()
         with loaded.lock:
-            return self._count_tokens(loaded, list(texts))
+            counts = self._token_counts(loaded, list(texts))
+        return None if counts is None else sum(counts)
 
-    def _count_tokens(self, loaded: _LoadedModel, texts: list[str]) -> int | None:
+    def _token_counts(self, loaded: _LoadedModel, texts: list[str]) -> list[int] | None:
         tokenizer = getattr(loaded.model, "tokenizer", None)
         if tokenizer is None:
             return None
@@ -202,12 +211,13 @@ class HuggingFaceEmbeddingGenerator(AbstractEmbeddingGenerator):
             return_attention_mask=False,
             return_token_type_ids=False,
         )["input_ids"]
-        return sum(len(i) for i in ids)
+        return [len(i) for i in ids]
 
     def describe(self) -> dict[str, Any]:
         return {**super().describe(), "device": self.device}
 
     def close(self) -> None:
+        super().close()
         self._loaded = None  # the shared model is freed when no generator holds it
 
 

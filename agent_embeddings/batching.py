@@ -1,0 +1,161 @@
+"""Dynamic micro-batching: concurrent small calls to one generator share one backend batch.
+
+Callers (threads or asyncio tasks) put their texts on the generator's queue; one worker
+thread takes what is queued — waiting at most ``max_wait_ms`` after the first request for
+more — up to ``max_batch_size`` texts, makes one backend call and hands each caller its own
+rows. When a shared call fails, each request is retried alone so that an error reaches only
+the caller it belongs to.
+
+A lone caller pays no wait: the worker only waits for company when the previous batch had
+more than one request, i.e. when callers are known to be arriving together.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import Future
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, PositiveInt
+
+__all__ = ["MicroBatcher", "MicroBatching"]
+
+
+class MicroBatching(BaseModel):
+    """``llm_parameters.micro_batching``: coalesce concurrent small calls into one batch."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    enabled: bool = Field(default=True, description="Coalesce concurrent calls (default depends on the backend).")
+    max_batch_size: PositiveInt = Field(default=64, description="Texts per coalesced backend call.")
+    max_wait_ms: float = Field(
+        default=2.0, ge=0, le=1000, description="Longest wait for more callers once calls arrive together."
+    )
+
+
+@dataclass
+class _Request:
+    texts: list[str]
+    future: Future
+
+
+_STOP = object()
+
+
+class MicroBatcher:
+    """One queue and one worker thread in front of a batch function."""
+
+    def __init__(self, fn: Callable[[list[str]], Any], config: MicroBatching, *, name: str = "generator") -> None:
+        self._fn = fn
+        self.max_batch_size = config.max_batch_size
+        self._max_wait_s = config.max_wait_ms / 1000.0
+        self._name = name
+        self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+        self._closed = False
+        self.batches = 0  # backend calls made, for tests and stats
+        self.requests = 0
+        self._last_batch_requests = 0
+
+    def submit(self, texts: list[str]) -> Future:
+        """Queue ``texts``; the future resolves to the backend's output for exactly these texts."""
+        future: Future = Future()
+        if self._closed:
+            future.set_exception(RuntimeError(f"{self._name}: micro-batcher is closed"))
+            return future
+        self._queue.put(_Request(texts, future))
+        if self._thread is None:
+            with self._lock:
+                if self._thread is None:
+                    self._thread = threading.Thread(target=self._loop, name=f"microbatch-{self._name}", daemon=True)
+                    self._thread.start()
+        return future
+
+    def close(self) -> None:
+        """Finish queued work, then stop the worker."""
+        self._closed = True
+        if self._thread is not None:
+            self._queue.put(_STOP)
+            self._thread.join(timeout=30)
+
+    # -- the worker ------------------------------------------------------------------------
+    def _loop(self) -> None:
+        carry: _Request | None = None
+        while True:
+            first = carry if carry is not None else self._queue.get()
+            carry = None
+            if first is _STOP:
+                return
+            batch, size, stop = [first], len(first.texts), False
+            wait = self._max_wait_s if self._last_batch_requests > 1 else 0.0
+            deadline = time.monotonic() + wait
+            while size < self.max_batch_size:
+                try:
+                    remaining = deadline - time.monotonic()
+                    item = self._queue.get(timeout=remaining) if remaining > 0 else self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if item is _STOP:
+                    stop = True
+                    break
+                if size + len(item.texts) > self.max_batch_size:
+                    carry = item  # starts the next batch
+                    break
+                batch.append(item)
+                size += len(item.texts)
+            self._run([r for r in batch if r.future.set_running_or_notify_cancel()])
+            if stop:
+                return
+
+    def _run(self, batch: list[_Request]) -> None:
+        if not batch:
+            return
+        self.batches += 1
+        self.requests += len(batch)
+        self._last_batch_requests = len(batch)
+        if len(batch) == 1:  # nothing to split: the caller checks the raw output itself
+            self._run_alone(batch[0])
+            return
+        texts = [t for r in batch for t in r.texts]
+        try:
+            raw = self._fn(texts)
+            vectors, counts = _as_rows(raw, len(texts))
+        except BaseException:  # noqa: BLE001 - find whose input failed: each alone
+            for request in batch:
+                self._run_alone(request)
+            return
+        from .generator import BackendResult
+
+        start = 0
+        for request in batch:
+            end = start + len(request.texts)
+            tokens = None if counts is None else sum(counts[start:end])
+            request.future.set_result(
+                BackendResult(vectors[start:end], tokens, None if counts is None else counts[start:end])
+            )
+            start = end
+
+    def _run_alone(self, request: _Request) -> None:
+        try:
+            request.future.set_result(self._fn(request.texts))
+        except BaseException as exc:  # noqa: BLE001 - delivered to its caller
+            request.future.set_exception(exc)
+
+
+def _as_rows(raw: Any, rows: int) -> tuple[np.ndarray, list[int] | None]:
+    """Backend output as (matrix, per-text token counts or None), with one row per text."""
+    from .generator import BackendResult
+
+    counts = None
+    if isinstance(raw, BackendResult):
+        raw, counts = raw.vectors, raw.token_counts
+    matrix = np.asarray(raw, dtype=np.float32)
+    if matrix.ndim != 2 or matrix.shape[0] != rows:
+        raise ValueError(f"backend returned shape {matrix.shape} for {rows} texts")
+    return matrix, (list(counts) if counts is not None else None)

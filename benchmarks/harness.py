@@ -1,0 +1,79 @@
+"""Timing and reporting helpers: interleaved runs, medians, ratios, Markdown + JSON output."""
+
+from __future__ import annotations
+
+import json
+import platform
+import statistics
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+
+@dataclass
+class Row:
+    """One measured comparison: ``value`` against ``baseline_value`` in the same run."""
+
+    scenario: str
+    variant: str
+    unit: str
+    value: float
+    baseline: str
+    baseline_value: float
+    target: float | None = None
+    higher_is_better: bool = True
+    note: str = ""
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def ratio(self) -> float:
+        if self.higher_is_better:
+            return self.value / self.baseline_value if self.baseline_value else float("nan")
+        return self.baseline_value / self.value if self.value else float("nan")
+
+    @property
+    def met(self) -> bool | None:
+        return None if self.target is None else self.ratio >= self.target
+
+
+def timed(fn: Callable[[], object]) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+def compare(candidate: Callable[[], object], baseline: Callable[[], object], repeat: int) -> tuple[float, float]:
+    """Median seconds of ``candidate`` and ``baseline``, runs interleaved so drift hits both."""
+    cand, base = [], []
+    for i in range(repeat):
+        order = [(candidate, cand), (baseline, base)] if i % 2 == 0 else [(baseline, base), (candidate, cand)]
+        for fn, sink in order:
+            sink.append(timed(fn))
+    return statistics.median(cand), statistics.median(base)
+
+
+def write_report(rows: list[Row], out_dir: Path, meta: dict) -> tuple[Path, Path]:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    meta = {**meta, "python": platform.python_version(), "machine": platform.machine(), "time": time.strftime("%F %T")}
+    data = {"meta": meta, "rows": [{**asdict(r), "ratio": r.ratio, "met": r.met} for r in rows]}
+    json_path = out_dir / "latest.json"
+    json_path.write_text(json.dumps(data, indent=2))
+    lines = [
+        f"Benchmarks, {meta['time']} ({meta.get('cpus', '?')} CPUs, n={meta.get('n')}, batch={meta.get('batch')})",
+        "",
+        "| scenario | variant | value | baseline | ratio | target |",
+        "|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        target = "" if r.target is None else f"≥ {r.target:g} {'✅' if r.met else '❌'}"
+        lines.append(
+            f"| {r.scenario} | {r.variant} | {r.value:,.2f} {r.unit} | {r.baseline}: {r.baseline_value:,.2f} {r.unit} "
+            f"| {r.ratio:.3f} | {target} |"
+        )
+    notes = [f"- {r.scenario} / {r.variant}: {r.note}" for r in rows if r.note]
+    if notes:
+        lines += ["", *notes]
+    md_path = out_dir / "latest.md"
+    md_path.write_text("\n".join(lines) + "\n")
+    return md_path, json_path

@@ -1,0 +1,133 @@
+"""Dynamic micro-batching: coalescing, order, error routing, threads and asyncio."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import pytest
+
+from agent_embeddings import AbstractEmbeddingGenerator, InvalidInputError, SpecError, build_embeddings_from_model_item
+from agent_embeddings.batching import MicroBatching
+
+
+class SlowLengths(AbstractEmbeddingGenerator):
+    """Vectors from text lengths; each backend call takes 30 ms and is recorded."""
+
+    provider = "test"
+
+    def __init__(self, **kw):
+        super().__init__(normalize=False, **kw)
+        self.calls: list[list[str]] = []
+        self.lock = threading.Lock()
+
+    def _embed_batch(self, texts):
+        with self.lock:
+            self.calls.append(list(texts))
+        time.sleep(0.03)
+        if any("boom" in t for t in texts):
+            raise RuntimeError("backend refused 'boom'")
+        return np.array([[len(t), t.count("a"), 1.0] for t in texts], dtype=np.float32)
+
+
+def expected(text: str) -> list[float]:
+    return [float(len(text)), float(text.count("a")), 1.0]
+
+
+def test_concurrent_threads_share_batches_and_get_their_own_rows():
+    gen = SlowLengths(micro_batching=MicroBatching(max_batch_size=64, max_wait_ms=5))
+    texts = [f"text {'a' * i}" for i in range(32)]
+    with ThreadPoolExecutor(max_workers=16) as pool:
+        results = list(pool.map(gen.generate, texts))
+    assert results == [expected(t) for t in texts]
+    assert gen._batcher.requests == 32
+    assert len(gen.calls) < 32 / 2, f"expected coalescing, got {len(gen.calls)} backend calls"
+    assert max(len(c) for c in gen.calls) > 1
+
+
+def test_batch_size_is_bounded():
+    gen = SlowLengths(micro_batching=MicroBatching(max_batch_size=4, max_wait_ms=20))
+    with ThreadPoolExecutor(max_workers=12) as pool:
+        list(pool.map(gen.generate, [f"t{i}" for i in range(24)]))
+    assert max(len(c) for c in gen.calls) <= 4
+
+
+def test_an_error_reaches_only_its_caller():
+    gen = SlowLengths(micro_batching=MicroBatching(max_batch_size=64, max_wait_ms=20))
+    texts = ["fine", "also fine", "boom", "still fine"] * 4
+
+    def call(text):
+        try:
+            return gen.generate(text)
+        except RuntimeError as exc:
+            return str(exc)
+
+    with ThreadPoolExecutor(max_workers=16) as pool:
+        results = list(pool.map(call, texts))
+    for text, result in zip(texts, results):
+        assert result == ("backend refused 'boom'" if text == "boom" else expected(text))
+
+
+def test_a_lone_caller_is_not_delayed_and_not_batched():
+    gen = SlowLengths(micro_batching=MicroBatching(max_batch_size=64, max_wait_ms=500))
+    start = time.perf_counter()
+    for i in range(3):
+        assert gen.generate(f"x{i}") == expected(f"x{i}")
+    assert time.perf_counter() - start < 0.5  # 3 x 30 ms of backend, no 500 ms waits
+    assert gen.calls == [["x0"], ["x1"], ["x2"]]
+
+
+def test_large_batches_bypass_the_queue():
+    gen = SlowLengths(micro_batching=MicroBatching(max_batch_size=4), batch_size=100)
+    gen.generate_batch([f"t{i}" for i in range(10)])
+    assert gen._batcher is None and [len(c) for c in gen.calls] == [10]
+
+
+async def test_asyncio_callers_are_coalesced():
+    gen = SlowLengths(micro_batching=MicroBatching(max_batch_size=64, max_wait_ms=5))
+    texts = [f"task {'a' * i}" for i in range(16)]
+    results = await asyncio.gather(*(gen.agenerate(t) for t in texts))
+    assert results == [expected(t) for t in texts]
+    assert len(gen.calls) < 16
+
+
+def test_input_errors_are_raised_before_queuing():
+    gen = SlowLengths(micro_batching=True)
+    with pytest.raises(InvalidInputError):
+        gen.generate("")
+    assert gen.calls == [] and gen._batcher is None
+
+
+def test_close_stops_the_worker():
+    gen = SlowLengths(micro_batching=True)
+    gen.generate("a")
+    worker = gen._batcher._thread
+    gen.close()
+    assert not worker.is_alive()
+
+
+def test_spec_configuration():
+    item = {"llm_type": "embeddings", "llm_block_id": "hf:sentence-transformers/all-MiniLM-L6-v2"}
+    assert build_embeddings_from_model_item(item).micro_batching == MicroBatching()  # on for local models
+    off = build_embeddings_from_model_item({**item, "llm_parameters": {"micro_batching": {"enabled": False}}})
+    assert off.micro_batching.enabled is False
+    tuned = build_embeddings_from_model_item(
+        {**item, "llm_parameters": {"micro_batching": {"max_batch_size": 16, "max_wait_ms": 1}}}
+    )
+    assert (tuned.micro_batching.max_batch_size, tuned.micro_batching.max_wait_ms) == (16, 1)
+    with pytest.raises(SpecError, match=r"llm_parameters.micro_batching.max_wait: unknown field"):
+        build_embeddings_from_model_item({**item, "llm_parameters": {"micro_batching": {"max_wait": 1}}})
+
+
+def test_hf_threads_match_one_at_a_time(hf_manager, sentences):
+    gen = hf_manager.get("hf")
+    assert gen.micro_batching is not None and gen.micro_batching.enabled
+    alone = [gen.generate(t) for t in sentences]
+    with ThreadPoolExecutor(max_workers=16) as pool:
+        together = list(pool.map(gen.generate, sentences * 4))
+    np.testing.assert_allclose(np.array(together), np.array(alone * 4), atol=1e-5)
+    result = gen.embed(["Hello world"])
+    assert result.prompt_tokens == 4  # [CLS] hello world [SEP], counted per caller
