@@ -1,0 +1,146 @@
+"""gRPC targets (``dns:///h:p``, ``h:p``, ``unix:``, ``ipv4:a:p,b:p``) and the client channel settings.
+
+The channel settings live here so that every AIOS client channel behaves the same: round-robin
+across resolved addresses, gRPC's own retry of UNAVAILABLE, keepalive that a server with
+default settings accepts, and message limits the client does not impose itself (the server
+announces its own; the client sizes batches to fit).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import re
+from dataclasses import dataclass
+
+from ..errors import ConfigurationError
+from . import SERVICE_NAME
+
+__all__ = ["ParsedTarget", "channel_options", "parse_target", "service_config"]
+
+_SCHEMES = ("dns", "unix", "unix-abstract", "ipv4", "ipv6", "vsock")
+_HOSTPORT_RE = re.compile(r"^(\[[0-9a-fA-F:.]+\]|[^:\[\]/]+):(\d{1,5})$")
+_LOOPBACK_NAMES = {"localhost", "ip6-localhost", "ip6-loopback"}
+
+
+@dataclass(frozen=True)
+class ParsedTarget:
+    """A validated target: what to pass to grpc and whether it only reaches this machine."""
+
+    target: str
+    scheme: str
+    hosts: tuple[str, ...]
+
+    @property
+    def is_local(self) -> bool:
+        """True for unix sockets and loopback addresses: plain text is safe there."""
+        if self.scheme in ("unix", "unix-abstract"):
+            return True
+        return bool(self.hosts) and all(_is_loopback(h) for h in self.hosts)
+
+
+def _is_loopback(host: str) -> bool:
+    host = host.strip("[]").lower()
+    if host in _LOOPBACK_NAMES:
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _split_hostport(text: str, *, original: str) -> str:
+    match = _HOSTPORT_RE.match(text)
+    if not match or not 0 < int(match.group(2)) < 65536:
+        raise ConfigurationError(
+            f"grpc_url {original!r}: expected HOST:PORT in {text!r} (e.g. 'localhost:9000', '[::1]:9000')"
+        )
+    return match.group(1)
+
+
+def parse_target(url: str) -> ParsedTarget:
+    """Check a ``grpc_url`` and tell which hosts it names; raise ConfigurationError with the fix."""
+    url = url.strip()
+    if not url:
+        raise ConfigurationError("grpc_url is empty; expected e.g. 'dns:///embeddings.example.com:9000'")
+    if "://" in url and not url.startswith("dns:"):
+        scheme = url.split("://", 1)[0]
+        raise ConfigurationError(
+            f"grpc_url {url!r}: {scheme}:// is not a gRPC target; use 'host:port', 'dns:///host:port', "
+            f"'unix:/path' or 'ipv4:a:port,b:port' (TLS is chosen by the tls/plaintext options)"
+        )
+    scheme, sep, rest = url.partition(":")
+    if sep and scheme in _SCHEMES:
+        if scheme in ("unix", "unix-abstract", "vsock"):
+            if not rest.strip("/"):
+                raise ConfigurationError(f"grpc_url {url!r}: names no socket")
+            return ParsedTarget(url, scheme, ())
+        if scheme == "dns":
+            # dns:[//authority/]host[:port]
+            body = rest[2:].split("/", 1)[1] if rest.startswith("//") else rest
+            host = _split_hostport(body, original=url) if ":" in body.replace("::", "") else body
+            if not host:
+                raise ConfigurationError(f"grpc_url {url!r}: names no host")
+            return ParsedTarget(url, scheme, (host,))
+        hosts = tuple(_split_hostport(part.strip(), original=url) for part in rest.split(",") if part.strip())
+        if not hosts:
+            raise ConfigurationError(f"grpc_url {url!r}: lists no address")
+        for host in hosts:
+            try:
+                ipaddress.ip_address(host.strip("[]"))
+            except ValueError:
+                raise ConfigurationError(
+                    f"grpc_url {url!r}: {host!r} is not an IP address; {scheme}: takes addresses, "
+                    f"use 'dns:///{host}:PORT' for names"
+                ) from None
+        return ParsedTarget(url, scheme, hosts)
+    host = _split_hostport(url, original=url)
+    return ParsedTarget(url, "dns", (host,))
+
+
+def service_config(*, max_attempts: int = 5) -> str:
+    """Round-robin across addresses and retry UNAVAILABLE (a replica going away) with backoff.
+
+    Retries stay within the call's deadline, so ``timeout_s`` still bounds every call.
+    """
+    return json.dumps(
+        {
+            "loadBalancingConfig": [{"round_robin": {}}],
+            "methodConfig": [
+                {
+                    "name": [{"service": SERVICE_NAME}],
+                    "retryPolicy": {
+                        "maxAttempts": max_attempts,
+                        "initialBackoff": "0.05s",
+                        "maxBackoff": "1s",
+                        "backoffMultiplier": 2,
+                        "retryableStatusCodes": ["UNAVAILABLE"],
+                    },
+                }
+            ],
+        }
+    )
+
+
+def channel_options(*, authority: str | None = None, max_attempts: int = 5) -> list[tuple[str, object]]:
+    """Options of every AIOS client channel."""
+    options: list[tuple[str, object]] = [
+        ("grpc.service_config", service_config(max_attempts=max_attempts)),
+        ("grpc.enable_retries", 1),
+        # A server with default settings tolerates pings every 5 minutes at most, and only
+        # while calls are active; pinging more often gets the connection closed (too_many_pings).
+        ("grpc.keepalive_time_ms", 300_000),
+        ("grpc.keepalive_timeout_ms", 20_000),
+        ("grpc.keepalive_permit_without_calls", 0),
+        # The server enforces its own limits and announces them; the client does not cap them.
+        ("grpc.max_receive_message_length", -1),
+        ("grpc.max_send_message_length", -1),
+        # Reconnect soon after a replica comes back instead of waiting for long backoffs.
+        ("grpc.initial_reconnect_backoff_ms", 200),
+        ("grpc.max_reconnect_backoff_ms", 5_000),
+        ("grpc.primary_user_agent", "agent-embeddings-aios"),
+    ]
+    if authority:
+        options.append(("grpc.ssl_target_name_override", authority))
+        options.append(("grpc.default_authority", authority))
+    return options

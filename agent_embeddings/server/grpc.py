@@ -1,0 +1,268 @@
+"""The AIOS gRPC server: a manager's generators behind ``aios.embeddings.v1.EmbeddingService``.
+
+The servicer is thin: it checks limits and credentials, asks the manager for vectors (local
+models run in a worker thread, so the event loop keeps answering health checks under load),
+and converts with :mod:`agent_embeddings.protocol.convert`. It also serves
+``grpc.health.v1.Health`` (SERVING only after :meth:`GrpcServer.set_serving`) and reflection.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import time
+import uuid
+from typing import Any
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_health.v1.health import aio as health_aio
+from grpc_reflection.v1alpha import reflection
+
+from ..errors import ConfigurationError, DimensionMismatchError, InvalidInputError, UnknownGeneratorError
+from ..manager import EmbeddingGeneratorManager
+from ..protocol import SERVICE_NAME
+from ..protocol.convert import embed_response, info_response, parse_embed_request, pb, status_for_error
+from ..protocol.gen.aios.embeddings.v1 import embeddings_pb2_grpc as pb_grpc
+from ..vectors import l2_normalize, truncate
+from .config import ServerConfig
+
+__all__ = ["GrpcServer"]
+
+log = logging.getLogger("agent_embeddings.server.grpc")
+
+_ADDRESS_RE = re.compile(r"^(\[[0-9a-fA-F:.]*\]|[^:\[\]]*):(\d{1,5})$")
+_LOOPBACK = ("127.", "localhost", "[::1]")
+
+
+def _version() -> str:
+    from .. import __version__
+
+    return f"agent-embeddings {__version__}"
+
+
+class _Servicer(pb_grpc.EmbeddingServiceServicer):
+    """Embed and Info on top of the manager."""
+
+    def __init__(self, manager: EmbeddingGeneratorManager, config: ServerConfig) -> None:
+        self.manager = manager
+        self.config = config
+        self.active = 0  # Embed calls being worked on (one event loop: no lock needed)
+        self.calls = 0  # Embed calls answered successfully
+
+    async def _authorize(self, context: grpc.aio.ServicerContext) -> None:
+        if not self.config.api_keys:
+            return
+        token = None
+        for key, value in context.invocation_metadata() or ():
+            if key == "authorization" and isinstance(value, str) and value[:7].lower() == "bearer ":
+                token = value[7:].strip()
+        if not self.config.accepts_key(token):
+            await context.abort(
+                grpc.StatusCode.UNAUTHENTICATED,
+                "missing bearer token" if token is None else "invalid bearer token",
+            )
+
+    def _served(self) -> str:
+        return ", ".join(self.manager.names()) or "none"
+
+    def _resolve(self, requested: str) -> str:
+        """The canonical name of the requested model; raises with the served names."""
+        if not requested:
+            names = self.manager.names()
+            if len(names) == 1:
+                return names[0]
+            raise InvalidInputError(f"model is empty and this server serves {len(names)} models ({self._served()})")
+        try:
+            self.manager.get(requested)
+        except UnknownGeneratorError:
+            raise UnknownGeneratorError(f"unknown model {requested!r}; served models: {self._served()}") from None
+        return next(info.name for info in self.manager.list_generators() if requested in (info.name, *info.aliases))
+
+    async def Embed(self, request: pb.EmbedRequest, context: grpc.aio.ServicerContext) -> pb.EmbedResponse:
+        await self._authorize(context)
+        if self.active >= self.config.max_concurrency:
+            # Refuse at once: a queue without bound only turns overload into timeouts.
+            await context.abort(
+                grpc.StatusCode.RESOURCE_EXHAUSTED,
+                f"server busy: {self.active} calls in progress (max_concurrency={self.config.max_concurrency}); retry later",
+            )
+        self.active += 1
+        started = time.perf_counter()
+        request_id = request.request_id or uuid.uuid4().hex
+        try:
+            response = await self._embed(request, request_id, started)
+        except Exception as exc:  # converted to a status below, outside this handler's try
+            code, message = status_for_error(exc)
+            if code == grpc.StatusCode.INTERNAL:
+                log.exception("Embed %s failed", request_id)
+        else:
+            self.calls += 1
+            return response
+        finally:
+            self.active -= 1
+        await context.abort(code, message)
+        raise AssertionError("unreachable")  # context.abort raises
+
+    async def _embed(self, request: pb.EmbedRequest, request_id: str, started: float) -> pb.EmbedResponse:
+        call = parse_embed_request(request)
+        if len(call.texts) > self.config.max_inputs:
+            raise InvalidInputError(
+                f"{len(call.texts)} inputs in one request; this server accepts at most {self.config.max_inputs} "
+                f"(see Info.max_inputs_per_request)"
+            )
+        name = self._resolve(call.model)
+        generator = self.manager.get(name)
+        normalize = generator.normalize if call.normalize is None else call.normalize
+        computed = time.perf_counter()
+        if call.dimensions is None:
+            result = await self.manager.aembed(name, call.texts, normalize=normalize)
+            vectors = result.vectors
+        else:
+            result = await self.manager.aembed(name, call.texts, normalize=False)
+            try:
+                vectors = truncate(result.vectors, call.dimensions, who=f"model {name!r}")
+            except DimensionMismatchError as exc:
+                raise InvalidInputError(str(exc)) from None
+            if normalize:  # Matryoshka: normalize after shortening
+                vectors = l2_normalize(vectors)
+        inference_us = int((time.perf_counter() - computed) * 1e6)
+        response = embed_response(
+            vectors,
+            model=name,
+            normalized=normalize,
+            prompt_tokens=result.prompt_tokens,
+            request_id=request_id,
+            total_us=int((time.perf_counter() - started) * 1e6),
+            inference_us=inference_us,
+        )
+        log.debug(
+            "Embed %s: model=%s inputs=%d selection=%s %.1fms",
+            request_id, name, len(call.texts), call.selection, (time.perf_counter() - started) * 1e3,
+        )
+        return response
+
+    async def Info(self, request: pb.InfoRequest, context: grpc.aio.ServicerContext) -> pb.InfoResponse:
+        await self._authorize(context)
+        models = self.manager.list_generators()
+        if request.model:
+            try:
+                name = self._resolve(request.model)
+            except UnknownGeneratorError as exc:
+                await context.abort(grpc.StatusCode.NOT_FOUND, str(exc))
+            models = [m for m in models if m.name == name]
+        return info_response(
+            models,
+            max_inputs=self.config.max_inputs,
+            max_message_bytes=self.config.max_request_bytes,
+            max_concurrency=self.config.max_concurrency,
+            server_version=_version(),
+        )
+
+
+class GrpcServer:
+    """The AIOS gRPC server of :mod:`agent_embeddings.server.runner` (``serve --grpc HOST:PORT``).
+
+    Port 0 binds an ephemeral port; :attr:`address` tells the real one after :meth:`start`.
+    """
+
+    kind = "grpc"
+
+    def __init__(self, manager: EmbeddingGeneratorManager, address: str, config: ServerConfig | None = None) -> None:
+        self.manager = manager
+        self.config = config or ServerConfig()
+        self._requested = address
+        if address.startswith("unix:"):
+            self._host, self._port = address, None
+        else:
+            match = _ADDRESS_RE.match(address)
+            if not match or int(match.group(2)) > 65535:
+                raise ConfigurationError(f"--grpc {address!r}: expected HOST:PORT, e.g. 127.0.0.1:9000 or [::]:9000")
+            self._host, self._port = match.group(1) or "0.0.0.0", int(match.group(2))
+        if bool(self.config.tls_cert) != bool(self.config.tls_key):
+            raise ConfigurationError("TLS needs both a certificate (--tls-cert) and its key (--tls-key)")
+        if self.config.tls_client_ca and not self.config.tls_cert:
+            raise ConfigurationError("--tls-client-ca needs TLS: give --tls-cert and --tls-key too")
+        self._server: grpc.aio.Server | None = None
+        self._health = health_aio.HealthServicer()
+        self._servicer = _Servicer(manager, self.config)
+        self._tasks: set[asyncio.Task[Any]] = set()
+
+    @property
+    def address(self) -> str:
+        """``host:port`` bound (or asked for, before start)."""
+        return self._host if self._port is None else f"{self._host}:{self._port}"
+
+    @property
+    def embed_calls(self) -> int:
+        """Embed calls answered successfully so far."""
+        return self._servicer.calls
+
+    @property
+    def active_calls(self) -> int:
+        """Embed calls being worked on now."""
+        return self._servicer.active
+
+    def _credentials(self) -> grpc.ServerCredentials | None:
+        cfg = self.config
+        if not cfg.tls_cert:
+            return None
+        assert cfg.tls_key is not None
+        try:
+            pair = (cfg.tls_key.read_bytes(), cfg.tls_cert.read_bytes())
+            client_ca = cfg.tls_client_ca.read_bytes() if cfg.tls_client_ca else None
+        except OSError as exc:
+            raise ConfigurationError(f"cannot read TLS file {exc.filename!r}: {exc.strerror}") from None
+        return grpc.ssl_server_credentials([pair], root_certificates=client_ca, require_client_auth=bool(client_ca))
+
+    async def start(self) -> None:
+        limit = self.config.max_request_bytes
+        server = grpc.aio.server(
+            options=[
+                ("grpc.max_receive_message_length", limit),
+                ("grpc.max_send_message_length", limit),
+                # Without this, a second server could silently share the port on Linux.
+                ("grpc.so_reuseport", 0),
+            ]
+        )
+        pb_grpc.add_EmbeddingServiceServicer_to_server(self._servicer, server)
+        health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
+        reflection.enable_server_reflection(
+            [SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME], server
+        )
+        await self._set_health(False)
+        bind = self.address
+        creds = self._credentials()
+        if creds is None and self.config.api_keys and not any(bind.startswith(p) for p in (*_LOOPBACK, "unix:")):
+            log.warning("bearer tokens will travel in plain text on %s; configure TLS (--tls-cert/--tls-key)", bind)
+        try:
+            port = server.add_secure_port(bind, creds) if creds else server.add_insecure_port(bind)
+        except RuntimeError as exc:
+            raise ConfigurationError(f"cannot bind gRPC server to {bind!r}: {exc}") from None
+        if not port and self._port is not None:
+            raise ConfigurationError(f"cannot bind gRPC server to {bind!r} (address in use or not local)")
+        if self._port is not None:
+            self._port = port
+        await server.start()
+        self._server = server
+
+    async def _set_health(self, serving: bool) -> None:
+        status = health_pb2.HealthCheckResponse.SERVING if serving else health_pb2.HealthCheckResponse.NOT_SERVING
+        for service in ("", SERVICE_NAME):
+            await self._health.set(service, status)
+
+    def set_serving(self, serving: bool) -> None:
+        """Report SERVING (models loaded) or NOT_SERVING through ``grpc.health.v1``."""
+        task = asyncio.get_running_loop().create_task(self._set_health(serving))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def stop(self, grace_s: float) -> None:
+        """NOT_SERVING, refuse new calls, let in-flight calls finish within ``grace_s``, close."""
+        if self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self._health.enter_graceful_shutdown()
+        if self._server is not None:
+            server, self._server = self._server, None
+            await server.stop(grace_s)
