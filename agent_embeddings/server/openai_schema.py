@@ -1,0 +1,85 @@
+"""Request and response bodies of the OpenAI embeddings API, as pydantic models (for /docs too)."""
+
+from __future__ import annotations
+
+from typing import Any, Literal, Union
+
+from pydantic import BaseModel, ConfigDict, Field
+
+__all__ = [
+    "EmbeddingData",
+    "EmbeddingRequest",
+    "EmbeddingResponse",
+    "ErrorBody",
+    "ErrorResponse",
+    "ModelCard",
+    "ModelList",
+    "Usage",
+]
+
+
+class EmbeddingRequest(BaseModel):
+    """``POST /v1/embeddings``. Unknown fields are ignored, as OpenAI-compatible servers do."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    input: Union[str, list[str], list[int], list[list[int]]] = Field(
+        description="A text or a list of texts. Token-id arrays are refused: send strings."
+    )
+    model: str = Field(description="A served generator's name or alias (see GET /v1/models).")
+    encoding_format: Literal["float", "base64"] = Field(
+        default="float", description="'float' (JSON numbers) or 'base64' (packed little-endian float32)."
+    )
+    dimensions: int | None = Field(default=None, gt=0, description="Shorten vectors to this many dimensions.")
+    user: str | None = Field(default=None, description="End-user id (accepted and ignored).")
+
+
+class EmbeddingData(BaseModel):
+    object: Literal["embedding"] = "embedding"
+    embedding: Union[list[float], str]
+    index: int
+
+
+class Usage(BaseModel):
+    prompt_tokens: int
+    total_tokens: int
+
+
+class EmbeddingResponse(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[EmbeddingData]
+    model: str
+    usage: Usage
+
+
+class ModelCard(BaseModel):
+    """One served generator, as ``GET /v1/models`` lists it (OpenAI's fields plus our own)."""
+
+    id: str
+    object: Literal["model"] = "model"
+    created: int
+    owned_by: str
+    dims: int | None = Field(default=None, description="Vector width, when known.")
+    provider: str | None = None
+    aliases: list[str] = Field(default_factory=list)
+    normalize: bool | None = None
+
+
+class ModelList(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[ModelCard]
+
+
+class ErrorBody(BaseModel):
+    message: str
+    type: str
+    param: str | None = None
+    code: str | None = None
+
+
+class ErrorResponse(BaseModel):
+    error: ErrorBody
+
+
+def error_body(message: str, type_: str, *, param: str | None = None, code: str | None = None) -> dict[str, Any]:
+    return {"error": {"message": message, "type": type_, "param": param, "code": code}}

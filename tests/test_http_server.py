@@ -1,0 +1,250 @@
+"""The OpenAI-compatible HTTP server: real uvicorn on 127.0.0.1, the official openai client, the real model."""
+
+from __future__ import annotations
+
+import base64
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import numpy as np
+import openai
+import pytest
+from pydantic import SecretStr
+
+from agent_embeddings import AbstractEmbeddingGenerator, EmbeddingGeneratorManager
+from agent_embeddings.errors import BackendUnavailableError
+from agent_embeddings.server.config import ServerConfig
+from agent_embeddings.server.http import HttpServer, serve_in_thread
+
+
+@pytest.fixture(scope="module")
+def server(hf_manager: EmbeddingGeneratorManager) -> Iterator[HttpServer]:
+    with serve_in_thread(hf_manager, config=ServerConfig(max_inputs=16, max_request_bytes=64 * 1024)) as srv:
+        yield srv
+
+
+@pytest.fixture(scope="module")
+def client(server: HttpServer) -> openai.OpenAI:
+    return openai.OpenAI(base_url=f"http://{server.address}/v1", api_key="unused", max_retries=0)
+
+
+def _post(server: HttpServer, body: object = None, **kwargs: object) -> httpx.Response:
+    return httpx.post(f"http://{server.address}/v1/embeddings", json=body, timeout=30, **kwargs)  # type: ignore[arg-type]
+
+
+def test_http_default_base64_matches_in_process(client, hf_manager, sentences):
+    response = client.embeddings.create(model="hf-minilm", input=sentences)  # the client asks for base64
+    got = np.array([d.embedding for d in response.data], dtype=np.float32)
+    assert [d.index for d in response.data] == list(range(len(sentences)))
+    assert np.abs(got - hf_manager.encode("hf", sentences)).max() <= 1e-5
+    assert response.model == "hf-minilm" and response.object == "list"
+    assert response.usage.prompt_tokens == hf_manager.get("hf").count_tokens(sentences) > len(sentences)
+    assert response.usage.total_tokens == response.usage.prompt_tokens
+
+
+def test_http_float_encoding_and_alias(client, hf_manager, sentences):
+    response = client.embeddings.create(model="hf", input=sentences[0], encoding_format="float")
+    assert len(response.data) == 1 and isinstance(response.data[0].embedding, list)
+    got = np.array(response.data[0].embedding, dtype=np.float32)
+    assert np.abs(got - hf_manager.encode("hf", sentences[:1])[0]).max() <= 1e-5
+
+
+def test_http_raw_response_shape_base64(server, hf_manager):
+    body = _post(server, {"model": "hf", "input": ["one", "two"], "encoding_format": "base64"}).json()
+    assert set(body) == {"object", "data", "model", "usage"}
+    assert body["data"][1]["object"] == "embedding" and body["data"][1]["index"] == 1
+    vec = np.frombuffer(base64.b64decode(body["data"][1]["embedding"]), dtype="<f4")
+    assert np.abs(vec - hf_manager.encode("hf", ["two"])[0]).max() <= 1e-5
+
+
+def test_http_dimensions_shorten_and_renormalize(client, hf_manager):
+    response = client.embeddings.create(model="hf", input=["shorter vectors"], dimensions=64)
+    vec = np.array(response.data[0].embedding)
+    assert vec.shape == (64,) and abs(np.linalg.norm(vec) - 1) < 1e-5
+    full = hf_manager.encode("hf", ["shorter vectors"])[0][:64]
+    assert np.abs(vec - full / np.linalg.norm(full)).max() <= 1e-5
+    with pytest.raises(openai.BadRequestError, match="larger than the 384"):
+        client.embeddings.create(model="hf", input="x", dimensions=1000)
+
+
+def test_http_models_list_and_retrieve(client, server):
+    models = list(client.models.list())
+    assert [m.id for m in models] == ["hf-minilm"]
+    assert models[0].object == "model" and models[0].owned_by and models[0].created > 0
+    card = httpx.get(f"http://{server.address}/v1/models/hf").json()  # alias -> the canonical card
+    assert card["id"] == "hf-minilm" and card["dims"] == 384 and "hf" in card["aliases"]
+    assert client.models.retrieve("hf-minilm").id == "hf-minilm"
+    with pytest.raises(openai.NotFoundError):
+        client.models.retrieve("nope")
+
+
+def test_http_errors_are_typed_and_the_server_keeps_serving(client, server, sentences):
+    with pytest.raises(openai.NotFoundError, match="served models: hf-minilm"):
+        client.embeddings.create(model="gpt-nope", input="x")
+    with pytest.raises(openai.BadRequestError, match="send the input as a string"):
+        client.embeddings.create(model="hf", input=[[1, 2, 3]])
+    with pytest.raises(openai.BadRequestError, match="empty string"):
+        client.embeddings.create(model="hf", input=["ok", ""])
+    with pytest.raises(openai.BadRequestError, match="empty list"):
+        client.embeddings.create(model="hf", input=[])
+    with pytest.raises(openai.APIStatusError) as too_many:
+        client.embeddings.create(model="hf", input=["x"] * 17)
+    assert too_many.value.status_code == 413 and "at most 16" in too_many.value.message
+    # errors keep OpenAI's shape
+    bad_json = httpx.post(f"http://{server.address}/v1/embeddings", content=b"{nope", timeout=10,
+                          headers={"content-type": "application/json"})
+    assert bad_json.status_code == 400
+    assert bad_json.json() == {"error": {"message": "The request body is not valid JSON.",
+                                         "type": "invalid_request_error", "param": None, "code": "invalid_json"}}
+    missing = _post(server, {"input": "x"})
+    assert missing.status_code == 400 and missing.json()["error"]["param"] == "model"
+    mixed = _post(server, {"model": "hf", "input": ["a", 3]})
+    assert mixed.status_code == 400 and "list of strings" in mixed.json()["error"]["message"]
+    big = _post(server, {"model": "hf", "input": "x" * 70_000})
+    assert big.status_code == 413 and big.json()["error"]["code"] == "request_too_large"
+    # ... and after all of that, it still answers
+    assert len(client.embeddings.create(model="hf", input=sentences[:2]).data) == 2
+
+
+def test_http_chunked_body_over_the_limit_is_413(server):
+    def chunks() -> Iterator[bytes]:
+        yield b'{"model": "hf", "input": "'
+        for _ in range(20):
+            yield b"y" * 4096
+        yield b'"}'
+
+    response = httpx.post(f"http://{server.address}/v1/embeddings", content=chunks(), timeout=10,
+                          headers={"content-type": "application/json"})
+    assert response.status_code == 413
+
+
+def test_http_health_docs_and_no_cors_by_default(server):
+    base = f"http://{server.address}"
+    assert httpx.get(f"{base}/health").json() == {"status": "serving"}
+    assert httpx.get(f"{base}/docs").status_code == 200
+    assert "/v1/embeddings" in httpx.get(f"{base}/openapi.json").json()["paths"]
+    preflight = httpx.options(f"{base}/v1/embeddings", headers={
+        "Origin": "https://evil.example", "Access-Control-Request-Method": "POST"})
+    assert "access-control-allow-origin" not in preflight.headers
+
+
+def test_http_health_is_503_until_serving(hf_manager):
+    with serve_in_thread(hf_manager) as srv:
+        srv.set_serving(False)
+        assert httpx.get(f"http://{srv.address}/health").status_code == 503
+        srv.set_serving(True)
+        assert httpx.get(f"http://{srv.address}/health").status_code == 200
+
+
+def test_http_api_keys_and_cors_when_configured(hf_manager):
+    config = ServerConfig(api_keys=(SecretStr("k-right"),), cors_origins=("https://app.example",))
+    with serve_in_thread(hf_manager, config=config) as srv:
+        base = f"http://{srv.address}/v1"
+        for key in ("k-wrong", ""):
+            bad = openai.OpenAI(base_url=base, api_key=key or "x", max_retries=0)
+            with pytest.raises(openai.AuthenticationError):
+                bad.embeddings.create(model="hf", input="x")
+        assert httpx.post(f"{base}/embeddings", json={"model": "hf", "input": "x"}).status_code == 401
+        assert httpx.get(f"{base}/models").status_code == 401
+        good = openai.OpenAI(base_url=base, api_key="k-right", max_retries=0)
+        assert len(good.embeddings.create(model="hf", input="x").data) == 1
+        assert httpx.get(f"http://{srv.address}/health").status_code == 200  # probes need no key
+        preflight = httpx.options(f"{base}/embeddings", headers={
+            "Origin": "https://app.example", "Access-Control-Request-Method": "POST"})
+        assert preflight.headers["access-control-allow-origin"] == "https://app.example"
+
+
+class _Gate(AbstractEmbeddingGenerator):
+    """Blocks until released, or fails, on demand: drives the 429 and 500 paths."""
+
+    provider = "test"
+
+    def __init__(self) -> None:
+        super().__init__(normalize=False)
+        self.release = threading.Event()
+        self.entered = threading.Event()
+        self.fail: Exception | None = None
+
+    def _embed_batch(self, texts):
+        if self.fail is not None:
+            raise self.fail
+        self.entered.set()
+        self.release.wait(10)
+        return [[1.0, 2.0] for _ in texts]
+
+
+def test_http_429_when_busy_and_500_without_internals():
+    gate = _Gate()
+    manager = EmbeddingGeneratorManager()
+    manager.register_generator("gate", gate)
+    with serve_in_thread(manager, config=ServerConfig(max_concurrency=1)) as srv:
+        client = openai.OpenAI(base_url=f"http://{srv.address}/v1", api_key="x", max_retries=0)
+        first: list[object] = []
+        worker = threading.Thread(target=lambda: first.append(client.embeddings.create(model="gate", input="a")))
+        worker.start()
+        assert gate.entered.wait(10)
+        started = time.perf_counter()
+        with pytest.raises(openai.RateLimitError) as busy:
+            client.embeddings.create(model="gate", input="b")
+        assert time.perf_counter() - started < 2  # fails fast, does not queue
+        assert busy.value.response.headers["retry-after"] == "1"
+        gate.release.set()
+        worker.join(10)
+        assert len(first) == 1
+        gate.fail = BackendUnavailableError("upstream 10.0.0.7 said: secret-internal-detail")
+        with pytest.raises(openai.InternalServerError) as failed:
+            client.embeddings.create(model="gate", input="c")
+        assert "secret-internal-detail" not in str(failed.value.body) and "gate" in failed.value.message
+        gate.fail = RuntimeError("traceback-ish internals")
+        with pytest.raises(openai.InternalServerError) as crashed:
+            client.embeddings.create(model="gate", input="c")
+        assert "internals" not in str(crashed.value.body)
+        gate.fail = None
+        assert client.embeddings.create(model="gate", input="d").data[0].embedding == [1.0, 2.0]
+
+
+def test_http_serve_cli_subprocess_sigterm_exit_0(default_spec: Path, hf_manager, tmp_path):
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "AGENT_EMBEDDINGS_LOAD_PLUGINS": ""}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "agent_embeddings", "serve", "--spec", str(default_spec), "--http", "127.0.0.1:0",
+         "--api-key-ref", "env:TEST_SERVE_KEY"],
+        stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True, env={**env, "TEST_SERVE_KEY": "k-cli-secret"},
+    )
+    lines: list[str] = []
+    try:
+        address = None
+        deadline = time.monotonic() + 120
+        assert proc.stderr is not None
+        while time.monotonic() < deadline:
+            line = proc.stderr.readline()
+            if not line:
+                break
+            lines.append(line)
+            found = re.match(r"agent-embeddings: serving http on (\S+)\s*$", line)
+            if found:
+                address = found.group(1)
+                break
+        if address is None:  # say why: the exit status and everything it printed
+            proc.kill()
+            _, rest = proc.communicate(timeout=10)
+            pytest.fail(f"serve exited with {proc.returncode} before serving:\n{''.join(lines)}{rest}")
+        client = openai.OpenAI(base_url=f"http://{address}/v1", api_key="k-cli-secret", max_retries=0)
+        got = np.array(client.embeddings.create(model="hf", input=["from a subprocess"]).data[0].embedding)
+        assert np.abs(got - hf_manager.encode("hf", ["from a subprocess"])[0]).max() <= 1e-5
+        proc.send_signal(signal.SIGTERM)
+        _, rest = proc.communicate(timeout=30)
+        lines.append(rest)
+        assert proc.returncode == 0, "".join(lines)
+        assert "k-cli-secret" not in "".join(lines)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
