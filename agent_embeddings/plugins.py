@@ -105,7 +105,14 @@ def _collect() -> dict[str, BackendInfo]:
     for impl in pm.hook.register_embedding_backends.get_hookimpls():
         dist, version = dists.get(impl.plugin_name, ("?", "?"))
 
-        def register(prefix: str, factory: BackendFactory, *, _plugin: str = impl.plugin_name) -> None:
+        def register(
+            prefix: str,
+            factory: BackendFactory,
+            *,
+            _plugin: str = impl.plugin_name,
+            _dist: str = dist,
+            _version: str = version,
+        ) -> None:
             if prefix in found:
                 raise PluginError(
                     f"backend prefix {prefix!r} is registered by two plugins: "
@@ -113,7 +120,7 @@ def _collect() -> dict[str, BackendInfo]:
                 )
             if not callable(factory):
                 raise PluginError(f"plugin {_plugin!r} registered a non-callable factory for {prefix!r}")
-            found[prefix] = BackendInfo(prefix, factory, _plugin, dist, version)
+            found[prefix] = BackendInfo(prefix, factory, _plugin, _dist, _version)
 
         impl.function(*[register for _ in impl.argnames])
     return found

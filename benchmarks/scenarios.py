@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import statistics
 import subprocess
 import sys
-
+import threading
+import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from pathlib import Path
 
 from .data import short_sentences
@@ -44,6 +48,116 @@ def core(n: int, batch: int, repeat: int) -> Iterator[Row]:
         yield Row("1 core", variant, "texts/s", n / cand_s, "st.encode", n / base_s, target=0.97)
 
 
+def _baseline(manager, texts: list[str], batch: int) -> Callable[[], object]:
+    """Scenario 1's baseline: sentence-transformers' encode on the same model and batch size."""
+    st = manager.get("hf")._model().model
+    return lambda: st.encode(texts, batch_size=batch, normalize_embeddings=True, convert_to_numpy=True)
+
+
+def _concurrent_singles(call: Callable[[str], object], texts: list[str], clients: int) -> Callable[[], object]:
+    """``clients`` threads, each sending one sentence per call until ``texts`` are done."""
+
+    def run() -> None:
+        with ThreadPoolExecutor(max_workers=clients) as pool:
+            for _ in pool.map(call, texts):
+                pass
+
+    return run
+
+
+def threads(n: int, batch: int, repeat: int, clients: int = 16) -> Iterator[Row]:
+    """16 threads calling generate() with one sentence, with and without micro-batching."""
+    from agent_embeddings import HuggingFaceEmbeddingGenerator
+
+    manager = _manager()
+    texts = short_sentences(n)
+    baseline = _baseline(manager, texts, batch)
+    model = manager.get("hf").model
+    batched = HuggingFaceEmbeddingGenerator(model_name=model, batch_size=batch, micro_batching={"max_batch_size": 64})
+    plain = HuggingFaceEmbeddingGenerator(model_name=model, batch_size=batch, micro_batching=False)
+    for variant, gen in (("with micro-batching", batched), ("without micro-batching", plain)):
+        gen.generate(texts[0])
+        cand_s, base_s = compare(_concurrent_singles(gen.generate, texts, clients), baseline, repeat)
+        target = 0.8 if gen is batched else None
+        yield Row("2 threads", f"{clients} threads x 1 sentence, {variant}", "texts/s", n / cand_s,
+                  "st.encode batch", n / base_s, target=target)
+
+
+@contextmanager
+def _server(kind: str) -> Iterator[str]:
+    """`agent-embeddings serve` in its own process (as deployed); yields its bound address."""
+    from agent_embeddings.server.process import ServeProcess
+
+    with ServeProcess(DEFAULT_SPEC, **{kind: "127.0.0.1:0"}) as served:
+        yield served.addresses[kind]
+
+
+def _p50_ms(call: Callable[[str], object], texts: list[str]) -> float:
+    samples = []
+    for text in texts:
+        start = time.perf_counter()
+        call(text)
+        samples.append((time.perf_counter() - start) * 1000)
+    return statistics.median(samples)
+
+
+def _server_rows(scenario: str, n: int, batch: int, repeat: int, single, batched, targets) -> Iterator[Row]:
+    manager = _manager()
+    texts = short_sentences(n)
+    baseline = _baseline(manager, texts, batch)
+    single(texts[0])
+
+    def in_batches(fn: Callable[[list[str]], object]) -> Callable[[], object]:
+        return lambda: [fn(texts[i : i + batch]) for i in range(0, n, batch)]
+
+    runs = (
+        ("16 clients x 1 sentence", _concurrent_singles(single, texts, 16), baseline, "st.encode batch", targets[0]),
+        (f"1 client, batches of {batch}", in_batches(batched), baseline, "st.encode batch", targets[1]),
+        (f"1 client, batches of {batch}", in_batches(batched), in_batches(lambda b: manager.encode("hf", b)),
+         f"in-process manager.encode, batches of {batch}", targets[2]),
+    )
+    for variant, fn, base_fn, base_name, target in runs:
+        cand_s, base_s = compare(fn, base_fn, repeat)
+        yield Row(scenario, variant, "texts/s", n / cand_s, base_name, n / base_s, target=target)
+    probe = texts[: min(200, n)]
+    remote_ms = _p50_ms(single, probe)
+    local_ms = _p50_ms(lambda t: manager.generate("hf", t), probe)
+    yield Row(scenario, "p50 latency, 1 sentence", "ms", remote_ms, "in-process generate", local_ms,
+              higher_is_better=False, note=f"p50 {remote_ms:.2f} ms vs {local_ms:.2f} ms in-process "
+              f"({remote_ms - local_ms:+.2f} ms over the wire)")
+
+
+def http(n: int, batch: int, repeat: int) -> Iterator[Row]:
+    """The OpenAI-compatible HTTP server (base64 vectors over keep-alive connections)."""
+    import base64
+
+    import httpx
+    import numpy as np
+
+    local = threading.local()
+
+    def post(inputs: object) -> object:
+        client = getattr(local, "client", None)
+        if client is None:
+            client = local.client = httpx.Client(base_url=base_url, timeout=60)
+        resp = client.post("/v1/embeddings", json={"model": "hf", "input": inputs, "encoding_format": "base64"})
+        resp.raise_for_status()
+        return [np.frombuffer(base64.b64decode(d["embedding"]), dtype="<f4") for d in resp.json()["data"]]
+
+    with _server("http") as address:
+        base_url = f"http://{address}"
+        yield from _server_rows("3 http", n, batch, repeat, post, post, (0.65, 0.9, 0.9))
+
+
+def grpc(n: int, batch: int, repeat: int) -> Iterator[Row]:
+    """The AIOS gRPC server, through the aios: client backend."""
+    from agent_embeddings import AIOSEmbeddings
+
+    with _server("grpc") as address:
+        with AIOSEmbeddings(grpc_url=address, batch_size=batch) as client:
+            yield from _server_rows("4 grpc", n, batch, repeat, client.generate, client.encode, (0.7, 0.95, 0.95))
+
+
 def startup(n: int, batch: int, repeat: int) -> Iterator[Row]:
     """Wall time of `import agent_embeddings` and `agent-embeddings validate`, vs a bare interpreter."""
 
@@ -62,6 +176,9 @@ def startup(n: int, batch: int, repeat: int) -> Iterator[Row]:
 
 ALL: dict[str, Callable[..., Iterator[Row]]] = {
     "core": core,
+    "threads": threads,
+    "http": http,
+    "grpc": grpc,
     "startup": startup,
 }
 

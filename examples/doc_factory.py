@@ -7,10 +7,10 @@ plugins, without this if-chain); this script shows the documented code runs as w
 
 from agent_embeddings.generator import (
     AbstractEmbeddingGenerator,
-    OpenAIEmbeddingGenerator,
-    HuggingFaceEmbeddingGenerator,
     AIOSEmbeddings,
     EmbeddingGeneratorManager,
+    HuggingFaceEmbeddingGenerator,
+    OpenAIEmbeddingGenerator,
 )
 
 

@@ -9,7 +9,7 @@ either, point the official client at any OpenAI-compatible server and map the de
         python examples/doc_manager.py
 """
 
-from agent_embeddings.generator import build_embeddings_from_model_item, EmbeddingGeneratorManager
+from agent_embeddings.generator import EmbeddingGeneratorManager, build_embeddings_from_model_item
 
 manager = EmbeddingGeneratorManager()
 

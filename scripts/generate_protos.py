@@ -44,8 +44,8 @@ def rewrite_imports(text: str, packages: list[str]) -> str:
 
 def generate(out: Path) -> list[Path]:
     """Run protoc on every proto under ``protos/`` and write the package under ``out``."""
-    from grpc_tools import protoc  # dev-only dependency
     import grpc_tools
+    from grpc_tools import protoc  # dev-only dependency
 
     files = proto_files(PROTOS)
     if not files:

@@ -13,7 +13,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ["AGENT_EMBEDDINGS_LOAD_PLUGINS"] = ""
 
-from agent_embeddings import EmbeddingGeneratorManager  # noqa: E402
+from agent_embeddings import EmbeddingGeneratorManager
 
 ROOT = Path(__file__).resolve().parent.parent
 SPECS = ROOT / "specs"

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from pydantic import SecretStr
 
 from agent_embeddings import (
     AuthenticationError,
@@ -26,7 +27,6 @@ from agent_embeddings import (
 )
 from agent_embeddings.backends.aios import AIOSEmbeddings
 from agent_embeddings.server.config import ServerConfig
-from pydantic import SecretStr
 
 from ._grpc_support import ServerThread, StallingServicer, start_stub
 

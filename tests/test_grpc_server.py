@@ -2,10 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -16,14 +12,15 @@ import numpy as np
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha.proto_reflection_descriptor_database import ProtoReflectionDescriptorDatabase
+from pydantic import SecretStr
 
 from agent_embeddings import EmbeddingGeneratorManager
 from agent_embeddings.protocol import SERVICE_NAME
 from agent_embeddings.protocol.convert import from_float32_bytes, pb
 from agent_embeddings.protocol.gen.aios.embeddings.v1 import embeddings_pb2_grpc as pb_grpc
 from agent_embeddings.server.config import ServerConfig
+from agent_embeddings.server.process import ServeProcess
 from agent_embeddings.vectors import l2_normalize
-from pydantic import SecretStr
 
 from ._grpc_support import ServerThread, SlowGenerator, wait_for
 
@@ -111,9 +108,8 @@ def test_bad_input_is_invalid_argument(stub, request_, needle):
 def test_message_over_the_size_limit_is_refused(runner, hf_manager):
     server = runner.grpc_server(hf_manager, ServerConfig(max_request_bytes=2048))
     try:
-        with grpc.insecure_channel(server.address) as channel:
-            with pytest.raises(grpc.RpcError) as excinfo:
-                pb_grpc.EmbeddingServiceStub(channel).Embed(pb.EmbedRequest(model="hf", inputs=["x" * 4096]))
+        with grpc.insecure_channel(server.address) as channel, pytest.raises(grpc.RpcError) as excinfo:
+            pb_grpc.EmbeddingServiceStub(channel).Embed(pb.EmbedRequest(model="hf", inputs=["x" * 4096]))
         assert _code(excinfo) == grpc.StatusCode.RESOURCE_EXHAUSTED
     finally:
         runner.stop(server)
@@ -209,28 +205,9 @@ def test_graceful_stop_finishes_the_in_flight_call(runner, hf_manager):
 
 @pytest.mark.slow
 def test_cli_serve_grpc_answers_and_exits_0_on_sigterm(default_spec: Path, hf_manager, sentences):
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "agent_embeddings", "serve", "--spec", str(default_spec), "--grpc", "127.0.0.1:0"],
-        stderr=subprocess.PIPE,
-        stdout=subprocess.DEVNULL,
-        text=True,
-        env=env,
-    )
-    try:
-        address = None
-        deadline = time.monotonic() + 120
-        lines: list[str] = []
-        assert proc.stderr is not None
-        while address is None and time.monotonic() < deadline:
-            line = proc.stderr.readline()
-            if not line:
-                break
-            lines.append(line)
-            if line.startswith("agent-embeddings: serving grpc on "):
-                address = line.rsplit(" ", 1)[1].strip()
-        assert address, "server did not report readiness:\n" + "".join(lines[-20:])
-        threading.Thread(target=proc.stderr.read, daemon=True).start()  # keep draining the pipe
+    env = {"HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+    with ServeProcess(default_spec, grpc="127.0.0.1:0", env=env) as served:
+        address = served.addresses["grpc"]
         from agent_embeddings.backends.aios import AIOSEmbeddings
 
         with AIOSEmbeddings(grpc_url=address, dims=384, timeout_s=30) as gen:
@@ -239,9 +216,4 @@ def test_cli_serve_grpc_answers_and_exits_0_on_sigterm(default_spec: Path, hf_ma
         with grpc.insecure_channel(address) as channel:
             status = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=5).status
         assert status == health_pb2.HealthCheckResponse.SERVING
-        proc.send_signal(signal.SIGTERM)
-        assert proc.wait(timeout=30) == 0
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+        assert served.terminate(timeout_s=30) == 0, served.output

@@ -3,11 +3,6 @@
 from __future__ import annotations
 
 import base64
-import os
-import re
-import signal
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -23,6 +18,7 @@ from agent_embeddings import AbstractEmbeddingGenerator, EmbeddingGeneratorManag
 from agent_embeddings.errors import BackendUnavailableError
 from agent_embeddings.server.config import ServerConfig
 from agent_embeddings.server.http import HttpServer, serve_in_thread
+from agent_embeddings.server.process import ServeProcess
 
 
 @pytest.fixture(scope="module")
@@ -212,39 +208,24 @@ def test_http_429_when_busy_and_500_without_internals():
 
 
 def test_http_serve_cli_subprocess_sigterm_exit_0(default_spec: Path, hf_manager, tmp_path):
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "AGENT_EMBEDDINGS_LOAD_PLUGINS": ""}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "agent_embeddings", "serve", "--spec", str(default_spec), "--http", "127.0.0.1:0",
-         "--api-key-ref", "env:TEST_SERVE_KEY"],
-        stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True, env={**env, "TEST_SERVE_KEY": "k-cli-secret"},
-    )
-    lines: list[str] = []
-    try:
-        address = None
-        deadline = time.monotonic() + 120
-        assert proc.stderr is not None
-        while time.monotonic() < deadline:
-            line = proc.stderr.readline()
-            if not line:
-                break
-            lines.append(line)
-            found = re.match(r"agent-embeddings: serving http on (\S+)\s*$", line)
-            if found:
-                address = found.group(1)
-                break
-        if address is None:  # say why: the exit status and everything it printed
-            proc.kill()
-            _, rest = proc.communicate(timeout=10)
-            pytest.fail(f"serve exited with {proc.returncode} before serving:\n{''.join(lines)}{rest}")
-        client = openai.OpenAI(base_url=f"http://{address}/v1", api_key="k-cli-secret", max_retries=0)
+    env = {"HF_HUB_OFFLINE": "1", "AGENT_EMBEDDINGS_LOAD_PLUGINS": "", "TEST_SERVE_KEY": "k-cli-secret"}
+    served = ServeProcess(default_spec, http="127.0.0.1:0", args=["--api-key-ref", "env:TEST_SERVE_KEY"], env=env)
+    with served:
+        client = openai.OpenAI(base_url=f"http://{served.addresses['http']}/v1", api_key="k-cli-secret", max_retries=0)
         got = np.array(client.embeddings.create(model="hf", input=["from a subprocess"]).data[0].embedding)
         assert np.abs(got - hf_manager.encode("hf", ["from a subprocess"])[0]).max() <= 1e-5
-        proc.send_signal(signal.SIGTERM)
-        _, rest = proc.communicate(timeout=30)
-        lines.append(rest)
-        assert proc.returncode == 0, "".join(lines)
-        assert "k-cli-secret" not in "".join(lines)
+        assert served.terminate() == 0, served.output
+    assert "k-cli-secret" not in served.output
+
+
+def test_http_listening_socket_disables_nagle():
+    """Keep-alive answers must not wait for the client's delayed ACK (40 ms on Linux)."""
+    import socket
+
+    from agent_embeddings.server.http import _bind
+
+    sock = _bind("127.0.0.1", 0)
+    try:
+        assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) == 1
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+        sock.close()

@@ -14,12 +14,11 @@ import pytest
 
 from agent_embeddings import (
     AbstractEmbeddingGenerator,
-    EmbeddingGeneratorManager,
     PluginError,
     build_embeddings_from_model_item,
     hookimpl,
+    hookspecs,
 )
-from agent_embeddings import hookspecs
 from agent_embeddings.plugins import get_backends, pm, register_plugin, unregister_plugin
 
 MINILM = "sentence-transformers/all-MiniLM-L6-v2"

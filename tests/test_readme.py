@@ -12,7 +12,7 @@ import pytest
 
 
 def python_blocks(readme: str) -> list[str]:
-    return re.findall(r"^```python\n(.*?)^```", readme, flags=re.S | re.M)
+    return re.findall(r"^```python\n(.*?)^```", readme, flags=re.DOTALL | re.MULTILINE)
 
 
 @pytest.mark.slow

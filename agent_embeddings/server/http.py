@@ -30,8 +30,6 @@ from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ..errors import (
-    AgentEmbeddingsError,
-    BackendError,
     ConfigurationError,
     InvalidInputError,
     RateLimitError,
@@ -182,7 +180,7 @@ async def _embed(manager: EmbeddingGeneratorManager, name: str, texts: list[str]
         log.warning("generator %r is rate limited by its backend", name, exc_info=True)
         raise ApiError(429, f"The backend of model {name!r} is rate limited; retry shortly.", "rate_limit_error",
                        code="backend_rate_limited", headers={"Retry-After": "1"}) from None
-    except (BackendError, AgentEmbeddingsError):
+    except Exception:  # noqa: BLE001 - handled here: Starlette's catch-all would drop the connection
         log.exception("generator %r failed", name)
         raise ApiError(500, f"The backend of model {name!r} failed; see the server log.", "server_error") from None
     vectors = result.vectors
@@ -392,7 +390,7 @@ class HttpServer:
         self._server.should_exit = True
         try:
             await asyncio.wait_for(asyncio.shield(self._task), timeout=grace_s + 1.0)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             self._server.force_exit = True
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
@@ -443,6 +441,9 @@ def _bind(host: str, port: int) -> socket.socket:
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    # Accepted connections inherit this. Without it, uvicorn's separate writes of headers and
+    # body meet Nagle's algorithm and the client's delayed ACK: +40 ms on every keep-alive call.
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     try:
         sock.bind((host, port))
     except OSError as exc:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal, Union
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -23,7 +23,7 @@ class EmbeddingRequest(BaseModel):
 
     model_config = ConfigDict(extra="ignore")
 
-    input: Union[str, list[str], list[int], list[list[int]]] = Field(
+    input: str | list[str] | list[int] | list[list[int]] = Field(
         description="A text or a list of texts. Token-id arrays are refused: send strings."
     )
     model: str = Field(description="A served generator's name or alias (see GET /v1/models).")
@@ -36,7 +36,7 @@ class EmbeddingRequest(BaseModel):
 
 class EmbeddingData(BaseModel):
     object: Literal["embedding"] = "embedding"
-    embedding: Union[list[float], str]
+    embedding: list[float] | str
     index: int
 
 
