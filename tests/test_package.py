@@ -77,12 +77,3 @@ def test_example_doc_custom_generator(root: Path):
     result = run_example(root, "doc_custom_generator.py")
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "custom: dims=256 norm=1.0000 batch=3x256"
-
-
-@pytest.mark.slow
-def test_example_doc_factory(root: Path):
-    if not (available("OpenAIEmbeddingGenerator") and available("AIOSEmbeddings")):
-        pytest.skip("needs the openai and aios backends")
-    result = run_example(root, "doc_factory.py")
-    assert result.returncode == 0, result.stderr
-    assert result.stdout.startswith("hf-minilm: 2 vectors of 384 dims; aios: AIOSEmbeddings(")
