@@ -7,7 +7,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from .errors import SpecError
+from .errors import ConfigurationError, SpecError
 from .generator import AbstractEmbeddingGenerator
 from .plugins import get_backend, load_plugins, pm
 from .specs import EMBEDDINGS, ModelItem, format_validation_error
@@ -56,7 +56,7 @@ def build_embeddings_from_model_item(
     try:
         backend = get_backend(model_item.prefix)
         generator = backend.factory(model_item)
-    except SpecError as exc:
+    except (SpecError, ConfigurationError) as exc:
         if not where:
             raise
         # Backends name the item by its block id; put the spec location in its place.

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from agent_embeddings import (
+    ConfigurationError,
     EmbeddingGeneratorManager,
     ModelItem,
     SpecError,
@@ -210,3 +211,12 @@ def test_secret_values_are_not_echoed_in_errors():
     with pytest.raises(SpecError) as info:
         parse_params(WithKey, item)
     assert "api_key" in str(info.value) and "987654321" not in str(info.value)
+
+
+def test_configuration_errors_from_a_backend_name_the_spec_location(root: Path, monkeypatch):
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    with pytest.raises(ConfigurationError) as info:
+        EmbeddingGeneratorManager.from_subject_spec(root / "specs" / "agent-retriever.json")
+    message = str(info.value)
+    assert message.startswith(f"{root / 'specs' / 'agent-retriever.json'}: models[0] ('openai:text-embedding-3-small'): ")
+    assert "no API key" in message
