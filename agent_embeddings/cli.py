@@ -243,6 +243,8 @@ def _version() -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    # Loading a model prints a weights progress bar; the CLI's output stays ours alone.
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     parser = build_parser()
     args = parser.parse_args(argv)
     debug = os.environ.get("AGENT_EMBEDDINGS_DEBUG") == "1"
