@@ -36,7 +36,11 @@ from .factory import build_embeddings_from_model_item
 from .generator import AbstractEmbeddingGenerator, BackendResult, Embeddings
 from .hookspecs import hookimpl
 from .manager import EmbeddingGeneratorManager, GeneratorInfo
+from .observability import install_log_redaction
 from .specs import GeneratorParams, ModelItem, SubjectSpec, load_spec
+
+# Every record of the agent_embeddings loggers has key-shaped text and known secrets redacted.
+install_log_redaction()
 
 __version__ = "0.1.0"
 

@@ -4,7 +4,8 @@ Callers (threads or asyncio tasks) put their texts on the generator's queue; one
 thread takes what is queued — waiting at most ``max_wait_ms`` after the first request for
 more — up to ``max_batch_size`` texts, makes one backend call and hands each caller its own
 rows. When a shared call fails, each request is retried alone so that an error reaches only
-the caller it belongs to.
+the caller it belongs to — unless the error is a transient backend failure (unavailable,
+timeout, rate limited, already retried by the generator's policy), which every caller gets.
 
 A lone caller pays no wait: the worker only waits for company when the previous batch had
 more than one request, i.e. when callers are known to be arriving together.
@@ -126,7 +127,13 @@ class MicroBatcher:
         try:
             raw = self._fn(texts)
             vectors, counts = _as_rows(raw, len(texts))
-        except BaseException:  # noqa: BLE001 - find whose input failed: each alone
+        except BaseException as exc:  # noqa: BLE001 - find whose input failed: each alone
+            if getattr(exc, "retryable", False):
+                # The backend is down or overloaded (and was retried already): no one's input is
+                # to blame, so every caller gets the error now instead of n more tries, one by one.
+                for request in batch:
+                    request.future.set_exception(exc)
+                return
             for request in batch:
                 self._run_alone(request)
             return

@@ -167,13 +167,18 @@ def cmd_serve(args: argparse.Namespace) -> int:
         tls_key=args.tls_key,
         tls_client_ca=args.tls_client_ca,
         cors_origins=tuple(args.cors_origin or ()),
+        metrics_port=args.metrics_port,
     )
+    if args.metrics_port is not None and not args.grpc:
+        raise InvalidInputError("--metrics-port is for the gRPC server; the HTTP server answers /metrics itself")
     manager = _manager(args.spec)
     servers = make_servers(manager, grpc=args.grpc, http=args.http, config=config)
 
     def ready(started: Sequence[Any]) -> None:
         for s in started:
             print(f"{PROG}: serving {s.kind} on {s.address}", file=sys.stderr, flush=True)
+            if getattr(s, "metrics_address", None):
+                print(f"{PROG}: serving metrics on http://{s.metrics_address}/metrics", file=sys.stderr, flush=True)
 
     asyncio.run(run_servers(manager, servers, config=config, on_ready=ready))
     return 0
@@ -232,6 +237,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tls-key", type=Path)
     p.add_argument("--tls-client-ca", type=Path, help="require client certificates signed by this CA")
     p.add_argument("--cors-origin", action="append", help="allow this origin (HTTP; CORS is off by default)")
+    p.add_argument("--metrics-port", type=int, metavar="PORT",
+                   help="serve the gRPC server's Prometheus metrics on this port (0: any free port); "
+                        "the HTTP server answers /metrics itself")
     p.set_defaults(func=cmd_serve)
     return parser
 

@@ -20,8 +20,12 @@ this module stays cheap.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import importlib
+import json
+import logging
 import threading
+import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar, Union
@@ -29,6 +33,10 @@ from typing import TYPE_CHECKING, Any, ClassVar, Union
 import numpy as np
 
 from .batching import MicroBatcher, MicroBatching
+from .cache import CacheConfig, EmbeddingCache, make_cache
+from .observability import CallRecord, GeneratorStats
+from .plugins import pm
+from .retry import RetryPolicy, aretry_call, retry_call
 from .specs import GeneratorParams, ModelItem, parse_params
 from .vectors import as_matrix, check_dims, check_text, check_texts, l2_normalize, truncate
 
@@ -60,16 +68,25 @@ class BackendResult:
     token_counts: Sequence[int] | None = None
 
 
+log = logging.getLogger("agent_embeddings.generator")
+
 RawBatch = Union[np.ndarray, Sequence[Sequence[float]], BackendResult]
 
 
 @dataclass(frozen=True)
 class Embeddings:
-    """Vectors for a batch of texts (float32, one row per text) and what produced them."""
+    """Vectors for a batch of texts (float32, one row per text) and what produced them.
+
+    ``generator`` names the generator that produced them (a fallback's name when the primary
+    failed; ``fallback_from`` then names the primary). ``prompt_tokens`` counts the tokens the
+    backend processed: texts answered from the cache (``cache_hits``) cost none.
+    """
 
     vectors: np.ndarray
     prompt_tokens: int | None = None
     generator: str | None = None
+    cache_hits: int = 0
+    fallback_from: str | None = None
 
     def tolist(self) -> list[list[float]]:
         return self.vectors.tolist()
@@ -109,6 +126,9 @@ class AbstractEmbeddingGenerator:
     #: local models (one big forward pass beats many small ones), off for remote backends
     #: (their servers batch) and custom generators.
     micro_batching_default: ClassVar[bool] = False
+    #: True when the backend's client library retries by itself: ``configure_retry`` maps the
+    #: policy onto it and the shared retry loop stays out of the way (no double retries).
+    native_retries: ClassVar[bool] = False
 
     def __init__(
         self,
@@ -120,6 +140,9 @@ class AbstractEmbeddingGenerator:
         model: str | None = None,
         name: str | None = None,
         micro_batching: MicroBatching | Mapping[str, Any] | bool | None = None,
+        retry: RetryPolicy | Mapping[str, Any] | None = None,
+        cache: CacheConfig | Mapping[str, Any] | bool | EmbeddingCache | None = None,
+        model_id: str | None = None,
     ) -> None:
         self.dims = dims
         self.normalize = normalize
@@ -132,6 +155,17 @@ class AbstractEmbeddingGenerator:
         self.micro_batching = _micro_batching(micro_batching, type(self).micro_batching_default)
         self._batcher: MicroBatcher | None = None
         self._batcher_lock = threading.Lock()
+        #: retry policy of the shared retry loop (backends with ``native_retries`` map it instead)
+        self.retry: RetryPolicy = RetryPolicy()
+        if retry is not None:
+            self.configure_retry(retry if isinstance(retry, RetryPolicy) else RetryPolicy.model_validate(dict(retry)))
+        self.cache: EmbeddingCache | None = cache if isinstance(cache, EmbeddingCache) else make_cache(cache)
+        self.model_id = model_id
+        #: another generator's name to use when this one fails (resolved by the manager)
+        self.fallback: str | None = None
+        self.allow_incompatible_fallback = False
+        #: the built-in collector: calls, errors by type, latency, batch sizes, cache hits
+        self.stats = GeneratorStats()
         if dims is not None and dimensions is not None and dims != dimensions:
             from .errors import SpecError
 
@@ -153,7 +187,38 @@ class AbstractEmbeddingGenerator:
         generator = cls.from_params(item, params)
         if getattr(params, "micro_batching", None) is not None:
             generator.micro_batching = params.micro_batching
+        if getattr(params, "retry", None) is not None:
+            generator.configure_retry(params.retry)
+        if getattr(params, "cache", None) is not None:
+            generator.cache = make_cache(params.cache)
+        if getattr(params, "model_id", None) is not None:
+            generator.model_id = params.model_id
+        generator.fallback = getattr(params, "fallback", None)
+        generator.allow_incompatible_fallback = bool(getattr(params, "allow_incompatible_fallback", False))
         return generator
+
+    # -- reliability -----------------------------------------------------------------------
+    def configure_retry(self, policy: RetryPolicy) -> None:
+        """Use ``policy`` for transient failures. Backends whose client retries override this to map it."""
+        self.retry = policy
+
+    @property
+    def model_identity(self) -> str | None:
+        """What model the vectors come from: ``model_id`` if declared, else ``model``."""
+        return self.model_id or self.model
+
+    def _call_backend(self, texts: list[str]) -> RawBatch:
+        """One backend call, with the shared retry loop unless the client library retries itself."""
+        if type(self).native_retries or self.retry.attempts <= 1:
+            return self._embed_batch(texts)
+        return retry_call(lambda: self._embed_batch(texts), self.retry, who=self._who(), on_retry=self.stats.note_retry)
+
+    async def _acall_backend(self, texts: list[str]) -> RawBatch:
+        if type(self).native_retries or self.retry.attempts <= 1:
+            return await self._aembed_batch(texts)
+        return await aretry_call(
+            lambda: self._aembed_batch(texts), self.retry, who=self._who(), on_retry=self.stats.note_retry
+        )
 
     @classmethod
     def from_params(cls, item: ModelItem, params: Any) -> Self:
@@ -180,18 +245,18 @@ class AbstractEmbeddingGenerator:
         if self._batcher is None:
             with self._batcher_lock:
                 if self._batcher is None:
-                    self._batcher = MicroBatcher(self._embed_batch, config, name=self.name or self.provider)
+                    self._batcher = MicroBatcher(self._call_backend, config, name=self.name or self.provider)
         return self._batcher
 
     def _run_chunk(self, chunk: list[str]) -> RawBatch:
         batcher = self._batcher_for(chunk)
-        return batcher.submit(chunk).result() if batcher else self._embed_batch(chunk)
+        return batcher.submit(chunk).result() if batcher else self._call_backend(chunk)
 
     async def _arun_chunk(self, chunk: list[str]) -> RawBatch:
         batcher = self._batcher_for(chunk)
         if batcher:
             return await asyncio.wrap_future(batcher.submit(chunk))
-        return await self._aembed_batch(chunk)
+        return await self._acall_backend(chunk)
 
     def _chunk_size(self) -> int:
         limit = type(self).max_batch_size
@@ -199,20 +264,149 @@ class AbstractEmbeddingGenerator:
 
     # -- the public API ------------------------------------------------------------------
     def embed(self, texts: Sequence[str], *, normalize: bool | None = None) -> Embeddings:
-        """Embed ``texts`` and return :class:`Embeddings` (float32 matrix plus token usage)."""
+        """Embed ``texts`` and return :class:`Embeddings` (float32 matrix plus token usage).
+
+        The one place every call goes through: the cache (only misses reach the backend), the
+        observability hooks and statistics, then chunks through the micro-batcher and the
+        retry loop to the backend, and the contract checks.
+        """
         items = check_texts(texts)
         if not items:
             return self._empty()
-        parts = [self._accept(self._run_chunk(chunk), len(chunk)) for chunk in self._chunks(items)]
-        return self._finish(parts, normalize)
+        record = self._begin(len(items))
+        try:
+            if self.cache is None:
+                result = self._compute(items, normalize)
+            else:
+                keys, found = self._lookup(items, normalize)
+                misses = _misses(items, found)
+                computed = self._compute(misses, normalize) if misses else None
+                result = self._merge(items, keys, found, misses, computed) or self._compute(items, normalize)
+        except BaseException as exc:
+            self._end(record, None, exc)
+            raise
+        self._end(record, result, None)
+        return result
 
     async def aembed(self, texts: Sequence[str], *, normalize: bool | None = None) -> Embeddings:
         """Async twin of :meth:`embed`."""
         items = check_texts(texts)
         if not items:
             return self._empty()
+        record = self._begin(len(items))
+        try:
+            if self.cache is None:
+                result = await self._acompute(items, normalize)
+            else:
+                if self.cache.kind == "memory":
+                    keys, found = self._lookup(items, normalize)
+                else:  # file I/O stays off the event loop
+                    keys, found = await asyncio.to_thread(self._lookup, items, normalize)
+                misses = _misses(items, found)
+                computed = await self._acompute(misses, normalize) if misses else None
+                merged = self._merge(items, keys, found, misses, computed)
+                result = merged or await self._acompute(items, normalize)
+        except BaseException as exc:
+            self._end(record, None, exc)
+            raise
+        self._end(record, result, None)
+        return result
+
+    def _compute(self, items: list[str], normalize: bool | None) -> Embeddings:
+        parts = [self._accept(self._run_chunk(chunk), len(chunk)) for chunk in self._chunks(items)]
+        return self._finish(parts, normalize)
+
+    async def _acompute(self, items: list[str], normalize: bool | None) -> Embeddings:
         parts = [self._accept(await self._arun_chunk(chunk), len(chunk)) for chunk in self._chunks(items)]
         return self._finish(parts, normalize)
+
+    # -- the cache -------------------------------------------------------------------------
+    def cache_namespace(self, normalize: bool | None = None) -> str:
+        """Hash of what makes this generator's vectors what they are: model identity, provider and
+        settings, declared ``dims``, ``dimensions`` and normalization. Part of every cache key."""
+        desc = {k: v for k, v in self.describe().items() if k not in ("dims", "model", "normalize")}
+        ident = {
+            "model": self.model_identity,
+            "provider": self.provider,
+            "class": f"{type(self).__module__}.{type(self).__qualname__}",
+            "dims": self.dims,
+            "dimensions": self.dimensions,
+            "normalize": self.normalize if normalize is None else normalize,
+            "describe": desc,
+            "settings": {k: getattr(self, k, None) for k in ("prompt", "prompt_name", "max_seq_length", "revision")},
+        }
+        return hashlib.sha256(json.dumps(ident, sort_keys=True, default=str).encode()).hexdigest()[:32]
+
+    def _lookup(self, items: list[str], normalize: bool | None) -> tuple[list[str], list[np.ndarray | None]]:
+        assert self.cache is not None
+        prefix = self.cache_namespace(normalize) + "\0"
+        keys = [
+            hashlib.sha256((prefix + t).encode("utf-8", "surrogatepass")).hexdigest() for t in items
+        ]
+        found = self.cache.get_many(keys)
+        for i, vec in enumerate(found):  # a damaged or foreign entry is a miss
+            if vec is not None and (vec.ndim != 1 or not np.isfinite(vec).all()):
+                found[i] = None
+        return keys, found
+
+    def _merge(
+        self,
+        items: list[str],
+        keys: list[str],
+        found: list[np.ndarray | None],
+        misses: list[str],
+        computed: Embeddings | None,
+    ) -> Embeddings | None:
+        """Hits and computed misses, in input order; None when they disagree in width (recompute)."""
+        assert self.cache is not None
+        widths = {v.shape[0] for v in found if v is not None}
+        if computed is not None:
+            widths.add(computed.vectors.shape[1])
+        if len(widths) != 1 or (self.dims is not None and widths != {self.dims}):
+            log.warning("%s: cached vectors of another width %s; recomputing", self._who(), sorted(widths))
+            self.cache.clear()
+            return None
+        width = widths.pop()
+        matrix = np.empty((len(items), width), dtype=np.float32)
+        row_of = {t: i for i, t in enumerate(misses)}
+        hits = 0
+        for i, (text, vec) in enumerate(zip(items, found)):
+            if vec is not None:
+                matrix[i] = vec
+                hits += 1
+            else:
+                assert computed is not None
+                matrix[i] = computed.vectors[row_of[text]]
+        if computed is not None:
+            key_of = {t: k for t, k, v in zip(items, keys, found) if v is None}
+            self.cache.put_many([(key_of[t], computed.vectors[j]) for j, t in enumerate(misses)])
+        self._observed_dims = width
+        tokens = computed.prompt_tokens if computed is not None else 0
+        return Embeddings(matrix, tokens, self.name, cache_hits=hits)
+
+    # -- observability ---------------------------------------------------------------------
+    def _begin(self, batch_size: int) -> CallRecord:
+        record = CallRecord(self.name or self.provider, self.provider, self.model_identity, batch_size)
+        self.stats.started()
+        try:
+            pm.hook.before_embed(record=record)
+        except Exception:  # noqa: BLE001 - a broken metrics plugin never fails a call
+            log.exception("a before_embed hook failed (ignored)")
+        return record
+
+    def _end(self, record: CallRecord, result: Embeddings | None, error: BaseException | None) -> None:
+        record.latency_s = time.perf_counter() - record.started
+        if result is not None:
+            record.dims = int(result.vectors.shape[1])
+            record.prompt_tokens = result.prompt_tokens
+            record.cache_hits = result.cache_hits
+        if error is not None:
+            record.error_type = type(error).__name__
+        self.stats.finished(record)
+        try:
+            pm.hook.after_embed(record=record)
+        except Exception:  # noqa: BLE001
+            log.exception("an after_embed hook failed (ignored)")
 
     def encode(self, texts: Sequence[str], *, normalize: bool | None = None) -> np.ndarray:
         """Embed ``texts`` into a float32 numpy matrix, one row per text."""
@@ -247,6 +441,8 @@ class AbstractEmbeddingGenerator:
         batcher, self._batcher = self._batcher, None
         if batcher is not None:
             batcher.close()
+        if self.cache is not None:
+            self.cache.close()
 
     def __enter__(self) -> Self:
         return self
@@ -310,6 +506,11 @@ class AbstractEmbeddingGenerator:
 
     def _empty(self) -> Embeddings:
         return Embeddings(np.empty((0, self.output_dims or 0), dtype=np.float32), 0, self.name)
+
+
+def _misses(items: list[str], found: list[np.ndarray | None]) -> list[str]:
+    """The distinct texts not found in the cache, in first-seen order (duplicates computed once)."""
+    return list(dict.fromkeys(t for t, v in zip(items, found) if v is None))
 
 
 def _micro_batching(value: Any, default: bool) -> MicroBatching | None:

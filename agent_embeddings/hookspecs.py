@@ -16,6 +16,7 @@ from pluggy import HookimplMarker, HookspecMarker
 
 if TYPE_CHECKING:
     from .generator import AbstractEmbeddingGenerator
+    from .observability import CallRecord
     from .specs import ModelItem
 
 hookspec = HookspecMarker("agent_embeddings")
@@ -55,4 +56,28 @@ def resolve_local_model(model_name: str) -> Any:
     :param model_name: the part after ``hf:``, e.g. ``"sentence-transformers/all-MiniLM-L6-v2"``.
 
     Stops at the first non-None result.
+    """
+
+
+@hookspec
+def before_embed(record: CallRecord) -> None:
+    """Called when a generator call starts (``embed``, ``encode``, ``generate``... and async twins).
+
+    :param record: a :class:`~agent_embeddings.observability.CallRecord` with ``generator``,
+        ``provider``, ``model`` and ``batch_size`` (texts asked for) filled in. The same object
+        reaches :func:`after_embed`; ``record.extra`` is free for the plugin (a tracing span, a
+        start time). Runs in the caller's thread or event loop: keep it quick. An exception
+        raised here is logged and ignored, never fails the call.
+    """
+
+
+@hookspec
+def after_embed(record: CallRecord) -> None:
+    """Called when a generator call ends, successfully or not, with the completed record.
+
+    :param record: the :class:`~agent_embeddings.observability.CallRecord` of
+        :func:`before_embed`, now with ``latency_s``, ``dims``, ``prompt_tokens`` (tokens the
+        backend processed), ``cache_hits`` (texts answered from the cache, not sent to the
+        backend) and ``error_type`` (the exception's class name, None on success). Export it
+        as metrics or close a trace span. Exceptions raised here are logged and ignored.
     """

@@ -7,18 +7,22 @@
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from typing import Any
 
 import numpy as np
 
-from .errors import SpecError, UnknownGeneratorError
+from .errors import BackendError, BadRequestError, DimensionMismatchError, SpecError, UnknownGeneratorError
 from .generator import AbstractEmbeddingGenerator, Embeddings
 from .specs import SpecSource, SubjectSpec, load_spec, spec_origin
 from .vectors import check_text
 
-__all__ = ["EmbeddingGeneratorManager", "GeneratorInfo"]
+__all__ = ["EmbeddingGeneratorManager", "GeneratorInfo", "fallback_incompatibility"]
+
+log = logging.getLogger("agent_embeddings.manager")
 
 
 @dataclass(frozen=True)
@@ -41,6 +45,7 @@ class EmbeddingGeneratorManager:
         self._generators: dict[str, AbstractEmbeddingGenerator] = {}
         self._aliases: dict[str, str] = {}  # alias -> canonical name
         self._block_ids: dict[str, str] = {}  # canonical name -> llm_block_id
+        self._fallbacks: dict[str, str] = {}  # canonical name -> canonical name of its fallback
         self._lock = threading.RLock()
         self.spec: SubjectSpec | None = None
 
@@ -76,6 +81,8 @@ class EmbeddingGeneratorManager:
             canonical = self._canonical(name)
             self._aliases = {a: n for a, n in self._aliases.items() if n != canonical}
             self._block_ids.pop(canonical, None)
+            self._fallbacks.pop(canonical, None)
+            self._fallbacks = {k: v for k, v in self._fallbacks.items() if v != canonical}
             return self._generators.pop(canonical)
 
     def _canonical(self, name: str) -> str:
@@ -125,11 +132,60 @@ class EmbeddingGeneratorManager:
 
     # -- embedding -------------------------------------------------------------------------
     def embed(self, name: str, texts: Sequence[str], *, normalize: bool | None = None) -> Embeddings:
-        """Embed ``texts`` with generator ``name``; returns vectors (numpy) and token usage."""
-        return self.get(name).embed(texts, normalize=normalize)
+        """Embed ``texts`` with generator ``name``; returns vectors (numpy) and token usage.
+
+        When the generator fails after its retries and has a ``fallback``, the fallback answers;
+        ``result.generator`` names whoever produced the vectors (``fallback_from`` the primary).
+        """
+        canonical = self._canonical(name)
+        tried: list[str] = []
+        while True:
+            gen = self._generators[canonical]
+            try:
+                result = gen.embed(texts, normalize=normalize)
+            except BackendError as exc:
+                canonical = self._next_fallback(canonical, exc, tried)
+                continue
+            return self._mark(result, tried)
 
     async def aembed(self, name: str, texts: Sequence[str], *, normalize: bool | None = None) -> Embeddings:
-        return await self.get(name).aembed(texts, normalize=normalize)
+        canonical = self._canonical(name)
+        tried: list[str] = []
+        while True:
+            gen = self._generators[canonical]
+            try:
+                result = await gen.aembed(texts, normalize=normalize)
+            except BackendError as exc:
+                canonical = self._next_fallback(canonical, exc, tried)
+                continue
+            return self._mark(result, tried)
+
+    def _next_fallback(self, canonical: str, exc: BackendError, tried: list[str]) -> str:
+        """The fallback to try after ``canonical`` failed with ``exc``; re-raises when there is none."""
+        target = self._fallbacks.get(canonical)
+        # A refused input would be refused by the fallback too; a loop of fallbacks stops.
+        if target is None or isinstance(exc, BadRequestError) or target in tried or target == canonical:
+            raise exc
+        tried.append(canonical)
+        log.warning("generator %r failed (%s: %s); falling back to %r", canonical, type(exc).__name__, exc, target)
+        self._generators[canonical].stats.note_fallback()
+        return target
+
+    def _mark(self, result: Embeddings, tried: list[str]) -> Embeddings:
+        if not tried:
+            return result
+        primary = self._generators[tried[0]]
+        width = primary.output_dims
+        if (
+            width is not None
+            and result.vectors.shape[1] != width
+            and not primary.allow_incompatible_fallback
+        ):
+            raise DimensionMismatchError(
+                f"fallback {result.generator!r} of {tried[0]!r} returned {result.vectors.shape[1]}-dimensional "
+                f"vectors, not {width}"
+            )
+        return replace(result, fallback_from=tried[0])
 
     def encode(self, name: str, texts: Sequence[str], *, normalize: bool | None = None) -> np.ndarray:
         """Embed ``texts`` into a float32 numpy matrix (one row per text)."""
@@ -143,21 +199,66 @@ class EmbeddingGeneratorManager:
 
         ``normalize`` overrides the generator's own setting for this call.
         """
-        gen = self.get(name)
-        return gen.encode([check_text(text)], normalize=normalize)[0].tolist()
+        return self.embed(name, [check_text(text)], normalize=normalize).vectors[0].tolist()
 
     def generate_batch(self, name: str, texts: Sequence[str], *, normalize: bool | None = None) -> list[list[float]]:
         """Embed several texts, in order: ``manager.generate_batch("hf", ["Hello", "World"])``."""
         return self.encode(name, texts, normalize=normalize).tolist()
 
     async def agenerate(self, name: str, text: str, *, normalize: bool | None = None) -> list[float]:
-        gen = self.get(name)
-        return (await gen.aencode([check_text(text)], normalize=normalize))[0].tolist()
+        return (await self.aembed(name, [check_text(text)], normalize=normalize)).vectors[0].tolist()
 
     async def agenerate_batch(
         self, name: str, texts: Sequence[str], *, normalize: bool | None = None
     ) -> list[list[float]]:
         return (await self.aencode(name, texts, normalize=normalize)).tolist()
+
+    # -- fallbacks and statistics ----------------------------------------------------------
+    def set_fallback(self, name: str, fallback: str | None, *, allow_incompatible: bool = False) -> None:
+        """Use generator ``fallback`` when ``name`` fails after its retries (None removes it).
+
+        Vectors of different models live in different spaces, so the fallback must be
+        embedding-compatible (same model identity, dims and normalization) unless
+        ``allow_incompatible``; otherwise this raises :class:`SpecError` saying what differs.
+        """
+        with self._lock:
+            canonical = self._canonical(name)
+            if fallback is None:
+                self._fallbacks.pop(canonical, None)
+                return
+            try:
+                target = self._canonical(fallback)
+            except UnknownGeneratorError as exc:
+                raise SpecError(f"fallback {fallback!r} of {canonical!r}: {exc}") from None
+            if target == canonical:
+                raise SpecError(f"generator {canonical!r} names itself as its fallback")
+            problems = fallback_incompatibility(self._generators[canonical], self._generators[target])
+            if problems and not allow_incompatible:
+                raise SpecError(
+                    f"fallback {fallback!r} of {canonical!r} is not embedding-compatible: {'; '.join(problems)}. "
+                    "Vectors from different models live in different spaces and cannot be mixed; point to the same "
+                    "model (e.g. served remotely and locally, declaring llm_parameters.model_id where the block id "
+                    "does not tell it), or set allow_incompatible_fallback=true if you really mean it"
+                )
+            if problems:
+                log.warning("fallback %r of %r accepted although incompatible: %s", target, canonical, "; ".join(problems))
+            self._fallbacks[canonical] = target
+            self._generators[canonical].allow_incompatible_fallback = allow_incompatible
+
+    def fallback_of(self, name: str) -> str | None:
+        """The canonical name of ``name``'s fallback, if any."""
+        return self._fallbacks.get(self._canonical(name))
+
+    def stats(self) -> dict[str, dict[str, Any]]:
+        """The built-in collector: per generator, calls, errors by type, texts, cache hits/misses/size,
+        retries, fallbacks taken, in-flight calls, latency and batch-size histograms."""
+        out: dict[str, dict[str, Any]] = {}
+        for name, gen in list(self._generators.items()):
+            row = {"provider": gen.provider, "model": gen.model_identity, **gen.stats.snapshot()}
+            row["cache"] = gen.cache.stats() if gen.cache is not None else None
+            row["fallback"] = self._fallbacks.get(name)
+            out[name] = row
+        return out
 
     # -- life cycle ------------------------------------------------------------------------
     def warm_up(self, names: Sequence[str] | None = None) -> None:
@@ -200,7 +301,40 @@ class EmbeddingGeneratorManager:
             gen = build_embeddings_from_model_item(item, where=where)
             manager.register_generator(canonical, gen, aliases=aliases)
             manager._block_ids[canonical] = item.llm_block_id
+        for index, item in spec.embedding_items:
+            canonical = plan[index][0]
+            gen = manager._generators[canonical]
+            if gen.fallback is not None:
+                where = f"{origin}: models[{index}] ({item.llm_block_id!r}): llm_parameters.fallback"
+                try:
+                    manager.set_fallback(canonical, gen.fallback, allow_incompatible=gen.allow_incompatible_fallback)
+                except SpecError as exc:
+                    raise SpecError(f"{where}: {exc}") from None
         return manager
+
+
+def fallback_incompatibility(primary: AbstractEmbeddingGenerator, fallback: AbstractEmbeddingGenerator) -> list[str]:
+    """Why ``fallback``'s vectors would not live in ``primary``'s space (empty: compatible).
+
+    Decided from the spec alone (no model is loaded): the model identity (``model_id``, else
+    the block id's model), the output width (``dimensions``, declared ``dims``) and the
+    normalization must agree.
+    """
+    problems = []
+    a, b = primary.model_identity, fallback.model_identity
+    if not a or not b:
+        unknown = primary if not a else fallback
+        problems.append(f"the model of {unknown.name or unknown.provider!r} is not known; declare llm_parameters.model_id")
+    elif a != b:
+        problems.append(f"model {a!r} vs {b!r}")
+    if primary.dimensions != fallback.dimensions:
+        problems.append(f"dimensions {primary.dimensions} vs {fallback.dimensions}")
+    width_a, width_b = primary.dimensions or primary.dims, fallback.dimensions or fallback.dims
+    if width_a is not None and width_b is not None and width_a != width_b:
+        problems.append(f"dims {width_a} vs {width_b}")
+    if primary.normalize != fallback.normalize:
+        problems.append(f"normalize {primary.normalize} vs {fallback.normalize}")
+    return problems
 
 
 def _plan_names(spec: SubjectSpec, origin: str) -> dict[int, tuple[str, list[str]]]:

@@ -16,6 +16,7 @@ from pathlib import Path
 from pydantic import SecretStr
 
 from .errors import ConfigurationError
+from .observability import remember_secret
 
 __all__ = ["SecretStr", "resolve_secret_ref"]
 
@@ -29,6 +30,7 @@ def resolve_secret_ref(ref: str, *, who: str = "secret") -> SecretStr:
         value = os.environ.get(target)
         if not value:
             raise ConfigurationError(f"{who}: environment variable {target} (from {ref!r}) is not set")
+        remember_secret(value)
         return SecretStr(value)
     path = Path(target).expanduser()
     try:
@@ -37,4 +39,5 @@ def resolve_secret_ref(ref: str, *, who: str = "secret") -> SecretStr:
         raise ConfigurationError(f"{who}: cannot read secret file {str(path)!r}: {exc.strerror}") from None
     if not value:
         raise ConfigurationError(f"{who}: secret file {str(path)!r} is empty")
+    remember_secret(value)
     return SecretStr(value)

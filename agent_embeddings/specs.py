@@ -22,7 +22,9 @@ from typing import Any, TypeVar, Union
 from pydantic import BaseModel, ConfigDict, Field, PositiveInt, ValidationError, field_validator
 
 from .batching import MicroBatching
+from .cache import CacheConfig
 from .errors import SpecError
+from .retry import RetryPolicy
 
 __all__ = [
     "EMBEDDINGS",
@@ -130,6 +132,36 @@ class GeneratorParams(BaseModel):
         exclude=True,
         description="Coalesce concurrent small calls into one backend batch "
         "(default: on for local models, off for remote ones).",
+    )
+    # Reliability settings, also applied by from_model_item (exclude=True, as micro_batching).
+    retry: RetryPolicy | None = Field(
+        default=None,
+        exclude=True,
+        description="Retries of transient failures (unavailable, timeout, rate limited): attempts, backoff, "
+        "deadline. openai: and aios: map it onto their client's own retries.",
+    )
+    cache: CacheConfig | None = Field(
+        default=None, exclude=True, description="Opt-in vector cache: in memory (LRU) or on disk (SQLite)."
+    )
+    fallback: str | None = Field(
+        default=None,
+        min_length=1,
+        exclude=True,
+        description="Name of another generator of the spec to use when this one fails after its retries; "
+        "it must be embedding-compatible (same model_id, dims, normalization).",
+    )
+    allow_incompatible_fallback: bool = Field(
+        default=False,
+        exclude=True,
+        description="Accept a fallback whose vectors live in another space (different model, dims or "
+        "normalization). Off by default: mixing spaces silently breaks similarity search.",
+    )
+    model_id: str | None = Field(
+        default=None,
+        min_length=1,
+        exclude=True,
+        description="Identity of the model behind the vectors (default: the block id's model), for fallback "
+        "compatibility and cache keys, e.g. the local model an aios: block serves.",
     )
 
 

@@ -174,11 +174,32 @@ def startup(n: int, batch: int, repeat: int) -> Iterator[Row]:
                   note=f"{variant}: {cand_s * 1000:.0f} ms wall (bare interpreter {base_s * 1000:.0f} ms)")
 
 
+def cache(n: int, batch: int, repeat: int) -> Iterator[Row]:
+    """A repeated batch of ``batch`` texts (64 by default) with the memory cache on vs off, one run."""
+    from agent_embeddings import HuggingFaceEmbeddingGenerator
+    from agent_embeddings.cache import MemoryCache
+
+    model = "sentence-transformers/all-MiniLM-L6-v2"
+    plain = HuggingFaceEmbeddingGenerator(model_name=model, batch_size=batch, micro_batching=False)
+    cached = HuggingFaceEmbeddingGenerator(model_name=model, batch_size=batch, micro_batching=False)
+    cached.cache = MemoryCache(10_000)
+    texts = short_sentences(batch, seed=64)
+    first = cached.encode(texts)  # fills the cache (and loads the model, shared by both)
+    same = float(abs(plain.encode(texts) - first).max())
+    cand_s, base_s = compare(lambda: cached.encode(texts), lambda: plain.encode(texts), max(repeat, 5))
+    yield Row("6 cache", f"repeated batch of {batch}, memory cache on", "batches/s", 1 / cand_s,
+              "cache off", 1 / base_s, target=100,
+              note=f"{cand_s * 1e3:.2f} ms vs {base_s * 1e3:.1f} ms per batch; max difference to uncached {same:.1e}")
+    for gen in (plain, cached):
+        gen.close()
+
+
 ALL: dict[str, Callable[..., Iterator[Row]]] = {
     "core": core,
     "threads": threads,
     "http": http,
     "grpc": grpc,
     "startup": startup,
+    "cache": cache,
 }
 

@@ -79,6 +79,7 @@ class AIOSEmbeddings(AbstractEmbeddingGenerator):
 
     provider = "aios"
     Params = AIOSParams
+    native_retries = True  # gRPC's retry policy, set on the channel (protocol/target.py)
 
     def __init__(
         self,
@@ -124,6 +125,10 @@ class AIOSEmbeddings(AbstractEmbeddingGenerator):
         self.max_concurrent_requests = max(1, int(max_concurrent_requests))
         self._api_key_ref = api_key_ref
         self._api_key = SecretStr(api_key) if isinstance(api_key, str) else api_key
+        if self._api_key is not None:
+            from ..observability import remember_secret
+
+            remember_secret(self._api_key.get_secret_value())
         self._lock = threading.Lock()
         self._channel: Any = None
         self._stub: Any = None
@@ -131,6 +136,13 @@ class AIOSEmbeddings(AbstractEmbeddingGenerator):
         self._info: ServerInfo | None = None
         self._served: ServedModel | None = None
         self._metadata: tuple[tuple[str, str], ...] | None = None
+        self._retry_policy: Any = None
+
+    def configure_retry(self, policy: Any) -> None:
+        """Map the spec's ``retry`` onto gRPC's retry policy; its deadline caps ``timeout_s``."""
+        super().configure_retry(policy)
+        self._retry_policy = policy
+        self.timeout_s = min(self.timeout_s, policy.deadline_s)
 
     @classmethod
     def from_params(cls, item: ModelItem, params: Any) -> AIOSEmbeddings:
@@ -173,7 +185,7 @@ class AIOSEmbeddings(AbstractEmbeddingGenerator):
 
         grpc = self._grpc()
         module = grpc.aio if aio else grpc
-        options = channel_options(authority=self.tls_server_name)
+        options = channel_options(authority=self.tls_server_name, retry=self._retry_policy)
         creds = self._credentials()
         if creds is None:
             channel = module.insecure_channel(self.grpc_url, options=options)

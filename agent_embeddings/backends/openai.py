@@ -52,6 +52,7 @@ from ..errors import (
 )
 from ..generator import AbstractEmbeddingGenerator, BackendResult
 from ..hookspecs import hookimpl
+from ..observability import remember_secret
 from ..secrets import resolve_secret_ref
 from ..specs import GeneratorParams, ModelItem
 
@@ -124,6 +125,7 @@ class OpenAIEmbeddingGenerator(AbstractEmbeddingGenerator):
 
     provider = "openai"
     Params = OpenAIParams
+    native_retries = True  # the official client retries (408/409/429/5xx, connection errors)
 
     def __init__(
         self,
@@ -185,6 +187,8 @@ class OpenAIEmbeddingGenerator(AbstractEmbeddingGenerator):
             api_key = SecretStr(os.environ["OPENAI_API_KEY"])
         if api_key is not None and not api_key.get_secret_value():
             api_key = None
+        if api_key is not None:  # log records never show it, whatever the message
+            remember_secret(api_key.get_secret_value())
         required = api_key_required if api_key_required is not None else not _is_loopback(self.base_url)
         if api_key is None and required:
             hint = (
@@ -222,6 +226,21 @@ class OpenAIEmbeddingGenerator(AbstractEmbeddingGenerator):
         # One async client per event loop: an httpx connection pool cannot move between loops.
         self._aclients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Any] = weakref.WeakKeyDictionary()
         self._aclient_lock = threading.Lock()
+
+    def configure_retry(self, policy: Any) -> None:
+        """Map the spec's ``retry`` onto the client: ``attempts - 1`` becomes ``max_retries`` and
+        ``deadline_s`` caps the per-attempt ``timeout``. The backoff schedule is the client's own
+        (exponential with jitter, honouring ``Retry-After``)."""
+        super().configure_retry(policy)
+        self.max_retries = policy.attempts - 1
+        self.timeout = min(self.timeout, policy.deadline_s)
+        self._client_kwargs.update(max_retries=self.max_retries, timeout=self.timeout)
+        import openai
+
+        old, self._client = self._client, openai.OpenAI(**self._client_kwargs)
+        old.close()
+        with self._aclient_lock:
+            self._aclients.clear()
 
     @classmethod
     def from_params(cls, item: ModelItem, params: Any) -> OpenAIEmbeddingGenerator:
@@ -321,16 +340,24 @@ class OpenAIEmbeddingGenerator(AbstractEmbeddingGenerator):
             raw = client.embeddings.with_raw_response.create(**self._request_args(batch))
             content = raw.http_response.content
         except Exception as exc:
-            raise self._translate(exc) from exc
-        return self._decode(content, len(batch))
+            error, cause = self._translate(exc), _safe_cause(exc)
+            if cause is not None:
+                raise error from cause
+        else:
+            return self._decode(content, len(batch))
+        raise error  # outside the except block: an answer that echoed the key is not kept as context
 
     async def _acall(self, client: Any, batch: list[str]) -> tuple[np.ndarray, int | None]:
         try:
             raw = await client.embeddings.with_raw_response.create(**self._request_args(batch))
             content = raw.http_response.content
         except Exception as exc:
-            raise self._translate(exc) from exc
-        return self._decode(content, len(batch))
+            error, cause = self._translate(exc), _safe_cause(exc)
+            if cause is not None:
+                raise error from cause
+        else:
+            return self._decode(content, len(batch))
+        raise error  # outside the except block: an answer that echoed the key is not kept as context
 
     def _async_client(self) -> Any:
         loop = asyncio.get_running_loop()
@@ -433,6 +460,7 @@ class OpenAIEmbeddingGenerator(AbstractEmbeddingGenerator):
         return {**super().describe(), "base_url": self.endpoint}
 
     def close(self) -> None:
+        super().close()  # micro-batcher and cache, when configured
         self._client.close()
         self._aclients.clear()  # their connections close with their event loop
 
@@ -559,6 +587,14 @@ def _scrub(text: str, key: SecretStr | None) -> str:
     if key is not None and key.get_secret_value():
         text = text.replace(key.get_secret_value(), "**********")
     return _KEYLIKE.sub(r"sk-****", text)
+
+
+def _safe_cause(exc: Exception) -> Exception | None:
+    """``exc`` to chain as the cause, unless its text holds a secret (an endpoint echoing the key)."""
+    from ..observability import redact
+
+    text = str(exc)
+    return exc if redact(text) == text else None
 
 
 def _status_message(exc: Any) -> str:

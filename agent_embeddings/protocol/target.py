@@ -98,34 +98,48 @@ def parse_target(url: str) -> ParsedTarget:
     return ParsedTarget(url, "dns", (host,))
 
 
-def service_config(*, max_attempts: int = 5) -> str:
+def service_config(
+    *,
+    max_attempts: int = 5,
+    initial_backoff_s: float = 0.05,
+    max_backoff_s: float = 1.0,
+    multiplier: float = 2.0,
+    codes: tuple[str, ...] = ("UNAVAILABLE",),
+) -> str:
     """Round-robin across addresses and retry UNAVAILABLE (a replica going away) with backoff.
 
-    Retries stay within the call's deadline, so ``timeout_s`` still bounds every call.
+    Retries stay within the call's deadline, so ``timeout_s`` still bounds every call. A spec's
+    ``retry`` policy sets the attempts (gRPC caps them at 5) and backoff, and adds
+    RESOURCE_EXHAUSTED (a busy server) to the retried codes; ``max_attempts=1`` retries nothing.
     """
-    return json.dumps(
-        {
-            "loadBalancingConfig": [{"round_robin": {}}],
-            "methodConfig": [
-                {
-                    "name": [{"service": SERVICE_NAME}],
-                    "retryPolicy": {
-                        "maxAttempts": max_attempts,
-                        "initialBackoff": "0.05s",
-                        "maxBackoff": "1s",
-                        "backoffMultiplier": 2,
-                        "retryableStatusCodes": ["UNAVAILABLE"],
-                    },
-                }
-            ],
+    method: dict[str, object] = {"name": [{"service": SERVICE_NAME}]}
+    if max_attempts > 1:
+        method["retryPolicy"] = {
+            "maxAttempts": min(5, max_attempts),
+            "initialBackoff": f"{max(initial_backoff_s, 0.001):.3f}s",
+            "maxBackoff": f"{max(max_backoff_s, initial_backoff_s, 0.001):.3f}s",
+            "backoffMultiplier": multiplier,
+            "retryableStatusCodes": list(codes),
         }
-    )
+    return json.dumps({"loadBalancingConfig": [{"round_robin": {}}], "methodConfig": [method]})
 
 
-def channel_options(*, authority: str | None = None, max_attempts: int = 5) -> list[tuple[str, object]]:
-    """Options of every AIOS client channel."""
+def channel_options(
+    *, authority: str | None = None, max_attempts: int = 5, retry: object | None = None
+) -> list[tuple[str, object]]:
+    """Options of every AIOS client channel (``retry``: a :class:`~agent_embeddings.retry.RetryPolicy`)."""
+    if retry is not None:
+        config = service_config(
+            max_attempts=retry.attempts,  # type: ignore[attr-defined]
+            initial_backoff_s=retry.initial_backoff_s,  # type: ignore[attr-defined]
+            max_backoff_s=retry.max_backoff_s,  # type: ignore[attr-defined]
+            multiplier=retry.multiplier,  # type: ignore[attr-defined]
+            codes=("UNAVAILABLE", "RESOURCE_EXHAUSTED"),
+        )
+    else:
+        config = service_config(max_attempts=max_attempts)
     options: list[tuple[str, object]] = [
-        ("grpc.service_config", service_config(max_attempts=max_attempts)),
+        ("grpc.service_config", config),
         ("grpc.enable_retries", 1),
         # A server with default settings tolerates pings every 5 minutes at most, and only
         # while calls are active; pinging more often gets the connection closed (too_many_pings).

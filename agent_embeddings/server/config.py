@@ -32,6 +32,9 @@ class ServerConfig:
     tls_key: Path | None = None
     tls_client_ca: Path | None = None
     cors_origins: tuple[str, ...] = field(default=())
+    #: port of the gRPC server's Prometheus endpoint (0: any free port; None: none). The HTTP
+    #: server always answers ``/metrics`` itself.
+    metrics_port: int | None = None
 
     def accepts_key(self, presented: str | None) -> bool:
         """True when no keys are configured or ``presented`` is one of them (constant time)."""

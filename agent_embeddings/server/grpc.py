@@ -45,9 +45,10 @@ def _version() -> str:
 class _Servicer(pb_grpc.EmbeddingServiceServicer):
     """Embed and Info on top of the manager."""
 
-    def __init__(self, manager: EmbeddingGeneratorManager, config: ServerConfig) -> None:
+    def __init__(self, manager: EmbeddingGeneratorManager, config: ServerConfig, metrics: Any) -> None:
         self.manager = manager
         self.config = config
+        self.metrics = metrics
         self.active = 0  # Embed calls being worked on (one event loop: no lock needed)
         self.calls = 0  # Embed calls answered successfully
 
@@ -81,8 +82,26 @@ class _Servicer(pb_grpc.EmbeddingServiceServicer):
         return next(info.name for info in self.manager.list_generators() if requested in (info.name, *info.aliases))
 
     async def Embed(self, request: pb.EmbedRequest, context: grpc.aio.ServicerContext) -> pb.EmbedResponse:
+        started = time.perf_counter()
+        m = self.metrics
+        m.in_flight.labels("grpc").inc()
+        status = "OK"
+        try:
+            return await self._embed_call(request, context)
+        except BaseException as exc:
+            code = context.code() if hasattr(context, "code") else None
+            status = getattr(code, "name", None) or ("CANCELLED" if isinstance(exc, asyncio.CancelledError) else "UNKNOWN")
+            raise
+        finally:
+            m.in_flight.labels("grpc").dec()
+            m.latency.labels("grpc", "Embed").observe(time.perf_counter() - started)
+            m.requests.labels("grpc", "Embed", status).inc()
+
+    async def _embed_call(self, request: pb.EmbedRequest, context: grpc.aio.ServicerContext) -> pb.EmbedResponse:
         await self._authorize(context)
+        self.metrics.batch.labels("grpc").observe(len(request.inputs))
         if self.active >= self.config.max_concurrency:
+            self.metrics.errors.labels("grpc", "server_busy").inc()
             # Refuse at once: a queue without bound only turns overload into timeouts.
             await context.abort(
                 grpc.StatusCode.RESOURCE_EXHAUSTED,
@@ -95,6 +114,7 @@ class _Servicer(pb_grpc.EmbeddingServiceServicer):
             response = await self._embed(request, request_id, started)
         except Exception as exc:  # converted to a status below, outside this handler's try
             code, message = status_for_error(exc)
+            self.metrics.errors.labels("grpc", type(exc).__name__).inc()
             if code == grpc.StatusCode.INTERNAL:
                 log.exception("Embed %s failed", request_id)
         else:
@@ -169,9 +189,20 @@ class GrpcServer:
 
     kind = "grpc"
 
-    def __init__(self, manager: EmbeddingGeneratorManager, address: str, config: ServerConfig | None = None) -> None:
+    def __init__(
+        self, manager: EmbeddingGeneratorManager, address: str, config: ServerConfig | None = None, *,
+        metrics: Any = None,
+    ) -> None:
         self.manager = manager
         self.config = config or ServerConfig()
+        if metrics is None:
+            from .metrics import ServerMetrics
+
+            metrics = ServerMetrics(manager)
+        self.metrics = metrics
+        self._metrics_server: Any = None
+        #: ``host:port`` of the Prometheus endpoint once started (``config.metrics_port`` set)
+        self.metrics_address: str | None = None
         self._requested = address
         if address.startswith("unix:"):
             self._host, self._port = address, None
@@ -186,7 +217,7 @@ class GrpcServer:
             raise ConfigurationError("--tls-client-ca needs TLS: give --tls-cert and --tls-key too")
         self._server: grpc.aio.Server | None = None
         self._health = health_aio.HealthServicer()
-        self._servicer = _Servicer(manager, self.config)
+        self._servicer = _Servicer(manager, self.config, self.metrics)
         self._tasks: set[asyncio.Task[Any]] = set()
 
     @property
@@ -246,6 +277,18 @@ class GrpcServer:
             self._port = port
         await server.start()
         self._server = server
+        if self.config.metrics_port is not None:
+            from .metrics import start_metrics_server
+
+            host = self._host if self._port is not None else "127.0.0.1"
+            host = host.strip("[]") or "0.0.0.0"
+            try:
+                self._metrics_server, _thread, port = start_metrics_server(self.metrics, host, self.config.metrics_port)
+            except OSError as exc:
+                await server.stop(0)
+                raise ConfigurationError(f"cannot serve metrics on {host}:{self.config.metrics_port}: {exc.strerror}") from None
+            shown = f"[{host}]" if ":" in host else host
+            self.metrics_address = f"{shown}:{port}"
 
     async def _set_health(self, serving: bool) -> None:
         status = health_pb2.HealthCheckResponse.SERVING if serving else health_pb2.HealthCheckResponse.NOT_SERVING
@@ -266,3 +309,7 @@ class GrpcServer:
         if self._server is not None:
             server, self._server = self._server, None
             await server.stop(grace_s)
+        if self._metrics_server is not None:
+            metrics_server, self._metrics_server = self._metrics_server, None
+            await asyncio.to_thread(metrics_server.shutdown)
+            metrics_server.server_close()

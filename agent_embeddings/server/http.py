@@ -65,10 +65,13 @@ class ApiError(Exception):
     def __init__(
         self, status: int, message: str, type_: str = "invalid_request_error", *,
         param: str | None = None, code: str | None = None, headers: dict[str, str] | None = None,
+        error_type: str | None = None,
     ) -> None:
         super().__init__(message)
         self.status, self.message, self.type, self.param, self.code = status, message, type_, param, code
         self.headers = headers
+        #: the metric label of the failure: the SDK error's class name, or the API error code
+        self.error_type = error_type or code or type_
 
     def response(self) -> JSONResponse:
         body = error_body(self.message, self.type, param=self.param, code=self.code)
@@ -85,18 +88,29 @@ class _State:
 
 
 def create_app(
-    manager: EmbeddingGeneratorManager, config: ServerConfig | None = None, *, serving: bool = True
+    manager: EmbeddingGeneratorManager, config: ServerConfig | None = None, *, serving: bool = True,
+    metrics: Any = None,
 ) -> FastAPI:
-    """The ASGI app. ``serving`` is the initial health status (HttpServer starts it False)."""
+    """The ASGI app. ``serving`` is the initial health status (HttpServer starts it False).
+
+    ``metrics`` (a :class:`~agent_embeddings.server.metrics.ServerMetrics`) is shared when a gRPC
+    server runs in the same process; by default the app makes its own.
+    """
     config = config or ServerConfig()
     state = _State(manager, config, serving, int(time.time()))
+    if metrics is None:
+        from .metrics import ServerMetrics
+
+        metrics = ServerMetrics(manager)
     app = FastAPI(
         title="agent-embeddings",
         summary="OpenAI-compatible embeddings for every generator of a subject spec.",
         version=_version(),
     )
     app.state.embeddings = state
+    app.state.metrics = metrics
     app.add_middleware(_BodyLimit, max_bytes=config.max_request_bytes)
+    app.add_middleware(_Metrics, metrics=metrics)  # outermost: counts 413s too
     if config.cors_origins:  # off unless origins are configured
         from fastapi.middleware.cors import CORSMiddleware
 
@@ -136,6 +150,12 @@ def create_app(
         status = "serving" if state.serving else "not_serving"
         return JSONResponse({"status": status}, status_code=200 if state.serving else 503)
 
+    @app.get("/metrics", tags=["health"], summary="Prometheus metrics (no key needed; no secrets in it)")
+    async def prometheus_metrics() -> Response:
+        from .metrics import CONTENT_TYPE
+
+        return Response(metrics.render(), media_type=CONTENT_TYPE)
+
     @app.get("/v1/models", response_model=ModelList, responses=_ERRORS, dependencies=[Depends(authorize)],
              tags=["models"], summary="The served generators")
     async def list_models() -> ModelList:
@@ -153,7 +173,9 @@ def create_app(
     async def embeddings(body: EmbeddingRequest) -> Response:
         name = _resolve(manager, body.model, param="model")
         texts = _texts(body, config)
+        metrics.batch.labels("http").observe(len(texts))
         if state.in_flight >= config.max_concurrency:  # fail fast: no unbounded queue
+            metrics.errors.labels("http", "server_busy").inc()
             raise ApiError(
                 429, f"The server is at its limit of {config.max_concurrency} concurrent requests; retry shortly.",
                 "rate_limit_error", code="server_busy", headers={"Retry-After": "1"},
@@ -161,6 +183,9 @@ def create_app(
         state.in_flight += 1
         try:
             return await _embed(manager, name, texts, body)
+        except ApiError as exc:
+            metrics.errors.labels("http", exc.error_type).inc()
+            raise
         finally:
             state.in_flight -= 1
 
@@ -175,14 +200,16 @@ async def _embed(manager: EmbeddingGeneratorManager, name: str, texts: list[str]
     try:
         result = await manager.aembed(name, texts)
     except InvalidInputError as exc:
-        raise ApiError(400, str(exc), param="input") from None
-    except RateLimitError:
+        raise ApiError(400, str(exc), param="input", error_type=type(exc).__name__) from None
+    except RateLimitError as exc:
         log.warning("generator %r is rate limited by its backend", name, exc_info=True)
         raise ApiError(429, f"The backend of model {name!r} is rate limited; retry shortly.", "rate_limit_error",
-                       code="backend_rate_limited", headers={"Retry-After": "1"}) from None
-    except Exception:  # noqa: BLE001 - handled here: Starlette's catch-all would drop the connection
+                       code="backend_rate_limited", headers={"Retry-After": "1"},
+                       error_type=type(exc).__name__) from None
+    except Exception as exc:  # noqa: BLE001 - handled here: Starlette's catch-all would drop the connection
         log.exception("generator %r failed", name)
-        raise ApiError(500, f"The backend of model {name!r} failed; see the server log.", "server_error") from None
+        raise ApiError(500, f"The backend of model {name!r} failed; see the server log.", "server_error",
+                       error_type=type(exc).__name__) from None
     vectors = result.vectors
     if body.dimensions is not None and body.dimensions != vectors.shape[1]:
         if body.dimensions > vectors.shape[1]:
@@ -281,6 +308,39 @@ def _validation_error(exc: RequestValidationError) -> ApiError:
     return ApiError(400, message, param=field)
 
 
+_ROUTES = ("/v1/embeddings", "/v1/models", "/health", "/metrics")
+
+
+class _Metrics:
+    """Requests by route and status, their latency and the requests in flight (pure ASGI: cheap)."""
+
+    def __init__(self, app: Any, metrics: Any) -> None:
+        self.app, self.metrics = app, metrics
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        path = scope.get("path", "")
+        route = next((r for r in _ROUTES if path == r or path.startswith(r + "/")), "other")
+        status = 500
+        m = self.metrics
+
+        async def sending(message: Any) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        started = time.perf_counter()
+        m.in_flight.labels("http").inc()
+        try:
+            await self.app(scope, receive, sending)
+        finally:
+            m.in_flight.labels("http").dec()
+            m.latency.labels("http", route).observe(time.perf_counter() - started)
+            m.requests.labels("http", route, str(status)).inc()
+
+
 class _BodyLimit:
     """413 for bodies over ``max_bytes``, by Content-Length or while streaming (pure ASGI: cheap)."""
 
@@ -344,10 +404,13 @@ class HttpServer:
 
     kind = "http"
 
-    def __init__(self, manager: EmbeddingGeneratorManager, address: str, config: ServerConfig | None = None) -> None:
+    def __init__(
+        self, manager: EmbeddingGeneratorManager, address: str, config: ServerConfig | None = None, *,
+        metrics: Any = None,
+    ) -> None:
         self.config = config or ServerConfig()
         self._host, self._port = parse_address(address)
-        self.app = create_app(manager, self.config, serving=False)
+        self.app = create_app(manager, self.config, serving=False, metrics=metrics)
         self._server: Any = None
         self._task: asyncio.Task[None] | None = None
 

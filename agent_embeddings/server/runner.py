@@ -51,16 +51,19 @@ def make_servers(
     config: ServerConfig | None = None,
 ) -> list[ServerHandle]:
     """Build (not start) the servers asked for; imports grpc / fastapi only when needed."""
+    from .metrics import ServerMetrics
+
     config = config or ServerConfig()
+    metrics = ServerMetrics(manager)  # one registry: each endpoint shows both servers' requests
     servers: list[ServerHandle] = []
     if grpc:
         from .grpc import GrpcServer
 
-        servers.append(GrpcServer(manager, grpc, config))
+        servers.append(GrpcServer(manager, grpc, config, metrics=metrics))
     if http:
         from .http import HttpServer
 
-        servers.append(HttpServer(manager, http, config))
+        servers.append(HttpServer(manager, http, config, metrics=metrics))
     if not servers:
         raise ValueError("nothing to serve: give a gRPC and/or an HTTP address")
     return servers

@@ -1,0 +1,199 @@
+"""What the SDK tells about its calls: hook records, the built-in statistics, redacted logs.
+
+* :class:`CallRecord` is what the ``before_embed`` / ``after_embed`` hooks receive, once per
+  generator call (``embed``/``encode``/``generate``... and their async twins).
+* :class:`GeneratorStats` is the built-in collector each generator keeps (counts, errors by
+  type, latency and batch-size histograms, cache hits); ``manager.stats()`` returns them and
+  the servers' Prometheus endpoints export them.
+* :func:`install_log_redaction` makes every log record of the ``agent_embeddings`` loggers go
+  through :func:`redact` (installed when the package is imported).
+"""
+
+from __future__ import annotations
+
+import bisect
+import logging
+import re
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+__all__ = [
+    "BATCH_BUCKETS",
+    "LATENCY_BUCKETS_S",
+    "CallRecord",
+    "GeneratorStats",
+    "install_log_redaction",
+    "redact",
+    "remember_secret",
+]
+
+log = logging.getLogger("agent_embeddings.observability")
+
+#: Upper bounds of the latency histogram, seconds (Prometheus-style, +Inf implied).
+LATENCY_BUCKETS_S: tuple[float, ...] = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+#: Upper bounds of the batch-size histogram, texts per call.
+BATCH_BUCKETS: tuple[float, ...] = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048)
+
+
+@dataclass
+class CallRecord:
+    """One generator call, as the observability hooks see it.
+
+    ``before_embed`` gets it with the request fields filled; ``after_embed`` gets the same
+    object completed. ``extra`` is free for plugins (e.g. a tracing span opened in
+    ``before_embed`` and closed in ``after_embed``).
+    """
+
+    generator: str
+    provider: str
+    model: str | None
+    batch_size: int
+    started: float = field(default_factory=time.perf_counter)
+    #: texts answered from the cache (0 without a cache); ``batch_size - cache_hits`` went to the backend
+    cache_hits: int = 0
+    dims: int | None = None
+    latency_s: float | None = None
+    prompt_tokens: int | None = None
+    #: the exception's class name when the call failed, else None
+    error_type: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        return self.error_type is None
+
+
+class _Histogram:
+    __slots__ = ("bounds", "counts", "sum")
+
+    def __init__(self, bounds: tuple[float, ...]) -> None:
+        self.bounds = bounds
+        self.counts = [0] * (len(bounds) + 1)  # the last one is +Inf
+        self.sum = 0.0
+
+    def observe(self, value: float) -> None:
+        self.counts[bisect.bisect_left(self.bounds, value)] += 1
+        self.sum += value
+
+    def snapshot(self) -> dict[str, Any]:
+        cumulative, total = [], 0
+        for count in self.counts:
+            total += count
+            cumulative.append(total)
+        return {"buckets": list(zip([*self.bounds, float("inf")], cumulative)), "sum": self.sum, "count": total}
+
+
+class GeneratorStats:
+    """Thread-safe running totals of one generator's calls (the built-in collector)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.calls = 0
+        self.errors: dict[str, int] = {}
+        self.texts = 0
+        self.cache_hits = 0
+        self.prompt_tokens = 0
+        self.retries = 0
+        self.fallbacks = 0
+        self.in_flight = 0
+        self._latency = _Histogram(LATENCY_BUCKETS_S)
+        self._batch = _Histogram(BATCH_BUCKETS)
+
+    def started(self) -> None:
+        with self._lock:
+            self.in_flight += 1
+
+    def finished(self, record: CallRecord) -> None:
+        with self._lock:
+            self.in_flight -= 1
+            self.calls += 1
+            self.texts += record.batch_size
+            self.cache_hits += record.cache_hits
+            self.prompt_tokens += record.prompt_tokens or 0
+            if record.error_type is not None:
+                self.errors[record.error_type] = self.errors.get(record.error_type, 0) + 1
+            self._latency.observe(record.latency_s or 0.0)
+            self._batch.observe(record.batch_size)
+
+    def note_retry(self, exc: BaseException | None = None) -> None:
+        with self._lock:
+            self.retries += 1
+
+    def note_fallback(self) -> None:
+        with self._lock:
+            self.fallbacks += 1
+
+    def snapshot(self) -> dict[str, Any]:
+        with self._lock:
+            return {
+                "calls": self.calls,
+                "errors": dict(self.errors),
+                "texts": self.texts,
+                "cache_hits": self.cache_hits,
+                "prompt_tokens": self.prompt_tokens,
+                "retries": self.retries,
+                "fallbacks": self.fallbacks,
+                "in_flight": self.in_flight,
+                "latency_s": self._latency.snapshot(),
+                "batch_size": self._batch.snapshot(),
+            }
+
+
+# -- secrets never reach a log ---------------------------------------------------------------
+_KEY_PATTERNS = [
+    re.compile(r"\bsk-[A-Za-z0-9_\-]{8,}"),  # OpenAI-style keys
+    re.compile(r"(?i)\b(bearer)\s+[A-Za-z0-9._~+/=\-]{8,}"),  # Authorization header values
+    re.compile(r"(?i)\b(api[_-]?key|token|password|secret)(\"?\s*[:=]\s*\"?)[^\s\"',;]{6,}"),
+]
+_known: set[str] = set()
+_known_lock = threading.Lock()
+
+
+def remember_secret(value: str) -> None:
+    """Have :func:`redact` remove this exact value wherever it appears (called for every resolved key)."""
+    if value and len(value) >= 6:
+        with _known_lock:
+            _known.add(value)
+
+
+def redact(text: str) -> str:
+    """``text`` with known secrets and key-shaped strings replaced by ``**********``."""
+    for secret in list(_known):
+        if secret in text:
+            text = text.replace(secret, "**********")
+    text = _KEY_PATTERNS[0].sub("sk-**********", text)
+    text = _KEY_PATTERNS[1].sub(lambda m: f"{m.group(1)} **********", text)
+    return _KEY_PATTERNS[2].sub(lambda m: f"{m.group(1)}{m.group(2)}**********", text)
+
+
+_installed = False
+
+
+def install_log_redaction() -> None:
+    """Redact every record of the ``agent_embeddings`` loggers (message, arguments, traceback).
+
+    A record factory rather than a logger filter: filters on ``agent_embeddings`` do not see
+    records of its child loggers, and handlers belong to the application. Records of other
+    libraries are left as they are. Idempotent.
+    """
+    global _installed
+    if _installed:
+        return
+    _installed = True
+    previous = logging.getLogRecordFactory()
+
+    def factory(*args: Any, **kwargs: Any) -> logging.LogRecord:
+        record = previous(*args, **kwargs)
+        if record.name == "agent_embeddings" or record.name.startswith("agent_embeddings."):
+            try:
+                message = record.getMessage()
+            except Exception:  # noqa: BLE001 - a bad format string: leave it to logging's own report
+                return record
+            record.msg, record.args = redact(message), None
+            if record.exc_info and not record.exc_text:
+                record.exc_text = redact(logging.Formatter().formatException(record.exc_info))
+        return record
+
+    logging.setLogRecordFactory(factory)

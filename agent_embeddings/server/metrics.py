@@ -1,0 +1,119 @@
+"""Prometheus metrics of the servers (``/metrics`` on HTTP, ``--metrics-port`` for gRPC).
+
+Request metrics are counted by the servers; generator metrics are read at scrape time from
+the manager's built-in collector (``manager.stats()``), so they cost nothing between scrapes.
+Labels are server kinds, routes, status codes, generator names, providers and error class
+names — never a key, a URL or a text.
+
+| metric | type | labels |
+|---|---|---|
+| ``agent_embeddings_requests_total`` | counter | server, route, status |
+| ``agent_embeddings_request_errors_total`` | counter | server, type |
+| ``agent_embeddings_request_duration_seconds`` | histogram | server, route |
+| ``agent_embeddings_request_batch_size`` | histogram | server |
+| ``agent_embeddings_requests_in_flight`` | gauge | server |
+| ``agent_embeddings_generator_calls_total`` / ``_texts_total`` / ``_prompt_tokens_total`` | counter | generator, provider |
+| ``agent_embeddings_generator_errors_total`` | counter | generator, type |
+| ``agent_embeddings_generator_retries_total`` / ``_fallbacks_total`` | counter | generator |
+| ``agent_embeddings_generator_in_flight`` | gauge | generator |
+| ``agent_embeddings_generator_latency_seconds`` / ``_batch_size`` | histogram | generator |
+| ``agent_embeddings_cache_hits_total`` / ``_misses_total`` / ``_errors_total``, ``_entries`` | counter / gauge | generator, kind |
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+from ..manager import EmbeddingGeneratorManager
+from ..observability import BATCH_BUCKETS, LATENCY_BUCKETS_S
+
+__all__ = ["CONTENT_TYPE", "ServerMetrics", "start_metrics_server"]
+
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
+
+class _ManagerCollector:
+    """Generator and cache metrics, read from ``manager.stats()`` at scrape time."""
+
+    def __init__(self, manager: EmbeddingGeneratorManager) -> None:
+        self.manager = manager
+
+    def describe(self) -> list[Any]:
+        return []
+
+    def collect(self) -> Iterator[Any]:
+        from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
+
+        p = "agent_embeddings_generator_"
+        calls = CounterMetricFamily(p + "calls", "Generator calls (embed/encode/generate...)", labels=["generator", "provider"])
+        texts = CounterMetricFamily(p + "texts", "Texts asked for", labels=["generator", "provider"])
+        tokens = CounterMetricFamily(p + "prompt_tokens", "Tokens processed by the backend", labels=["generator", "provider"])
+        errors = CounterMetricFamily(p + "errors", "Failed generator calls by error type", labels=["generator", "type"])
+        retries = CounterMetricFamily(p + "retries", "Retries of transient failures (shared loop)", labels=["generator"])
+        fallbacks = CounterMetricFamily(p + "fallbacks", "Calls answered by the fallback", labels=["generator"])
+        in_flight = GaugeMetricFamily(p + "in_flight", "Generator calls in progress", labels=["generator"])
+        latency = HistogramMetricFamily(p + "latency_seconds", "Generator call latency", labels=["generator"])
+        batch = HistogramMetricFamily(p + "batch_size", "Texts per generator call", labels=["generator"])
+        c = "agent_embeddings_cache_"
+        hits = CounterMetricFamily(c + "hits", "Texts answered from the cache", labels=["generator", "kind"])
+        misses = CounterMetricFamily(c + "misses", "Texts not in the cache", labels=["generator", "kind"])
+        cache_errors = CounterMetricFamily(c + "errors", "Cache failures (computed without it)", labels=["generator", "kind"])
+        entries = GaugeMetricFamily(c + "entries", "Vectors held by the cache", labels=["generator", "kind"])
+        for name, row in self.manager.stats().items():
+            provider = str(row["provider"])
+            calls.add_metric([name, provider], row["calls"])
+            texts.add_metric([name, provider], row["texts"])
+            tokens.add_metric([name, provider], row["prompt_tokens"])
+            for kind, count in sorted(row["errors"].items()):
+                errors.add_metric([name, kind], count)
+            retries.add_metric([name], row["retries"])
+            fallbacks.add_metric([name], row["fallbacks"])
+            in_flight.add_metric([name], row["in_flight"])
+            for family, hist in ((latency, row["latency_s"]), (batch, row["batch_size"])):
+                buckets = [("+Inf" if b == float("inf") else repr(float(b)), n) for b, n in hist["buckets"]]
+                family.add_metric([name], buckets, hist["sum"])
+            cache = row.get("cache")
+            if cache:
+                labels = [name, cache["kind"]]
+                hits.add_metric(labels, cache["hits"])
+                misses.add_metric(labels, cache["misses"])
+                cache_errors.add_metric(labels, cache["errors"])
+                entries.add_metric(labels, cache["size"])
+        yield from (calls, texts, tokens, errors, retries, fallbacks, in_flight, latency, batch)
+        yield from (hits, misses, cache_errors, entries)
+
+
+class ServerMetrics:
+    """One registry per manager served: request metrics of both servers plus generator metrics."""
+
+    def __init__(self, manager: EmbeddingGeneratorManager) -> None:
+        from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+        self.registry = CollectorRegistry(auto_describe=False)
+        r = self.registry
+        self.requests = Counter("agent_embeddings_requests", "Requests answered, by status",
+                                ["server", "route", "status"], registry=r)
+        self.errors = Counter("agent_embeddings_request_errors", "Failed requests by error type",
+                              ["server", "type"], registry=r)
+        self.latency = Histogram("agent_embeddings_request_duration_seconds", "Request latency",
+                                 ["server", "route"], buckets=LATENCY_BUCKETS_S, registry=r)
+        self.batch = Histogram("agent_embeddings_request_batch_size", "Texts per embedding request",
+                               ["server"], buckets=BATCH_BUCKETS, registry=r)
+        self.in_flight = Gauge("agent_embeddings_requests_in_flight", "Requests being worked on",
+                               ["server"], registry=r)
+        r.register(_ManagerCollector(manager))
+
+    def render(self) -> bytes:
+        from prometheus_client import generate_latest
+
+        return generate_latest(self.registry)
+
+
+def start_metrics_server(metrics: ServerMetrics, host: str, port: int) -> tuple[Any, threading.Thread, int]:
+    """Serve ``/metrics`` on ``host:port`` from a daemon thread; returns (server, thread, bound port)."""
+    from prometheus_client import start_http_server
+
+    server, thread = start_http_server(port, addr=host, registry=metrics.registry)
+    return server, thread, server.server_address[1]
