@@ -174,6 +174,40 @@ def startup(n: int, batch: int, repeat: int) -> Iterator[Row]:
                   note=f"{variant}: {cand_s * 1000:.0f} ms wall (bare interpreter {base_s * 1000:.0f} ms)")
 
 
+def onnx(n: int, batch: int, repeat: int) -> Iterator[Row]:
+    """int8 ONNX Runtime vs fp32 torch, both through the hf generator's encode, with the accuracy beside it.
+
+    The export lands in the ONNX cache (AGENT_EMBEDDINGS_CACHE_DIR) on the first run, untimed.
+    """
+    import numpy as np
+
+    from agent_embeddings import HuggingFaceEmbeddingGenerator
+
+    model = "sentence-transformers/all-MiniLM-L6-v2"
+    torch_gen = HuggingFaceEmbeddingGenerator(model_name=model, batch_size=batch)
+    int8 = HuggingFaceEmbeddingGenerator(model_name=model, batch_size=batch, backend="onnx-int8")
+    fp32 = HuggingFaceEmbeddingGenerator(model_name=model, batch_size=batch, backend="onnx")
+    texts = short_sentences(n)
+    reference = torch_gen.encode(texts)  # also warms the torch side
+    cos = (int8.encode(texts) * reference).sum(axis=1)  # unit vectors: dot = cosine
+    fp32_diff = float(np.abs(fp32.encode(texts) - reference).max())
+    threads = int8._model().model.threads
+
+    def baseline() -> object:
+        return torch_gen.encode(texts)
+
+    cand_s, base_s = compare(lambda: int8.encode(texts), baseline, repeat)
+    yield Row("5 onnx int8", "hf backend=onnx-int8 encode", "texts/s", n / cand_s, "hf backend=torch (fp32)",
+              n / base_s, target=2.0,
+              note=f"int8 vs fp32 torch on these {n} sentences: mean cosine {cos.mean():.4f}, min {cos.min():.4f}; "
+                   f"ONNX Runtime with {threads} threads, batch {batch}")
+    cand_s, base_s = compare(lambda: fp32.encode(texts), baseline, repeat)
+    yield Row("5 onnx int8", "hf backend=onnx (fp32) encode", "texts/s", n / cand_s, "hf backend=torch (fp32)",
+              n / base_s, note=f"fp32 ONNX vs torch: max abs difference {fp32_diff:.1e}")
+    for gen in (torch_gen, int8, fp32):
+        gen.close()
+
+
 def cache(n: int, batch: int, repeat: int) -> Iterator[Row]:
     """A repeated batch of ``batch`` texts (64 by default) with the memory cache on vs off, one run."""
     from agent_embeddings import HuggingFaceEmbeddingGenerator
@@ -201,5 +235,6 @@ ALL: dict[str, Callable[..., Iterator[Row]]] = {
     "grpc": grpc,
     "startup": startup,
     "cache": cache,
+    "onnx": onnx,
 }
 

@@ -15,7 +15,7 @@ import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import Field, PositiveInt, field_validator
 
@@ -24,6 +24,7 @@ from ..errors import ConfigurationError, ModelNotFoundError
 from ..generator import AbstractEmbeddingGenerator, BackendResult
 from ..hookspecs import hookimpl
 from ..specs import GeneratorParams, ModelItem
+from .onnx_runtime import BACKENDS, cache_root, load_onnx_encoder
 
 __all__ = ["HuggingFaceEmbeddingGenerator", "HuggingFaceParams"]
 
@@ -45,6 +46,16 @@ class HuggingFaceParams(GeneratorParams):
     revision: str | None = Field(default=None, description="Model revision (branch, tag or commit).")
     allow_download: bool = Field(
         default=False, description="Fetch the model from the Hugging Face Hub when it is not found locally."
+    )
+    backend: Literal["torch", "onnx", "onnx-int8"] = Field(
+        default="torch",
+        description="Inference engine: torch, onnx (ONNX Runtime, fp32) or onnx-int8 (ONNX Runtime with dynamic "
+        "int8 quantization, fastest on CPU); the onnx ones need the 'onnx' extra and run on the CPU.",
+    )
+    onnx_cache_dir: str | None = Field(
+        default=None,
+        description="Where ONNX exports are cached (default: $AGENT_EMBEDDINGS_CACHE_DIR/onnx, "
+        "else ~/.cache/agent-embeddings/onnx).",
     )
 
     @field_validator("device")
@@ -96,6 +107,8 @@ class HuggingFaceEmbeddingGenerator(AbstractEmbeddingGenerator):
         trust_remote_code: bool = False,
         revision: str | None = None,
         allow_download: bool = False,
+        backend: str = "torch",
+        onnx_cache_dir: str | None = None,
         micro_batching: Any = None,
         name: str | None = None,
     ) -> None:
@@ -110,6 +123,10 @@ class HuggingFaceEmbeddingGenerator(AbstractEmbeddingGenerator):
         )
         if not _DEVICE_RE.match(device):
             raise ConfigurationError(f"{self._who()}: unknown device {device!r}; expected one of {DEVICES}")
+        if backend not in BACKENDS:
+            raise ConfigurationError(
+                f"{self._who()}: unknown backend {backend!r}; expected one of {', '.join(BACKENDS)}"
+            )
         self.model_name = model_name
         self.device = device
         self.max_seq_length = max_seq_length
@@ -118,6 +135,8 @@ class HuggingFaceEmbeddingGenerator(AbstractEmbeddingGenerator):
         self.trust_remote_code = trust_remote_code
         self.revision = revision
         self.allow_download = allow_download
+        self.backend = backend
+        self.onnx_cache_dir = onnx_cache_dir
         self._loaded: _LoadedModel | None = None
         self._load_lock = threading.Lock()
 
@@ -139,13 +158,30 @@ class HuggingFaceEmbeddingGenerator(AbstractEmbeddingGenerator):
         return loaded
 
     def _load(self) -> _LoadedModel:
-        device = resolve_device(self.device, who=self._who())
+        onnx = self.backend != "torch"
+        device = self._onnx_device() if onnx else resolve_device(self.device, who=self._who())
         path = resolve_model_path(self.model_name, revision=self.revision, allow_download=self.allow_download)
-        key = (path, device, self.max_seq_length, self.trust_remote_code, self.revision)
+        key = (path, device, self.max_seq_length, self.trust_remote_code, self.revision, self.backend)
+        if onnx:
+            key += (str(cache_root(self.onnx_cache_dir)),)
         with _shared_lock:
             shared = _shared.get(key)
             if shared is not None:
                 return shared
+            if onnx:
+                encoder = load_onnx_encoder(
+                    path,
+                    quantize=self.backend == "onnx-int8",
+                    max_seq_length=self.max_seq_length,
+                    trust_remote_code=self.trust_remote_code,
+                    revision=self.revision,
+                    allow_download=self.allow_download,
+                    cache_dir=self.onnx_cache_dir,
+                    who=self._who(),
+                )
+                loaded = _LoadedModel(model=encoder, dims=encoder.get_embedding_dimension(), lock=threading.Lock())
+                _shared[key] = loaded
+                return loaded
             SentenceTransformer = require("sentence_transformers", "hf", who=self._who()).SentenceTransformer
             try:
                 model = SentenceTransformer(
@@ -163,6 +199,16 @@ class HuggingFaceEmbeddingGenerator(AbstractEmbeddingGenerator):
             loaded = _LoadedModel(model=model, dims=int(get_dims()), lock=threading.Lock())
             _shared[key] = loaded
             return loaded
+
+    def _onnx_device(self) -> str:
+        """ONNX Runtime runs these models on the CPU; a spec asking for another device is an error."""
+        device = os.environ.get("AGENT_EMBEDDINGS_DEVICE") or self.device
+        if device not in ("cpu", "auto"):
+            raise ConfigurationError(
+                f"{self._who()}: backend {self.backend!r} runs on the CPU, not on device {device!r}; "
+                "set llm_parameters.device to 'cpu' or use backend 'torch'"
+            )
+        return "cpu"
 
     @property
     def output_dims(self) -> int | None:
@@ -214,7 +260,7 @@ class HuggingFaceEmbeddingGenerator(AbstractEmbeddingGenerator):
         return [len(i) for i in ids]
 
     def describe(self) -> dict[str, Any]:
-        return {**super().describe(), "device": self.device}
+        return {**super().describe(), "device": self.device, "backend": self.backend}
 
     def close(self) -> None:
         super().close()

@@ -1,0 +1,185 @@
+"""hf: items on ONNX Runtime (backend "onnx" / "onnx-int8"): export, cache, accuracy guard, spec contract.
+
+The packaged all-MiniLM-L6-v2 is exported once per module into a temporary cache folder.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from agent_embeddings import (
+    ConfigurationError,
+    EmbeddingGeneratorManager,
+    HuggingFaceEmbeddingGenerator,
+    SpecError,
+    build_embeddings_from_model_item,
+)
+
+pytest.importorskip("onnxruntime", reason="needs the 'onnx' extra")
+from agent_embeddings.backends import onnx_runtime  # noqa: E402
+from agent_embeddings.backends.huggingface import resolve_model_path  # noqa: E402
+from benchmarks.data import short_sentences  # noqa: E402
+
+MINILM = "sentence-transformers/all-MiniLM-L6-v2"
+SENTENCES = [
+    "A man is eating food.",
+    "The new movie is awesome, but the ending felt rushed and the soundtrack was far too loud.",
+    "gRPC carries packed float32 bytes.",
+    "What is the capital of France?",
+    "Quarterly revenue rose 12% year over year, driven by cloud subscriptions in EMEA and APAC.",
+    "ok",
+    "Les agents ont besoin de vecteurs.",
+    "def embed(texts): return model.encode(texts, batch_size=64)",
+    "The cheetah chased its prey across the dry savanna at dawn while the herd scattered.",
+    "Reset your password from the account settings page, then sign in again on every device.",
+]
+#: The accuracy guard's fixed set: 200 benchmark sentences plus ten of other shapes.
+GUARD = short_sentences(200) + SENTENCES
+
+
+@pytest.fixture(scope="module")
+def onnx_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("onnx-cache")
+
+
+@pytest.fixture(scope="module")
+def int8(onnx_cache: Path) -> Iterator[HuggingFaceEmbeddingGenerator]:
+    gen = HuggingFaceEmbeddingGenerator(
+        model_name=MINILM, backend="onnx-int8", onnx_cache_dir=str(onnx_cache), batch_size=64
+    )
+    gen.warm_up()  # exports and quantizes into onnx_cache
+    yield gen
+    gen.close()
+
+
+def _cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    return (a * b).sum(1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)
+
+
+def test_int8_accuracy_guard(int8, hf_manager, record_property):
+    assert len(GUARD) >= 200
+    cos = _cosines(int8.encode(GUARD), hf_manager.encode("hf", GUARD))
+    record_property("int8_mean_cosine", float(cos.mean()))
+    record_property("int8_min_cosine", float(cos.min()))
+    print(f"int8 vs fp32 torch on {len(GUARD)} sentences: mean cosine {cos.mean():.4f}, min {cos.min():.4f}")
+    assert cos.mean() >= 0.99
+    assert cos.min() >= 0.9  # a sanity floor; short texts padded in a batch of longer ones score lowest (~0.95)
+
+
+def test_fp32_onnx_reproduces_torch(int8, onnx_cache, hf_manager, sentences):
+    exports = dict(onnx_runtime.stats)
+    gen = HuggingFaceEmbeddingGenerator(model_name=MINILM, backend="onnx", onnx_cache_dir=str(onnx_cache))
+    ours = gen.encode(sentences)
+    assert float(np.abs(ours - hf_manager.encode("hf", sentences)).max()) <= 1e-4
+    assert onnx_runtime.stats == exports  # the fp32 graph came from the cache
+
+
+def test_cache_is_reused(int8, onnx_cache):
+    [folder] = [p for p in onnx_cache.iterdir() if p.is_dir()]
+    files = {p: p.stat().st_mtime_ns for p in folder.rglob("*.onnx")}
+    assert {p.parent.name for p in files} == {"fp32", "int8"}
+    before = dict(onnx_runtime.stats)
+    path = resolve_model_path(MINILM)
+    encoder = onnx_runtime.load_onnx_encoder(path, quantize=True, cache_dir=onnx_cache)
+    # another sequence length: another shared model, loaded from the same files
+    gen = HuggingFaceEmbeddingGenerator(
+        model_name=MINILM, backend="onnx-int8", onnx_cache_dir=str(onnx_cache), max_seq_length=16
+    )
+    gen.warm_up()
+    assert gen._loaded is not int8._loaded
+    assert onnx_runtime.stats == before
+    assert {p: p.stat().st_mtime_ns for p in folder.rglob("*.onnx")} == files
+    assert not [p for p in onnx_cache.iterdir() if p.name.startswith(".tmp-")]
+    assert encoder.threads >= 1 and encoder.session.get_session_options().intra_op_num_threads == encoder.threads
+
+
+def test_spec_item_through_the_manager(int8, onnx_cache):
+    spec = {
+        "subject_id": "onnx-test",
+        "subject_type": "agent",
+        "models": [
+            {
+                "llm_type": "embeddings",
+                "name": "fast",
+                "llm_block_id": f"hf:{MINILM}",
+                "llm_parameters": {"backend": "onnx-int8", "onnx_cache_dir": str(onnx_cache), "batch_size": 64},
+            }
+        ],
+    }
+    manager = EmbeddingGeneratorManager.from_subject_spec(spec)
+    try:
+        gen = manager.get("fast")
+        assert gen.backend == "onnx-int8" and gen.describe()["backend"] == "onnx-int8"
+        vectors = manager.encode("fast", SENTENCES)
+        np.testing.assert_allclose(vectors, int8.encode(SENTENCES), atol=1e-6)
+        assert gen._loaded is int8._loaded  # same weights, backend and cache: one session
+    finally:
+        manager.close()
+
+
+def test_shape_dims_and_normalization(int8, sentences):
+    vectors = int8.encode(sentences)
+    assert vectors.shape == (len(sentences), 384) and vectors.dtype == np.float32
+    np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
+    assert int8.output_dims == 384 and len(int8.generate("one")) == 384
+    assert len(int8.generate_batch(["one", "two", "three"])) == 3
+    # the order of the inputs is kept although batches are sorted by length inside
+    np.testing.assert_allclose(int8.encode(sentences[::-1])[::-1], vectors, atol=1e-5)
+    short = HuggingFaceEmbeddingGenerator(
+        model_name=MINILM, backend="onnx-int8", onnx_cache_dir=int8.onnx_cache_dir, dimensions=128
+    )
+    cut = short.encode(sentences[:3])
+    # int8 activations are quantized per batch: compare with the same batch at full width
+    full = int8.encode(sentences[:3])
+    expected = full[:, :128] / np.linalg.norm(full[:, :128], axis=1, keepdims=True)
+    assert cut.shape == (3, 128)
+    np.testing.assert_allclose(cut, expected, atol=1e-5)
+
+
+def test_token_counts_match_torch(int8, hf_manager, sentences):
+    assert int8.embed(sentences).prompt_tokens == hf_manager.get("hf").embed(sentences).prompt_tokens
+    assert int8.count_tokens(sentences) == hf_manager.get("hf").count_tokens(sentences)
+
+
+def test_bad_backend_lists_the_accepted_values():
+    with pytest.raises(SpecError) as caught:
+        build_embeddings_from_model_item(
+            {"llm_type": "embeddings", "llm_block_id": f"hf:{MINILM}", "llm_parameters": {"backend": "tensorrt"}}
+        )
+    message = str(caught.value)
+    assert "llm_parameters.backend" in message
+    assert all(value in message for value in ("'torch'", "'onnx'", "'onnx-int8'"))
+    with pytest.raises(ConfigurationError, match="onnx-int8"):
+        HuggingFaceEmbeddingGenerator(model_name=MINILM, backend="tensorrt")
+
+
+def test_onnx_runs_on_the_cpu_only(onnx_cache, monkeypatch):
+    monkeypatch.delenv("AGENT_EMBEDDINGS_DEVICE", raising=False)
+    gen = HuggingFaceEmbeddingGenerator(
+        model_name=MINILM, backend="onnx-int8", onnx_cache_dir=str(onnx_cache), device="cuda"
+    )
+    with pytest.raises(ConfigurationError, match="runs on the CPU"):
+        gen.warm_up()
+
+
+def test_missing_extra_is_a_clear_error(tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)  # import onnxruntime -> ImportError
+    gen = HuggingFaceEmbeddingGenerator(model_name=MINILM, backend="onnx-int8", onnx_cache_dir=str(tmp_path))
+    with pytest.raises(ConfigurationError, match=r"agent-embeddings\[onnx\]"):
+        gen.warm_up()
+
+
+def test_cache_folder_defaults(monkeypatch, tmp_path):
+    monkeypatch.setenv("AGENT_EMBEDDINGS_CACHE_DIR", str(tmp_path))
+    assert onnx_runtime.cache_root() == tmp_path / "onnx"
+    assert onnx_runtime.cache_root(tmp_path / "mine") == tmp_path / "mine"
+    monkeypatch.delenv("AGENT_EMBEDDINGS_CACHE_DIR")
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    assert onnx_runtime.cache_root() == tmp_path / "home" / ".cache" / "agent-embeddings" / "onnx"
+    monkeypatch.setenv("AGENT_EMBEDDINGS_ONNX_THREADS", "3")
+    assert onnx_runtime.cpu_cores() == 3
