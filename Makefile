@@ -9,7 +9,7 @@ PIP_INSTALL := $(BIN)/python -m pip install --disable-pip-version-check -q $(if 
 export HF_HUB_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: demo test protos bench clean
+.PHONY: demo test protos bench peer clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -32,8 +32,13 @@ test: $(VENV)/.dev
 protos: $(VENV)/.dev
 	$(BIN)/python scripts/generate_protos.py
 
+# Not part of `make test`: minutes of CPU, figures written to benchmarks/results/.
 bench: $(VENV)/.dev
 	$(BIN)/python -m benchmarks $(BENCH_ARGS)
 
+# Optional: a peer server (infinity-emb) in its own venv, measured by `make bench` when present.
+peer:
+	benchmarks/setup_peer.sh
+
 clean:
-	rm -rf $(VENV) .pytest_cache build dist
+	rm -rf $(VENV) .venv-peer .pytest_cache build dist

@@ -238,3 +238,14 @@ ALL: dict[str, Callable[..., Iterator[Row]]] = {
     "onnx": onnx,
 }
 
+
+def _peer(n: int, batch: int, repeat: int) -> Iterator[Row]:
+    from .peers import peer  # peers imports this module
+
+    yield from peer(n=n, batch=batch, repeat=repeat)
+
+
+ALL["peer"] = _peer
+#: Scenarios that yield nothing unless set up first (`make peer` creates .venv-peer).
+OPTIONAL = {"peer"}
+
