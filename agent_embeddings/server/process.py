@@ -56,6 +56,11 @@ class ServeProcess:
         return "".join(self._lines)
 
     @property
+    def returncode(self) -> int | None:
+        """The exit status once the process has ended (negative: killed by that signal), else None."""
+        return None if self._proc is None else self._proc.poll()
+
+    @property
     def pid(self) -> int:
         assert self._proc is not None
         return self._proc.pid
