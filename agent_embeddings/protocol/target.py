@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from ..errors import ConfigurationError
 from . import SERVICE_NAME
 
-__all__ = ["ParsedTarget", "channel_options", "parse_target", "service_config"]
+__all__ = ["REPLICA_GONE_CODES", "ParsedTarget", "channel_options", "parse_target", "service_config"]
 
 _SCHEMES = ("dns", "unix", "unix-abstract", "ipv4", "ipv6", "vsock")
 _HOSTPORT_RE = re.compile(r"^(\[[0-9a-fA-F:.]+\]|[^:\[\]/]+):(\d{1,5})$")
@@ -98,15 +98,21 @@ def parse_target(url: str) -> ParsedTarget:
     return ParsedTarget(url, "dns", (host,))
 
 
+# A replica that goes away fails the calls it holds with UNAVAILABLE (connection lost) or
+# CANCELLED (a server stopping past its grace period cancels in-flight calls before any answer).
+# Embed and Info are pure functions of their request, so sending them again is safe.
+REPLICA_GONE_CODES = ("UNAVAILABLE", "CANCELLED")
+
+
 def service_config(
     *,
     max_attempts: int = 5,
     initial_backoff_s: float = 0.05,
     max_backoff_s: float = 1.0,
     multiplier: float = 2.0,
-    codes: tuple[str, ...] = ("UNAVAILABLE",),
+    codes: tuple[str, ...] = REPLICA_GONE_CODES,
 ) -> str:
-    """Round-robin across addresses and retry UNAVAILABLE (a replica going away) with backoff.
+    """Round-robin across addresses and retry a replica going away (:data:`REPLICA_GONE_CODES`) with backoff.
 
     Retries stay within the call's deadline, so ``timeout_s`` still bounds every call. A spec's
     ``retry`` policy sets the attempts (gRPC caps them at 5) and backoff, and adds
@@ -134,7 +140,7 @@ def channel_options(
             initial_backoff_s=retry.initial_backoff_s,  # type: ignore[attr-defined]
             max_backoff_s=retry.max_backoff_s,  # type: ignore[attr-defined]
             multiplier=retry.multiplier,  # type: ignore[attr-defined]
-            codes=("UNAVAILABLE", "RESOURCE_EXHAUSTED"),
+            codes=(*REPLICA_GONE_CODES, "RESOURCE_EXHAUSTED"),
         )
     else:
         config = service_config(max_attempts=max_attempts)
