@@ -218,11 +218,6 @@ class HuggingFaceEmbeddingGenerator(AbstractEmbeddingGenerator):
         return declared
 
     # -- the backend call ------------------------------------------------------------------
-    def _chunk_size(self) -> int:
-        # sentence-transformers batches by itself and sorts inputs by length first, which
-        # saves padding; handing it large chunks keeps that benefit.
-        return max(self.batch_size, 4096)
-
     #: Batches handed to sentence-transformers per call. It sorts a call's texts by length before
     #: cutting them into ``batch_size`` forward passes, so fewer pad tokens are computed: about 10%
     #: more throughput on short sentences than one batch per call. Four keeps the model lock
