@@ -174,7 +174,7 @@ def test_busy_server_refuses_at_once_and_health_stays_responsive(runner, hf_mana
             assert _code(excinfo) == grpc.StatusCode.RESOURCE_EXHAUSTED and "max_concurrency=1" in excinfo.value.details()
             status = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=5).status
             assert status == health_pb2.HealthCheckResponse.SERVING
-            assert time.monotonic() - t0 < 0.5  # neither waited for the model
+            assert time.monotonic() - t0 < 1.0  # neither waited for the 1.5 s model call
             assert first.result().rows == 1
     finally:
         runner.stop(server)
