@@ -1,8 +1,9 @@
 """Helpers of the gRPC tests: real servers on 127.0.0.1 in a background event loop.
 
 ``ServerThread`` runs :class:`GrpcServer` (the real one) in its own thread and loop, so
-sync clients in the test thread can call it. ``StallingServicer`` is the one stub: it answers
-Info like a real server and never answers Embed, to test deadlines.
+sync clients in the test thread can call it. The stubs inject faults only: ``StallingServicer``
+answers Info like a real server and never answers Embed, to test deadlines;
+``FailingFirstServicer`` fails the first calls with a chosen status, to test retries.
 """
 
 from __future__ import annotations
@@ -98,6 +99,24 @@ class StallingServicer(pb_grpc.EmbeddingServiceServicer):
         self.embed_calls += 1
         await asyncio.sleep(3600)
         raise AssertionError("unreachable")
+
+
+class FailingFirstServicer(StallingServicer):
+    """Fails the first ``failures`` Embed calls with ``code``, then answers with ``gen``'s real vectors."""
+
+    def __init__(self, gen: AbstractEmbeddingGenerator, code: grpc.StatusCode, failures: int = 1) -> None:
+        super().__init__()
+        self.gen, self.code, self.failures = gen, code, failures
+
+    async def Embed(self, request: pb.EmbedRequest, context: Any) -> pb.EmbedResponse:
+        from agent_embeddings.protocol.convert import embed_response
+
+        self.embed_calls += 1
+        if self.embed_calls <= self.failures:
+            await context.abort(self.code, f"injected {self.code.name}")
+        vectors = self.gen.encode(list(request.inputs))
+        return embed_response(vectors, model="stall", normalized=True, prompt_tokens=None, request_id="",
+                              total_us=0, inference_us=0)
 
 
 def start_stub(runner: ServerThread, servicer: Any) -> tuple[Any, str]:

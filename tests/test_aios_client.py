@@ -11,12 +11,14 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import grpc
 import numpy as np
 import pytest
 from pydantic import SecretStr
 
 from agent_embeddings import (
     AuthenticationError,
+    BackendError,
     BackendTimeoutError,
     BackendUnavailableError,
     ConfigurationError,
@@ -28,7 +30,7 @@ from agent_embeddings import (
 from agent_embeddings.backends.aios import AIOSEmbeddings
 from agent_embeddings.server.config import ServerConfig
 
-from ._grpc_support import ServerThread, StallingServicer, start_stub
+from ._grpc_support import FailingFirstServicer, ServerThread, StallingServicer, start_stub
 
 TOL = 1e-5
 
@@ -188,6 +190,31 @@ def test_stalled_server_times_out_within_the_deadline(runner):
         assert time.monotonic() - t0 < 1.0 + 0.75
         assert servicer.embed_calls == 2  # a deadline is not retried
     finally:
+        runner.run(stub_server.stop(0))
+
+
+@pytest.mark.parametrize(
+    ("code", "retried"),
+    [
+        (grpc.StatusCode.UNAVAILABLE, True),  # a replica gone
+        (grpc.StatusCode.CANCELLED, True),  # a replica whose shutdown grace ran out
+        (grpc.StatusCode.INTERNAL, False),  # a real failure: not hidden by a retry
+    ],
+)
+def test_a_replica_going_away_is_retried_and_nothing_else(runner, hf_manager, sentences, code, retried):
+    servicer = FailingFirstServicer(hf_manager.get("hf"), code)
+    stub_server, address = start_stub(runner, servicer)
+    gen = AIOSEmbeddings(grpc_url=address, dims=384, timeout_s=10)
+    try:
+        if retried:
+            assert np.abs(gen.encode(sentences[:2]) - hf_manager.encode("hf", sentences[:2])).max() <= TOL
+            assert servicer.embed_calls == 2
+        else:
+            with pytest.raises(BackendError, match=code.name):
+                gen.encode(sentences[:2])
+            assert servicer.embed_calls == 1
+    finally:
+        gen.close()
         runner.run(stub_server.stop(0))
 
 
