@@ -21,6 +21,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")  # as in the CLI: the log shows figures only
     rows = []
     for name in [s.strip() for s in args.only.split(",") if s.strip()]:
         if name not in scenarios.ALL:
