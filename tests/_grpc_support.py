@@ -18,7 +18,7 @@ import grpc
 import numpy as np
 
 from agent_embeddings import AbstractEmbeddingGenerator, EmbeddingGeneratorManager
-from agent_embeddings.protocol.convert import pb
+from agent_embeddings.protocol.convert import embed_response, pb
 from agent_embeddings.protocol.gen.aios.embeddings.v1 import embeddings_pb2_grpc as pb_grpc
 from agent_embeddings.server.config import ServerConfig
 from agent_embeddings.server.grpc import GrpcServer
@@ -109,8 +109,6 @@ class FailingFirstServicer(StallingServicer):
         self.gen, self.code, self.failures = gen, code, failures
 
     async def Embed(self, request: pb.EmbedRequest, context: Any) -> pb.EmbedResponse:
-        from agent_embeddings.protocol.convert import embed_response
-
         self.embed_calls += 1
         if self.embed_calls <= self.failures:
             await context.abort(self.code, f"injected {self.code.name}")
