@@ -7,6 +7,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import settings
 
 # Never wait on the Hugging Face Hub; load no entry-point plugins unless a test asks for one.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -14,6 +15,11 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ["AGENT_EMBEDDINGS_LOAD_PLUGINS"] = ""
 
 from agent_embeddings import EmbeddingGeneratorManager
+
+# The properties are about values, not speed: on a loaded 2-core CI box Hypothesis' default
+# 200 ms per-example deadline would fail (or call "flaky") a correct example that ran slowly.
+settings.register_profile("agent_embeddings", deadline=None)
+settings.load_profile("agent_embeddings")
 
 ROOT = Path(__file__).resolve().parent.parent
 SPECS = ROOT / "specs"
