@@ -84,8 +84,8 @@ class SlowGenerator(AbstractEmbeddingGenerator):
         return self.inner.output_dims
 
 
-class StallingServicer(pb_grpc.EmbeddingServiceServicer):
-    """Info like a 384-dims server; Embed never answers (until cancelled)."""
+class _StubServicer(pb_grpc.EmbeddingServiceServicer):
+    """Answers Info like a server of one 384-dims model named ``stall``; counts Embed calls."""
 
     def __init__(self) -> None:
         self.embed_calls = 0
@@ -95,13 +95,17 @@ class StallingServicer(pb_grpc.EmbeddingServiceServicer):
         response.models.add(name="stall", dims=384)
         return response
 
+
+class StallingServicer(_StubServicer):
+    """Embed never answers (until cancelled)."""
+
     async def Embed(self, request: pb.EmbedRequest, context: Any) -> pb.EmbedResponse:
         self.embed_calls += 1
         await asyncio.sleep(3600)
         raise AssertionError("unreachable")
 
 
-class FailingFirstServicer(StallingServicer):
+class FailingFirstServicer(_StubServicer):
     """Fails the first ``failures`` Embed calls with ``code``, then answers with ``gen``'s real vectors."""
 
     def __init__(self, gen: AbstractEmbeddingGenerator, code: grpc.StatusCode, failures: int = 1) -> None:

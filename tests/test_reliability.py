@@ -474,6 +474,7 @@ class _Hammer:
         self.gen, self.sentences = gen, sentences
         self.results: list[tuple[int, np.ndarray]] = []
         self.errors: list[BaseException] = []
+        self.done_at_kill = 0
 
     def _client(self, offset: int) -> None:
         try:
@@ -489,11 +490,13 @@ class _Hammer:
             w.start()
         while len(self.results) < 30 and any(w.is_alive() for w in workers):
             time.sleep(0.005)
+        self.done_at_kill = len(self.results)
         kill()
         for w in workers:
             w.join(120)
 
     def check(self, expected: np.ndarray) -> None:
+        assert self.done_at_kill < 240, "the run ended before the kill: no fault was injected under load"
         assert not self.errors, self.errors[0]
         assert len(self.results) == 240
         for k, got in self.results:
@@ -513,6 +516,7 @@ def test_replica_stopped_under_load_loses_nothing(runner, hf_manager, sentences)
         hammer = _Hammer(gen, sentences)
         hammer.run(lambda: runner.stop(a, grace_s=0))
         hammer.check(hf_manager.encode("hf", sentences))
+        assert a.embed_calls > 0 and b.embed_calls > 0  # both replicas served before one left
     finally:
         gen.close()
         runner.stop(b)
