@@ -26,7 +26,9 @@ demo: $(VENV)/.demo
 	$(BIN)/agent-embeddings embed --spec specs/default.json --format summary \
 		"Agents get embeddings from any backend through one spec."
 
+# The type checker first (strict on agent_embeddings/, seconds), then the whole suite.
 test: $(VENV)/.dev
+	$(BIN)/python -m mypy
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 protos: $(VENV)/.dev

@@ -13,6 +13,7 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
+from .base import AbstractEmbeddingGenerator
 from .errors import (
     AgentEmbeddingsError,
     AuthenticationError,
@@ -33,19 +34,19 @@ from .errors import (
     UnknownGeneratorError,
 )
 from .factory import build_embeddings_from_model_item
-from .generator import AbstractEmbeddingGenerator, BackendResult, Embeddings
 from .hookspecs import hookimpl
-from .manager import EmbeddingGeneratorManager, GeneratorInfo
+from .manager import EmbeddingGeneratorManager
 from .observability import install_log_redaction
+from .results import BackendResult, Embeddings, GeneratorInfo
 from .specs import GeneratorParams, ModelItem, SubjectSpec, load_spec
+from .version import __version__
 
 # Every record of the agent_embeddings loggers has key-shaped text and known secrets redacted.
 install_log_redaction()
 
-__version__ = "0.1.0"
-
 __all__ = [
     "AIOSEmbeddings",
+    "__version__",
     "AbstractEmbeddingGenerator",
     "AgentEmbeddingsError",
     "AuthenticationError",

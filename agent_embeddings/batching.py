@@ -24,7 +24,9 @@ from typing import Any
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, PositiveInt
 
-__all__ = ["MicroBatcher", "MicroBatching"]
+from .results import BackendResult
+
+__all__ = ["BatcherSlot", "MicroBatcher", "MicroBatching", "micro_batching_config"]
 
 
 class MicroBatching(BaseModel):
@@ -42,7 +44,7 @@ class MicroBatching(BaseModel):
 @dataclass
 class _Request:
     texts: list[str]
-    future: Future
+    future: Future[Any]
 
 
 _STOP = object()
@@ -64,26 +66,35 @@ class MicroBatcher:
         self.requests = 0
         self._last_batch_requests = 0
 
-    def submit(self, texts: list[str]) -> Future:
-        """Queue ``texts``; the future resolves to the backend's output for exactly these texts."""
-        future: Future = Future()
-        if self._closed:
-            future.set_exception(RuntimeError(f"{self._name}: micro-batcher is closed"))
-            return future
-        self._queue.put(_Request(texts, future))
-        if self._thread is None:
-            with self._lock:
-                if self._thread is None:
-                    self._thread = threading.Thread(target=self._loop, name=f"microbatch-{self._name}", daemon=True)
-                    self._thread.start()
+    def submit(self, texts: list[str]) -> Future[Any]:
+        """Queue ``texts``; the future resolves to the backend's output for exactly these texts.
+
+        After :meth:`close` the future fails at once with a clear error. The check and the
+        enqueue happen under the lock that ``close`` takes, so no request can slip in behind
+        the stop marker and wait forever.
+        """
+        future: Future[Any] = Future()
+        with self._lock:
+            if self._closed:
+                future.set_exception(RuntimeError(f"{self._name}: micro-batcher is closed"))
+                return future
+            self._queue.put(_Request(texts, future))
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._loop, name=f"microbatch-{self._name}", daemon=True)
+                self._thread.start()
         return future
 
     def close(self) -> None:
-        """Finish queued work, then stop the worker."""
-        self._closed = True
-        if self._thread is not None:
-            self._queue.put(_STOP)
-            self._thread.join(timeout=30)
+        """Finish queued work, then stop the worker; later submits fail at once."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            thread = self._thread
+            if thread is not None:
+                self._queue.put(_STOP)  # behind every accepted request
+        if thread is not None:
+            thread.join(timeout=30)
 
     # -- the worker ------------------------------------------------------------------------
     def _loop(self) -> None:
@@ -137,8 +148,6 @@ class MicroBatcher:
             for request in batch:
                 self._run_alone(request)
             return
-        from .generator import BackendResult
-
         start = 0
         for request in batch:
             end = start + len(request.texts)
@@ -157,8 +166,6 @@ class MicroBatcher:
 
 def _as_rows(raw: Any, rows: int) -> tuple[np.ndarray, list[int] | None]:
     """Backend output as (matrix, per-text token counts or None), with one row per text."""
-    from .generator import BackendResult
-
     counts = None
     if isinstance(raw, BackendResult):
         raw, counts = raw.vectors, raw.token_counts
@@ -166,3 +173,43 @@ def _as_rows(raw: Any, rows: int) -> tuple[np.ndarray, list[int] | None]:
     if matrix.ndim != 2 or matrix.shape[0] != rows:
         raise ValueError(f"backend returned shape {matrix.shape} for {rows} texts")
     return matrix, (list(counts) if counts is not None else None)
+
+
+def micro_batching_config(value: Any, default: bool) -> MicroBatching | None:
+    """A generator's ``micro_batching`` argument as a config (None: off): a bool, a mapping or a config."""
+    if value is None:
+        return MicroBatching() if default else None
+    if isinstance(value, bool):
+        return MicroBatching(enabled=value)
+    if isinstance(value, MicroBatching):
+        return value
+    return MicroBatching.model_validate(dict(value))
+
+
+class BatcherSlot:
+    """A generator's micro-batcher, started on the first small chunk that should go through it."""
+
+    def __init__(self, fn: Callable[[list[str]], Any]) -> None:
+        self._fn = fn
+        self._batcher: MicroBatcher | None = None
+        self._lock = threading.Lock()
+
+    def for_chunk(self, config: MicroBatching | None, chunk: list[str], name: str) -> MicroBatcher | None:
+        """The batcher when ``chunk`` should be coalesced with others (enabled, and smaller than a batch)."""
+        if config is None or not config.enabled or len(chunk) >= config.max_batch_size:
+            return None
+        if self._batcher is None:
+            with self._lock:
+                if self._batcher is None:
+                    self._batcher = MicroBatcher(self._fn, config, name=name)
+        return self._batcher
+
+    @property
+    def current(self) -> MicroBatcher | None:
+        return self._batcher
+
+    def close(self) -> None:
+        with self._lock:
+            batcher, self._batcher = self._batcher, None
+        if batcher is not None:
+            batcher.close()

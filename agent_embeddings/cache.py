@@ -18,7 +18,6 @@ import logging
 import os
 import threading
 import time
-from collections import OrderedDict
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
@@ -26,12 +25,14 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, PositiveInt
 
-__all__ = ["CacheConfig", "DiskCache", "EmbeddingCache", "MemoryCache", "default_cache_path", "make_cache"]
+__all__ = ["CacheConfig", "DiskCache", "EmbeddingCache", "MemoryCache", "cache_dir", "default_cache_path", "make_cache"]
 
 log = logging.getLogger("agent_embeddings.cache")
 
 # Seconds between two attempts to reopen a disk cache that failed, and between two warnings.
 _RETRY_OPEN_S = 30.0
+# Keys per SQL statement: below SQLite's default limit of bound variables on old builds (999).
+_SQL_VARIABLES = 500
 
 
 class CacheConfig(BaseModel):
@@ -48,10 +49,15 @@ class CacheConfig(BaseModel):
     )
 
 
-def default_cache_path() -> Path:
+def cache_dir() -> Path:
+    """The folder of everything the SDK caches on disk: ``$AGENT_EMBEDDINGS_CACHE_DIR``, else
+    ``~/.cache/agent-embeddings`` (vectors in ``embeddings.sqlite3``, ONNX exports in ``onnx/``)."""
     base = os.environ.get("AGENT_EMBEDDINGS_CACHE_DIR")
-    root = Path(base) if base else Path.home() / ".cache" / "agent-embeddings"
-    return root / "embeddings.sqlite3"
+    return Path(base).expanduser() if base else Path.home() / ".cache" / "agent-embeddings"
+
+
+def default_cache_path() -> Path:
+    return cache_dir() / "embeddings.sqlite3"
 
 
 class EmbeddingCache:
@@ -95,23 +101,20 @@ class EmbeddingCache:
 
 
 class MemoryCache(EmbeddingCache):
-    """A bounded LRU in this process (thread-safe)."""
+    """A bounded LRU in this process (cachetools' ``LRUCache`` behind a lock: thread-safe)."""
 
     kind = "memory"
 
     def __init__(self, max_entries: int = 10_000) -> None:
+        from cachetools import LRUCache
+
         super().__init__(max_entries)
-        self._data: OrderedDict[str, np.ndarray] = OrderedDict()
+        self._data: LRUCache[str, np.ndarray] = LRUCache(maxsize=max_entries)
         self._lock = threading.Lock()
 
     def get_many(self, keys: Sequence[str]) -> list[np.ndarray | None]:
-        out: list[np.ndarray | None] = []
-        with self._lock:
-            for key in keys:
-                vec = self._data.get(key)
-                if vec is not None:
-                    self._data.move_to_end(key)
-                out.append(vec)
+        with self._lock:  # a get refreshes the entry (LRU)
+            out = [self._data.get(key) for key in keys]
         return self._count(out)
 
     def put_many(self, items: Sequence[tuple[str, np.ndarray]]) -> None:
@@ -120,9 +123,6 @@ class MemoryCache(EmbeddingCache):
                 stored = np.array(vec, dtype=np.float32, copy=True)
                 stored.flags.writeable = False
                 self._data[key] = stored
-                self._data.move_to_end(key)
-            while len(self._data) > self.max_entries:
-                self._data.popitem(last=False)
 
     def size(self) -> int:
         return len(self._data)
@@ -135,7 +135,8 @@ class MemoryCache(EmbeddingCache):
 class DiskCache(EmbeddingCache):
     """Vectors in a SQLite file (standard library; WAL mode, safe across threads and processes).
 
-    Bounded by ``max_entries``: the oldest written entries are dropped first. Every failure
+    Bounded by ``max_entries``: the least recently used entries (read or written) are dropped
+    first; every read refreshes the entries it finds, so a hot vector stays. Every failure
     (a corrupt file, a read-only or full disk, a path that cannot be created) is logged as a
     warning and reported as misses / skipped writes; the file is reopened at most every 30 s.
     """
@@ -147,7 +148,6 @@ class DiskCache(EmbeddingCache):
         self.path = Path(path).expanduser() if path else default_cache_path()
         self._lock = threading.Lock()
         self._conn: Any = None
-        self._entries = 0
         self._down_until = 0.0
         self._warned_at = -_RETRY_OPEN_S
 
@@ -166,9 +166,13 @@ class DiskCache(EmbeddingCache):
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute("PRAGMA synchronous=NORMAL")
             conn.execute(
-                "CREATE TABLE IF NOT EXISTS vectors (key TEXT PRIMARY KEY, dims INTEGER NOT NULL, data BLOB NOT NULL)"
+                "CREATE TABLE IF NOT EXISTS vectors (key TEXT PRIMARY KEY, dims INTEGER NOT NULL, data BLOB NOT NULL,"
+                " used INTEGER NOT NULL DEFAULT 0)"
             )
-            self._entries = conn.execute("SELECT COUNT(*) FROM vectors").fetchone()[0]
+            columns = {row[1] for row in conn.execute("PRAGMA table_info(vectors)")}
+            if "used" not in columns:  # a file written before eviction was LRU
+                conn.execute("ALTER TABLE vectors ADD COLUMN used INTEGER NOT NULL DEFAULT 0")
+            conn.execute("CREATE INDEX IF NOT EXISTS vectors_used ON vectors (used)")
         except (sqlite3.Error, OSError) as exc:
             self._failed("open", exc)
             return None
@@ -203,56 +207,69 @@ class DiskCache(EmbeddingCache):
             if conn is not None:
                 try:
                     unique = list(dict.fromkeys(keys))
-                    for start in range(0, len(unique), 500):
-                        part = unique[start : start + 500]
+                    for start in range(0, len(unique), _SQL_VARIABLES):
+                        part = unique[start : start + _SQL_VARIABLES]
                         rows = conn.execute(
                             f"SELECT key, dims, data FROM vectors WHERE key IN ({','.join('?' * len(part))})", part
                         ).fetchall()
                         for key, dims, data in rows:
                             if not isinstance(data, bytes) or dims <= 0 or len(data) != dims * 4:
-                                self.errors += 1  # a damaged entry: a miss, overwritten below
+                                self.errors += 1  # a damaged entry: a miss, overwritten when recomputed
                                 continue
                             found[key] = np.frombuffer(data, dtype="<f4")
                 except (sqlite3.Error, OSError) as exc:
                     self._failed("read", exc)
                     found = {}
+                else:
+                    self._touch(conn, list(found))
         return self._count([found.get(k) for k in keys])
 
     def put_many(self, items: Sequence[tuple[str, np.ndarray]]) -> None:
+        """Store (or overwrite, key by key) vectors; one transaction, then evict the least recently used."""
         import sqlite3
 
         if not items:
             return
-        rows = [(key, int(vec.shape[0]), np.asarray(vec, dtype="<f4").tobytes()) for key, vec in items]
+        stamp = time.time_ns()
+        latest = {key: vec for key, vec in items}  # a key given twice: its last vector
+        rows = [(key, int(vec.shape[0]), np.asarray(vec, dtype="<f4").tobytes(), stamp) for key, vec in latest.items()]
         with self._lock:
             conn = self._connect()
             if conn is None:
                 return
             try:
                 conn.execute("BEGIN")
-                conn.executemany("INSERT OR REPLACE INTO vectors (key, dims, data) VALUES (?, ?, ?)", rows)
-                self._entries += len(rows)
-                if self._entries > self.max_entries:
-                    self._entries = conn.execute("SELECT COUNT(*) FROM vectors").fetchone()[0]
-                    excess = self._entries - self.max_entries
-                    if excess > 0:
-                        conn.execute(
-                            "DELETE FROM vectors WHERE rowid IN (SELECT rowid FROM vectors ORDER BY rowid LIMIT ?)",
-                            (excess,),
-                        )
-                        self._entries -= excess
+                conn.executemany("INSERT OR REPLACE INTO vectors (key, dims, data, used) VALUES (?, ?, ?, ?)", rows)
+                excess = conn.execute("SELECT COUNT(*) FROM vectors").fetchone()[0] - self.max_entries
+                if excess > 0:
+                    conn.execute(
+                        "DELETE FROM vectors WHERE key IN (SELECT key FROM vectors ORDER BY used, rowid LIMIT ?)",
+                        (excess,),
+                    )
                 conn.execute("COMMIT")
             except (sqlite3.Error, OSError) as exc:
-                try:
-                    conn.execute("ROLLBACK")
-                except Exception:  # noqa: BLE001
-                    pass
+                self._rollback(conn)
                 self._failed("write", exc)
 
     def size(self) -> int:
-        return self._entries
+        """Entries in the file now (all generators and processes sharing it; 0 while it is out of order)."""
+        import sqlite3
+
+        with self._lock:
+            conn = self._connect()
+            if conn is None:
+                return 0
+            try:
+                return int(conn.execute("SELECT COUNT(*) FROM vectors").fetchone()[0])
+            except (sqlite3.Error, OSError) as exc:
+                self._failed("count", exc)
+                return 0
 
     def clear(self) -> None:
+        """Delete every entry of the file, those of other generators and processes sharing it included.
+
+        Generators never call this: a stale entry is overwritten for its own key alone.
+        """
         import sqlite3
 
         with self._lock:
@@ -261,9 +278,33 @@ class DiskCache(EmbeddingCache):
                 return
             try:
                 conn.execute("DELETE FROM vectors")
-                self._entries = 0
             except (sqlite3.Error, OSError) as exc:
                 self._failed("clear", exc)
+
+    def _touch(self, conn: Any, keys: list[str]) -> None:
+        """Mark ``keys`` as just used (LRU). A file we may only read still serves its hits."""
+        import sqlite3
+
+        if not keys:
+            return
+        stamp = time.time_ns()
+        try:
+            conn.execute("BEGIN")
+            for start in range(0, len(keys), _SQL_VARIABLES):
+                part = keys[start : start + _SQL_VARIABLES]
+                conn.execute(f"UPDATE vectors SET used = ? WHERE key IN ({','.join('?' * len(part))})", [stamp, *part])
+            conn.execute("COMMIT")
+        except (sqlite3.Error, OSError) as exc:
+            self._rollback(conn)
+            log.debug("embedding cache %s: cannot refresh entries (%s); eviction order unchanged", self.path, exc)
+
+    @staticmethod
+    def _rollback(conn: Any) -> None:
+        try:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+        except Exception:  # noqa: BLE001 - the connection is dropped right after
+            pass
 
     def close(self) -> None:
         with self._lock:

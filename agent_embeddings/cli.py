@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from typing import Any, TextIO
 
 from .errors import AgentEmbeddingsError, InvalidInputError, UnknownGeneratorError
+from .version import __version__
 
 __all__ = ["main"]
 
@@ -34,7 +35,7 @@ def _pick_name(manager: Any, name: str | None) -> str:
     if len(names) != 1:
         listed = ", ".join(names) or "none"
         raise UnknownGeneratorError(f"the spec has {len(names)} embedding generators ({listed}); choose one with --name")
-    return names[0]
+    return str(names[0])
 
 
 def _read_texts(args: argparse.Namespace, stdin: TextIO) -> list[str]:
@@ -161,6 +162,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         api_keys=tuple(keys),
         max_inputs=args.max_inputs,
         max_request_bytes=args.max_request_bytes,
+        max_input_chars=args.max_input_chars,
         max_concurrency=args.max_concurrency,
         grace_period_s=args.grace_period,
         tls_cert=args.tls_cert,
@@ -195,7 +197,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
 
     parser = argparse.ArgumentParser(prog=PROG, description="Embeddings for AI agents from any backend.")
-    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("embed", help="embed TEXT arguments or stdin lines; JSON Lines on stdout")
@@ -231,6 +233,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--api-key-ref", action="append", help="accept the key in env:NAME or file:PATH (repeatable)")
     p.add_argument("--max-inputs", type=int, default=DEFAULT_MAX_INPUTS, help="texts per request")
     p.add_argument("--max-request-bytes", type=int, default=DEFAULT_MAX_REQUEST_BYTES)
+    p.add_argument("--max-input-chars", type=int, metavar="N",
+                   help="refuse texts longer than N characters (HTTP 413, gRPC INVALID_ARGUMENT; default: no limit)")
     p.add_argument("--max-concurrency", type=int, default=DEFAULT_MAX_CONCURRENCY, help="requests at once")
     p.add_argument("--grace-period", type=float, default=DEFAULT_GRACE_PERIOD_S, help="seconds, on SIGTERM")
     p.add_argument("--tls-cert", type=Path)
@@ -244,10 +248,6 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _version() -> str:
-    from . import __version__
-
-    return __version__
 
 
 def main(argv: Sequence[str] | None = None) -> int:

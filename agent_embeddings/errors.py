@@ -90,10 +90,11 @@ class BackendError(AgentEmbeddingsError):
     """A call to an embedding backend failed.
 
     ``retryable`` tells whether retrying the same call may succeed (unavailable,
-    timeout, rate limited).
+    timeout, rate limited); ``retry_after_s`` is the wait the backend asked for, if it did.
     """
 
     retryable: bool = False
+    retry_after_s: float | None = None
 
 
 class AuthenticationError(BackendError):

@@ -7,8 +7,8 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from .base import AbstractEmbeddingGenerator
 from .errors import ConfigurationError, SpecError
-from .generator import AbstractEmbeddingGenerator
 from .plugins import get_backend, load_plugins, pm
 from .specs import EMBEDDINGS, ModelItem, format_validation_error
 

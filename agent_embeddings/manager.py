@@ -10,32 +10,21 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
 
+from .base import AbstractEmbeddingGenerator
 from .errors import BackendError, BadRequestError, DimensionMismatchError, SpecError, UnknownGeneratorError
-from .generator import AbstractEmbeddingGenerator, Embeddings
+from .factory import build_embeddings_from_model_item
+from .results import Embeddings, GeneratorInfo
 from .specs import SpecSource, SubjectSpec, load_spec, spec_origin
 from .vectors import check_text
 
 __all__ = ["EmbeddingGeneratorManager", "GeneratorInfo", "fallback_incompatibility"]
 
 log = logging.getLogger("agent_embeddings.manager")
-
-
-@dataclass(frozen=True)
-class GeneratorInfo:
-    """One row of :meth:`EmbeddingGeneratorManager.list_generators`."""
-
-    name: str
-    aliases: tuple[str, ...]
-    provider: str
-    model: str | None
-    dims: int | None
-    normalize: bool
-    block_id: str | None = None
 
 
 class EmbeddingGeneratorManager:
@@ -84,6 +73,18 @@ class EmbeddingGeneratorManager:
             self._fallbacks.pop(canonical, None)
             self._fallbacks = {k: v for k, v in self._fallbacks.items() if v != canonical}
             return self._generators.pop(canonical)
+
+    def resolve(self, name: str) -> str:
+        """The canonical name of ``name`` (a name or an alias); unknown names list the known ones.
+
+        A dictionary look-up: servers call it once per request.
+        """
+        return self._canonical(name)
+
+    def info(self, name: str) -> GeneratorInfo:
+        """The :meth:`list_generators` row of one generator (by name or alias)."""
+        canonical = self._canonical(name)
+        return next(i for i in self.list_generators() if i.name == canonical)
 
     def _canonical(self, name: str) -> str:
         if name in self._generators:
@@ -199,19 +200,21 @@ class EmbeddingGeneratorManager:
 
         ``normalize`` overrides the generator's own setting for this call.
         """
-        return self.embed(name, [check_text(text)], normalize=normalize).vectors[0].tolist()
+        row: list[float] = self.embed(name, [check_text(text)], normalize=normalize).vectors[0].tolist()
+        return row
 
     def generate_batch(self, name: str, texts: Sequence[str], *, normalize: bool | None = None) -> list[list[float]]:
         """Embed several texts, in order: ``manager.generate_batch("hf", ["Hello", "World"])``."""
-        return self.encode(name, texts, normalize=normalize).tolist()
+        return self.embed(name, texts, normalize=normalize).tolist()
 
     async def agenerate(self, name: str, text: str, *, normalize: bool | None = None) -> list[float]:
-        return (await self.aembed(name, [check_text(text)], normalize=normalize)).vectors[0].tolist()
+        row: list[float] = (await self.aembed(name, [check_text(text)], normalize=normalize)).vectors[0].tolist()
+        return row
 
     async def agenerate_batch(
         self, name: str, texts: Sequence[str], *, normalize: bool | None = None
     ) -> list[list[float]]:
-        return (await self.aencode(name, texts, normalize=normalize)).tolist()
+        return (await self.aembed(name, texts, normalize=normalize)).tolist()
 
     # -- fallbacks and statistics ----------------------------------------------------------
     def set_fallback(self, name: str, fallback: str | None, *, allow_incompatible: bool = False) -> None:
@@ -286,8 +289,6 @@ class EmbeddingGeneratorManager:
         prefix is unique in the spec, and always its full ``llm_block_id``. No model is
         loaded: that happens on first use or :meth:`warm_up`.
         """
-        from .factory import build_embeddings_from_model_item
-
         if isinstance(source, SubjectSpec):
             spec, origin = source, "<spec>"
         else:

@@ -6,21 +6,25 @@
   type, latency and batch-size histograms, cache hits); ``manager.stats()`` returns them and
   the servers' Prometheus endpoints export them.
 * :func:`install_log_redaction` makes every log record of the ``agent_embeddings`` loggers go
-  through :func:`redact` (installed when the package is imported).
+  through :func:`~agent_embeddings.redaction.redact` (installed when the package is imported).
 """
 
 from __future__ import annotations
 
 import bisect
 import logging
-import re
 import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from .plugins import pm
+from .redaction import redact, remember_secret
+
 __all__ = [
     "BATCH_BUCKETS",
+    "call_finished",
+    "call_started",
     "LATENCY_BUCKETS_S",
     "CallRecord",
     "GeneratorStats",
@@ -141,33 +145,35 @@ class GeneratorStats:
             }
 
 
+# -- one generator call, as the hooks and the statistics see it ------------------------------
+def call_started(stats: GeneratorStats, generator: str, provider: str, model: str | None, texts: int) -> CallRecord:
+    """Count the call in flight and fire ``before_embed`` (a failing hook is logged, never raised)."""
+    record = CallRecord(generator, provider, model, texts)
+    stats.started()
+    try:
+        pm.hook.before_embed(record=record)
+    except Exception:  # noqa: BLE001 - a broken metrics plugin never fails a call
+        log.exception("a before_embed hook failed (ignored)")
+    return record
+
+
+def call_finished(stats: GeneratorStats, record: CallRecord, result: Any, error: BaseException | None) -> None:
+    """Complete ``record`` from the result (an ``Embeddings``) or the error, count it, fire ``after_embed``."""
+    record.latency_s = time.perf_counter() - record.started
+    if result is not None:
+        record.dims = int(result.vectors.shape[1])
+        record.prompt_tokens = result.prompt_tokens
+        record.cache_hits = result.cache_hits
+    if error is not None:
+        record.error_type = type(error).__name__
+    stats.finished(record)
+    try:
+        pm.hook.after_embed(record=record)
+    except Exception:  # noqa: BLE001
+        log.exception("an after_embed hook failed (ignored)")
+
+
 # -- secrets never reach a log ---------------------------------------------------------------
-_KEY_PATTERNS = [
-    re.compile(r"\bsk-[A-Za-z0-9_\-]{8,}"),  # OpenAI-style keys
-    re.compile(r"(?i)\b(bearer)\s+[A-Za-z0-9._~+/=\-]{8,}"),  # Authorization header values
-    re.compile(r"(?i)\b(api[_-]?key|token|password|secret)(\"?\s*[:=]\s*\"?)[^\s\"',;]{6,}"),
-]
-_known: set[str] = set()
-_known_lock = threading.Lock()
-
-
-def remember_secret(value: str) -> None:
-    """Have :func:`redact` remove this exact value wherever it appears (called for every resolved key)."""
-    if value and len(value) >= 6:
-        with _known_lock:
-            _known.add(value)
-
-
-def redact(text: str) -> str:
-    """``text`` with known secrets and key-shaped strings replaced by ``**********``."""
-    for secret in list(_known):
-        if secret in text:
-            text = text.replace(secret, "**********")
-    text = _KEY_PATTERNS[0].sub("sk-**********", text)
-    text = _KEY_PATTERNS[1].sub(lambda m: f"{m.group(1)} **********", text)
-    return _KEY_PATTERNS[2].sub(lambda m: f"{m.group(1)}{m.group(2)}**********", text)
-
-
 _installed = False
 
 

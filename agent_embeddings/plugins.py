@@ -11,13 +11,13 @@ import importlib
 import os
 import threading
 from dataclasses import dataclass
-from importlib import metadata
 
 import pluggy
 
 from . import hookspecs
 from .errors import PluginError, UnknownBackendError
 from .hookspecs import BackendFactory
+from .version import DISTRIBUTION, __version__
 
 __all__ = ["DEFAULT_PLUGINS", "ENTRY_POINT_GROUP", "BackendInfo", "get_backend", "get_backends", "pm"]
 
@@ -31,7 +31,6 @@ DEFAULT_PLUGINS: tuple[str, ...] = (
     "agent_embeddings.backends.openai",
     "agent_embeddings.backends.aios",
 )
-_DIST_NAME = "agent-embeddings"
 
 pm = pluggy.PluginManager("agent_embeddings")
 pm.add_hookspecs(hookspecs)
@@ -88,10 +87,7 @@ def _distributions() -> dict[str, tuple[str, str]]:
     out: dict[str, tuple[str, str]] = {}
     for plugin, dist in pm.list_plugin_distinfo():
         out[pm.get_name(plugin) or ""] = (dist.project_name, dist.version)
-    try:
-        ours = (_DIST_NAME, metadata.version(_DIST_NAME))
-    except metadata.PackageNotFoundError:
-        ours = (_DIST_NAME, "unknown")
+    ours = (DISTRIBUTION, __version__)
     for name in DEFAULT_PLUGINS:
         out[name] = ours
     return out
@@ -101,7 +97,8 @@ def _collect() -> dict[str, BackendInfo]:
     load_plugins()
     dists = _distributions()
     found: dict[str, BackendInfo] = {}
-    # Each implementation is called with its own ``register`` so a clash can name both plugins.
+    # Each plugin's implementation is called through pluggy (so hook wrappers and tracing run)
+    # with its own ``register``, so that a clash can name both plugins.
     for impl in pm.hook.register_embedding_backends.get_hookimpls():
         dist, version = dists.get(impl.plugin_name, ("?", "?"))
 
@@ -122,7 +119,8 @@ def _collect() -> dict[str, BackendInfo]:
                 raise PluginError(f"plugin {_plugin!r} registered a non-callable factory for {prefix!r}")
             found[prefix] = BackendInfo(prefix, factory, _plugin, _dist, _version)
 
-        impl.function(*[register for _ in impl.argnames])
+        others = [p for p in pm.get_plugins() if p is not impl.plugin]
+        pm.subset_hook_caller("register_embedding_backends", remove_plugins=others)(register=register)
     return found
 
 

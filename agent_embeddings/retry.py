@@ -2,10 +2,16 @@
 
 Only errors whose ``retryable`` flag is set are retried — :class:`BackendUnavailableError`,
 :class:`BackendTimeoutError` and :class:`RateLimitError`; a bad request, a wrong key or a
-contract violation fails at once. Backends whose client library retries by itself map the
-policy onto it instead (``openai:`` onto the client's ``max_retries``/``timeout``, ``aios:``
-onto gRPC's retry policy); every other backend, plugins included, gets :func:`retry_call`.
+contract violation fails at once. ``deadline_s`` is the budget of one call *with* its
+retries: no retry starts once the next wait would cross it, a ``Retry-After`` the server asks
+for is honoured when it fits, and a backend that can bound a request (``openai:``) gives each
+attempt only what is left of the budget (:func:`remaining`). ``aios:`` maps the policy onto
+gRPC's own retries, which stay within the call's deadline.
 
+The loop is tenacity's (``stop_before_delay`` is the total deadline); this module only adds the
+policy, the wait that honours ``Retry-After`` and the deadline that attempts can read.
+
+>>> from agent_embeddings.errors import BackendUnavailableError
 >>> policy = RetryPolicy(attempts=3, initial_backoff_s=0.0)
 >>> calls = []
 >>> def flaky():
@@ -19,21 +25,24 @@ onto gRPC's retry policy); every other backend, plugins included, gets :func:`re
 
 from __future__ import annotations
 
-import asyncio
+import contextvars
 import logging
 import random
 import time
 from collections.abc import Awaitable, Callable
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, PositiveInt, model_validator
 
 from .errors import BackendError
 
-__all__ = ["RetryPolicy", "aretry_call", "is_transient", "retry_call"]
+__all__ = ["RetryPolicy", "aretry_call", "is_transient", "remaining", "retry_call"]
 
 log = logging.getLogger("agent_embeddings.retry")
 T = TypeVar("T")
+
+# Monotonic time at which the call in progress (in this thread or task) must end.
+_deadline: contextvars.ContextVar[float | None] = contextvars.ContextVar("agent_embeddings_deadline", default=None)
 
 
 class RetryPolicy(BaseModel):
@@ -47,7 +56,8 @@ class RetryPolicy(BaseModel):
     multiplier: float = Field(default=2.0, ge=1, le=10, description="Each wait is this many times the previous one.")
     deadline_s: float = Field(
         default=30.0, gt=0, le=3600,
-        description="Total time budget of one call with its retries: no retry starts after it.",
+        description="Total time budget of one call with its retries: no retry starts after it, and backends "
+        "that can bound a request give each try only what is left.",
     )
 
     @model_validator(mode="after")
@@ -67,34 +77,51 @@ def is_transient(exc: BaseException) -> bool:
     return isinstance(exc, BackendError) and bool(getattr(exc, "retryable", False))
 
 
-def _next_wait(policy: RetryPolicy, tried: int, started: float, exc: BaseException) -> float | None:
-    """Seconds to wait before the next try, or None when the error is final."""
-    if not is_transient(exc) or tried >= policy.attempts:
-        return None
-    wait = policy.backoff(tried)
-    if time.monotonic() - started + wait >= policy.deadline_s:
-        return None
-    return wait
+def remaining() -> float | None:
+    """Seconds left of the current call's retry budget (None outside :func:`retry_call`)."""
+    deadline = _deadline.get()
+    return None if deadline is None else deadline - time.monotonic()
+
+
+def _retrying(policy: RetryPolicy, who: str, on_retry: Callable[[BaseException], None] | None, kind: Any) -> Any:
+    import tenacity
+
+    def wait(state: tenacity.RetryCallState) -> float:
+        backoff = policy.backoff(state.attempt_number)
+        exc = state.outcome.exception() if state.outcome is not None else None
+        asked = getattr(exc, "retry_after_s", None)  # a server's Retry-After, when it fits the budget
+        return max(backoff, asked) if isinstance(asked, (int, float)) and asked > 0 else backoff
+
+    def before_sleep(state: tenacity.RetryCallState) -> None:
+        exc = state.outcome.exception() if state.outcome is not None else None
+        log.warning(
+            "%s: %s (try %d of %d); retrying in %.2fs",
+            who, type(exc).__name__, state.attempt_number, policy.attempts, state.upcoming_sleep,
+        )
+        if on_retry is not None and exc is not None:
+            on_retry(exc)
+
+    return kind(
+        stop=tenacity.stop_after_attempt(policy.attempts) | tenacity.stop_before_delay(policy.deadline_s),
+        wait=wait,
+        retry=tenacity.retry_if_exception(is_transient),
+        before_sleep=before_sleep,
+        reraise=True,
+    )
 
 
 def retry_call(
     fn: Callable[[], T], policy: RetryPolicy, *, who: str = "backend", on_retry: Callable[[BaseException], None] | None = None
 ) -> T:
     """Call ``fn``; on a transient error wait and call again, within ``policy``. The last error is raised."""
-    started = time.monotonic()
-    tried = 0
-    while True:
-        tried += 1
-        try:
-            return fn()
-        except BaseException as exc:
-            wait = _next_wait(policy, tried, started, exc)
-            if wait is None:
-                raise
-            log.warning("%s: %s (try %d of %d); retrying in %.2fs", who, type(exc).__name__, tried, policy.attempts, wait)
-            if on_retry is not None:
-                on_retry(exc)
-            time.sleep(wait)
+    import tenacity
+
+    token = _deadline.set(time.monotonic() + policy.deadline_s)
+    try:
+        result: T = _retrying(policy, who, on_retry, tenacity.Retrying)(fn)
+        return result
+    finally:
+        _deadline.reset(token)
 
 
 async def aretry_call(
@@ -105,18 +132,14 @@ async def aretry_call(
     on_retry: Callable[[BaseException], None] | None = None,
 ) -> T:
     """Async twin of :func:`retry_call` (waits with ``asyncio.sleep``)."""
-    started = time.monotonic()
-    tried = 0
-    while True:
-        tried += 1
-        try:
-            return await fn()
-        except BaseException as exc:
-            wait = _next_wait(policy, tried, started, exc)
-            if wait is None:
-                raise
-            log.warning("%s: %s (try %d of %d); retrying in %.2fs", who, type(exc).__name__, tried, policy.attempts, wait)
-            if on_retry is not None:
-                on_retry(exc)
-            await asyncio.sleep(wait)
+    import tenacity
 
+    async def attempt() -> T:  # tenacity awaits only what is a coroutine function
+        return await fn()
+
+    token = _deadline.set(time.monotonic() + policy.deadline_s)
+    try:
+        result: T = await _retrying(policy, who, on_retry, tenacity.AsyncRetrying)(attempt)
+        return result
+    finally:
+        _deadline.reset(token)

@@ -16,7 +16,7 @@ from pathlib import Path
 from pydantic import SecretStr
 
 from .errors import ConfigurationError
-from .observability import remember_secret
+from .redaction import remember_secret
 
 __all__ = ["SecretStr", "resolve_secret_ref"]
 

@@ -15,15 +15,16 @@ from __future__ import annotations
 import json
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any, TypeVar, Union
 
-from pydantic import BaseModel, ConfigDict, Field, PositiveInt, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, PositiveInt, ValidationError, field_validator, model_validator
 
 from .batching import MicroBatching
 from .cache import CacheConfig
 from .errors import SpecError
+from .redaction import is_secret_name, redact_params, remember_params
 from .retry import RetryPolicy
 
 __all__ = [
@@ -40,8 +41,6 @@ __all__ = [
 
 EMBEDDINGS = "embeddings"
 _PREFIX_RE = re.compile(r"^[a-z][a-z0-9_.-]*$")
-# Field names whose values must never be echoed back in an error message.
-_SECRET_FIELDS = frozenset({"api_key", "token", "password", "secret", "bearer_token"})
 
 SpecSource = Union[str, "os.PathLike[str]", Mapping[str, Any]]
 
@@ -79,6 +78,17 @@ class ModelItem(BaseModel):
             raise ValueError(f"block id {value!r} names no model after '{prefix}:'")
         return value
 
+    @model_validator(mode="after")
+    def _remember_literal_secrets(self) -> ModelItem:
+        # A key written into a spec (discouraged, but documented) is redacted from every log line.
+        remember_params(self.llm_parameters)
+        return self
+
+    def __repr_args__(self) -> Iterator[tuple[str | None, Any]]:
+        # repr() and str() of an item, and of a spec holding it, never show a secret.
+        for name, value in super().__repr_args__():
+            yield name, redact_params(value) if name in ("llm_parameters", "llm_selection_query") else value
+
     @property
     def prefix(self) -> str:
         """The backend prefix, e.g. ``"hf"``."""
@@ -102,6 +112,11 @@ class SubjectSpec(BaseModel):
     subject_id: str = Field(description="Identifier of the agent or subject.")
     subject_type: str = Field(default="agent", description='Kind of subject, e.g. "agent".')
     models: list[ModelItem] = Field(description="Models the subject uses; non-embedding items are kept and skipped.")
+
+    def __repr_args__(self) -> Iterator[tuple[str | None, Any]]:
+        # Sections owned by other tools are kept verbatim, but shown with their secrets masked.
+        for name, value in super().__repr_args__():
+            yield name, value if name in ("subject_id", "subject_type", "models") else redact_params(value)
 
     @property
     def embedding_items(self) -> list[tuple[int, ModelItem]]:
@@ -184,7 +199,7 @@ def _describe(err: Any) -> str:
     if kind == "missing":
         return f"{_loc(loc)}: required field is missing"
     msg = err["msg"].removeprefix("Value error, ")
-    secret = any(str(part) in _SECRET_FIELDS for part in loc)
+    secret = any(is_secret_name(part) for part in loc)
     if "input" in err and not secret and kind not in ("value_error",):
         got = err["input"]
         shown = repr(got) if len(repr(got)) <= 60 else repr(got)[:57] + "..."

@@ -31,10 +31,12 @@ def l2_normalize(matrix: np.ndarray) -> np.ndarray:
     >>> l2_normalize(np.array([[3.0, 4.0], [0.0, 0.0]], dtype=np.float32)).tolist()
     [[0.6000000238418579, 0.800000011920929], [0.0, 0.0]]
     """
-    norms = np.linalg.norm(matrix, axis=1, keepdims=True)
-    out = np.zeros_like(matrix)
+    # Norms in float64: squaring a tiny float32 component (1e-23) underflows, and the "unit"
+    # vector would come out with a norm of 0.93.
+    norms = np.linalg.norm(matrix.astype(np.float64), axis=1, keepdims=True)
+    out = np.zeros(matrix.shape, dtype=np.float64)
     np.divide(matrix, norms, out=out, where=norms > 0)
-    return out
+    return out.astype(matrix.dtype if matrix.dtype.kind == "f" else np.float32, copy=False)
 
 
 def truncate(matrix: np.ndarray, dimensions: int, *, who: str) -> np.ndarray:
@@ -91,6 +93,13 @@ def check_text(text: object, *, where: str = "text") -> str:
         raise InvalidInputError(f"{where} must be a string, got {type(text).__name__}")
     if not text:
         raise InvalidInputError(f"{where} is an empty string; empty texts have no meaningful embedding")
+    if not text.isascii():  # a lone surrogate ("\ud800" in JSON) is no text a tokenizer can read
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            raise InvalidInputError(
+                f"{where} is not valid Unicode: a lone surrogate {text[exc.start]!r} at position {exc.start}"
+            ) from None
     return text
 
 
@@ -102,7 +111,7 @@ def check_texts(texts: object) -> list[str]:
         )
     if texts is None or not isinstance(texts, (Sequence, np.ndarray)) and not hasattr(texts, "__iter__"):
         raise InvalidInputError(f"texts must be a list of strings, got {type(texts).__name__}")
-    items = list(texts)  # type: ignore[call-overload]
+    items = list(texts)
     for i, text in enumerate(items):
         check_text(text, where=f"texts[{i}]")
     return items

@@ -1,9 +1,10 @@
 """Helpers of the gRPC tests: real servers on 127.0.0.1 in a background event loop.
 
 ``ServerThread`` runs :class:`GrpcServer` (the real one) in its own thread and loop, so
-sync clients in the test thread can call it. The stubs inject faults only: ``StallingServicer``
-answers Info like a real server and never answers Embed, to test deadlines;
-``FailingFirstServicer`` fails the first calls with a chosen status, to test retries.
+sync clients in the test thread can call it (the ``runner`` fixture in conftest.py is one per
+module). The stubs inject faults only: ``StallingServicer`` answers Info like a real server and
+never answers Embed, to test deadlines; ``FailingFirstServicer`` fails the first calls with a
+chosen status, to test retries. Fake generators live in ``fakes.py``.
 """
 
 from __future__ import annotations
@@ -15,7 +16,6 @@ from collections.abc import Callable, Coroutine
 from typing import Any
 
 import grpc
-import numpy as np
 
 from agent_embeddings import AbstractEmbeddingGenerator, EmbeddingGeneratorManager
 from agent_embeddings.protocol.convert import embed_response, pb
@@ -62,26 +62,6 @@ class ServerThread:
     def close(self) -> None:
         self.loop.call_soon_threadsafe(self.loop.stop)
         self.thread.join(5)
-
-
-class SlowGenerator(AbstractEmbeddingGenerator):
-    """A real generator (wraps the hf one) that takes ``delay_s`` longer, for in-flight tests."""
-
-    provider = "slow"
-
-    def __init__(self, inner: AbstractEmbeddingGenerator, delay_s: float) -> None:
-        super().__init__(normalize=inner.normalize, model=inner.model)
-        self.inner, self.delay_s = inner, delay_s
-        self.started = threading.Event()
-
-    def _embed_batch(self, texts: list[str]) -> np.ndarray:
-        self.started.set()
-        time.sleep(self.delay_s)
-        return self.inner.encode(texts, normalize=False)
-
-    @property
-    def output_dims(self) -> int | None:
-        return self.inner.output_dims
 
 
 class _StubServicer(pb_grpc.EmbeddingServiceServicer):
@@ -136,6 +116,7 @@ def start_stub(runner: ServerThread, servicer: Any) -> tuple[Any, str]:
 
 
 def wait_for(predicate: Callable[[], bool], timeout: float = 10.0) -> None:
+    """Poll until ``predicate()`` holds; ``timeout`` only guards against a hang (TimeoutError)."""
     deadline = time.monotonic() + timeout
     while not predicate():
         if time.monotonic() > deadline:

@@ -1,4 +1,5 @@
-"""Shared fixtures: the real local model (loaded once per session), paths, sentences."""
+"""Shared fixtures: the real local model (loaded once per session), paths, sentences, and the
+thread that hosts the in-process gRPC servers. Shared fakes live in ``tests/fakes.py``."""
 
 from __future__ import annotations
 
@@ -65,3 +66,13 @@ def st_model(hf_manager: EmbeddingGeneratorManager):
 @pytest.fixture(scope="session")
 def sentences() -> list[str]:
     return list(SENTENCES)
+
+
+@pytest.fixture(scope="module")
+def runner():
+    """An event loop in a thread hosting real gRPC servers (``runner.grpc_server(manager)``)."""
+    from ._grpc_support import ServerThread
+
+    thread = ServerThread()
+    yield thread
+    thread.close()

@@ -3,38 +3,21 @@
 from __future__ import annotations
 
 import asyncio
-import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
 
-from agent_embeddings import AbstractEmbeddingGenerator, InvalidInputError, SpecError, build_embeddings_from_model_item
+from agent_embeddings import InvalidInputError, SpecError, build_embeddings_from_model_item
 from agent_embeddings.batching import MicroBatching
 
-
-class SlowLengths(AbstractEmbeddingGenerator):
-    """Vectors from text lengths; each backend call takes 30 ms and is recorded."""
-
-    provider = "test"
-
-    def __init__(self, **kw):
-        super().__init__(normalize=False, **kw)
-        self.calls: list[list[str]] = []
-        self.lock = threading.Lock()
-
-    def _embed_batch(self, texts):
-        with self.lock:
-            self.calls.append(list(texts))
-        time.sleep(0.03)
-        if any("boom" in t for t in texts):
-            raise RuntimeError("backend refused 'boom'")
-        return np.array([[len(t), t.count("a"), 1.0] for t in texts], dtype=np.float32)
+from .fakes import SlowLengths
 
 
 def expected(text: str) -> list[float]:
-    return [float(len(text)), float(text.count("a")), 1.0]
+    """The row ``SlowLengths`` embeds ``text`` as."""
+    return [float(len(text)), float(sum(map(ord, text)) % 997), 1.0]
 
 
 def test_concurrent_threads_share_batches_and_get_their_own_rows():
@@ -43,7 +26,7 @@ def test_concurrent_threads_share_batches_and_get_their_own_rows():
     with ThreadPoolExecutor(max_workers=16) as pool:
         results = list(pool.map(gen.generate, texts))
     assert results == [expected(t) for t in texts]
-    assert gen._batcher.requests == 32
+    assert gen.batcher.requests == 32
     assert len(gen.calls) < 32 / 2, f"expected coalescing, got {len(gen.calls)} backend calls"
     assert max(len(c) for c in gen.calls) > 1
 
@@ -72,18 +55,21 @@ def test_an_error_reaches_only_its_caller():
 
 
 def test_a_lone_caller_is_not_delayed_and_not_batched():
-    gen = SlowLengths(micro_batching=MicroBatching(max_batch_size=64, max_wait_ms=500))
+    # "Not delayed" means "does not wait the max_wait_ms window for company", a bound in time by
+    # nature, so this stays timed. The window is the largest allowed (1 s): three calls take 3 x 30 ms
+    # of backend and a single wait would add a whole second; the other ~0.9 s is slack for a busy box.
+    gen = SlowLengths(micro_batching=MicroBatching(max_batch_size=64, max_wait_ms=1000))
     start = time.perf_counter()
     for i in range(3):
         assert gen.generate(f"x{i}") == expected(f"x{i}")
-    assert time.perf_counter() - start < 0.5  # 3 x 30 ms of backend, no 500 ms waits
+    assert time.perf_counter() - start < 1.0  # 3 x 30 ms of backend, no 1 s wait
     assert gen.calls == [["x0"], ["x1"], ["x2"]]
 
 
 def test_large_batches_bypass_the_queue():
     gen = SlowLengths(micro_batching=MicroBatching(max_batch_size=4), batch_size=100)
     gen.generate_batch([f"t{i}" for i in range(10)])
-    assert gen._batcher is None and [len(c) for c in gen.calls] == [10]
+    assert gen.batcher is None and [len(c) for c in gen.calls] == [10]
 
 
 async def test_asyncio_callers_are_coalesced():
@@ -98,13 +84,13 @@ def test_input_errors_are_raised_before_queuing():
     gen = SlowLengths(micro_batching=True)
     with pytest.raises(InvalidInputError):
         gen.generate("")
-    assert gen.calls == [] and gen._batcher is None
+    assert gen.calls == [] and gen.batcher is None
 
 
 def test_close_stops_the_worker():
     gen = SlowLengths(micro_batching=True)
     gen.generate("a")
-    worker = gen._batcher._thread
+    worker = gen.batcher._thread
     gen.close()
     assert not worker.is_alive()
 

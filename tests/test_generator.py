@@ -1,5 +1,5 @@
 """The contract every backend gets from AbstractEmbeddingGenerator: batching, dims,
-normalization, validation, async — exercised with small real generators."""
+normalization, validation, async — exercised with small real generators (tests/fakes.py)."""
 
 from __future__ import annotations
 
@@ -16,37 +16,9 @@ from agent_embeddings import (
     EmbeddingGeneratorManager,
     InvalidInputError,
 )
-from agent_embeddings.generator import BackendResult
 from agent_embeddings.vectors import from_float32_bytes, l2_normalize, to_float32_bytes
 
-
-class CharStats(AbstractEmbeddingGenerator):
-    """A real (if simple) embedding: letter counts, 8 dims. Records each backend call."""
-
-    provider = "test"
-
-    def __init__(self, **kw):
-        super().__init__(model="char-stats", **kw)
-        self.calls: list[list[str]] = []
-
-    def _embed_batch(self, texts):
-        self.calls.append(list(texts))
-        out = np.zeros((len(texts), 8), dtype=np.float32)
-        for i, t in enumerate(texts):
-            for ch in t:
-                out[i, ord(ch) % 8] += 1
-        return BackendResult(out, prompt_tokens=sum(len(t.split()) for t in texts))
-
-
-class Broken(AbstractEmbeddingGenerator):
-    """Returns whatever it is told to, to check the contract catches it."""
-
-    def __init__(self, output, **kw):
-        super().__init__(**kw)
-        self.output = output
-
-    def _embed_batch(self, texts):
-        return self.output(texts)
+from .fakes import Broken, CharStats
 
 
 def test_single_and_batch_agree_and_keep_order():

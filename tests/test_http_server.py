@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import base64
 import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -14,11 +13,13 @@ import openai
 import pytest
 from pydantic import SecretStr
 
-from agent_embeddings import AbstractEmbeddingGenerator, EmbeddingGeneratorManager
+from agent_embeddings import EmbeddingGeneratorManager
 from agent_embeddings.errors import BackendUnavailableError
 from agent_embeddings.server.config import ServerConfig
 from agent_embeddings.server.http import HttpServer, serve_in_thread
 from agent_embeddings.server.process import ServeProcess
+
+from .fakes import SlowGenerator
 
 
 @pytest.fixture(scope="module")
@@ -158,27 +159,8 @@ def test_http_api_keys_and_cors_when_configured(hf_manager):
         assert preflight.headers["access-control-allow-origin"] == "https://app.example"
 
 
-class _Gate(AbstractEmbeddingGenerator):
-    """Blocks until released, or fails, on demand: drives the 429 and 500 paths."""
-
-    provider = "test"
-
-    def __init__(self) -> None:
-        super().__init__(normalize=False)
-        self.release = threading.Event()
-        self.entered = threading.Event()
-        self.fail: Exception | None = None
-
-    def _embed_batch(self, texts):
-        if self.fail is not None:
-            raise self.fail
-        self.entered.set()
-        self.release.wait(10)
-        return [[1.0, 2.0] for _ in texts]
-
-
 def test_http_429_when_busy_and_500_without_internals():
-    gate = _Gate()
+    gate = SlowGenerator(delay_s=10)  # holds a call until released, or fails, on demand: the 429 and 500 paths
     manager = EmbeddingGeneratorManager()
     manager.register_generator("gate", gate)
     with serve_in_thread(manager, config=ServerConfig(max_concurrency=1)) as srv:
@@ -186,11 +168,10 @@ def test_http_429_when_busy_and_500_without_internals():
         first: list[object] = []
         worker = threading.Thread(target=lambda: first.append(client.embeddings.create(model="gate", input="a")))
         worker.start()
-        assert gate.entered.wait(10)
-        started = time.perf_counter()
+        assert gate.started.wait(10)
         with pytest.raises(openai.RateLimitError) as busy:
             client.embeddings.create(model="gate", input="b")
-        assert time.perf_counter() - started < 2  # fails fast, does not queue
+        assert not gate.finished.is_set() and not first  # fails fast, does not queue: the first call is still held
         assert busy.value.response.headers["retry-after"] == "1"
         gate.release.set()
         worker.join(10)

@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 
 from agent_embeddings import EmbeddingGeneratorManager, UnknownGeneratorError
-from tests.test_generator import CharStats
+
+from .fakes import CharStats
 
 HF = "hf:sentence-transformers/all-MiniLM-L6-v2"
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import os
 import subprocess
 import sys
@@ -22,14 +23,6 @@ DOCUMENTED = [
 HEAVY = ["torch", "sentence_transformers", "grpc", "openai", "fastapi", "uvicorn", "tiktoken", "transformers"]
 
 
-def available(name: str) -> bool:
-    try:
-        getattr(agent_embeddings, name)
-    except ImportError:
-        return False
-    return True
-
-
 def test_import_is_light():
     code = f"import sys, agent_embeddings; print([m for m in {HEAVY!r} if m in sys.modules])"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
@@ -40,16 +33,12 @@ def test_import_is_light():
 def test_documented_names_import_from_both_paths(name: str):
     from agent_embeddings import generator
 
-    if name in ("OpenAIEmbeddingGenerator", "AIOSEmbeddings") and not available(name):
-        pytest.skip(f"{name} is built in its own issue")
     assert getattr(agent_embeddings, name) is getattr(generator, name)
     assert name in agent_embeddings.__all__ and name in generator.__all__
 
 
 def test_all_names_exist():
     for name in agent_embeddings.__all__:
-        if name in ("OpenAIEmbeddingGenerator", "AIOSEmbeddings") and not available(name):
-            continue
         assert getattr(agent_embeddings, name) is not None
     with pytest.raises(AttributeError):
         agent_embeddings.NoSuchThing  # noqa: B018
@@ -57,6 +46,42 @@ def test_all_names_exist():
 
 def test_py_typed_is_shipped(root: Path):
     assert (root / "agent_embeddings" / "py.typed").exists()
+
+
+def _imported_test_modules(source: str, test_modules: set[str]) -> set[str]:
+    """The ``tests/test_*`` modules that ``source`` (a module in tests/) imports, in any import form."""
+    names: set[str] = set()
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Import):
+            names |= {alias.name for alias in node.names}
+        elif isinstance(node, ast.ImportFrom):
+            base = ("tests." + (node.module or "")).rstrip(".") if node.level else (node.module or "")
+            names |= {base} | {f"{base}.{alias.name}" for alias in node.names}
+    found = set()
+    for name in names:
+        parts = name.split(".")
+        if parts[0] == "tests":
+            parts = parts[1:]
+        if parts and parts[0] in test_modules:
+            found.add(parts[0])
+    return found
+
+
+def test_no_test_module_imports_another(root: Path):
+    """Shared fakes and helpers live in conftest.py, fakes.py and _grpc_support.py, never in a test module."""
+    tests = root / "tests"
+    test_modules = {path.stem for path in tests.glob("test_*.py")}
+    assert len(test_modules) > 10 and "test_generator" in test_modules
+    for form in ("from tests.test_generator import CharStats", "from .test_generator import CharStats",
+                 "from . import test_generator", "import tests.test_generator", "from tests import test_generator"):
+        assert _imported_test_modules(form, test_modules) == {"test_generator"}, form  # the check can fail
+    assert not _imported_test_modules("from .fakes import CharStats\nfrom tests import conftest", test_modules)
+    offenders = {
+        f"{path.name} imports {', '.join(sorted(found))}"
+        for path in sorted(tests.glob("test_*.py"))
+        if (found := _imported_test_modules(path.read_text(encoding="utf-8"), test_modules) - {path.stem})
+    }
+    assert not offenders, sorted(offenders)
 
 
 def run_example(root: Path, name: str, **env: str) -> subprocess.CompletedProcess:

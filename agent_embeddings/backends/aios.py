@@ -24,9 +24,10 @@ import numpy as np
 from pydantic import Field, PositiveFloat, PositiveInt, SecretStr
 
 from .._deps import require
+from ..base import AbstractEmbeddingGenerator
 from ..errors import BackendError, ConfigurationError, DimensionMismatchError, InvalidInputError, RemoteNotFoundError
-from ..generator import AbstractEmbeddingGenerator, BackendResult
 from ..hookspecs import hookimpl
+from ..results import BackendResult
 from ..specs import GeneratorParams, ModelItem
 
 if TYPE_CHECKING:
@@ -126,7 +127,7 @@ class AIOSEmbeddings(AbstractEmbeddingGenerator):
         self._api_key_ref = api_key_ref
         self._api_key = SecretStr(api_key) if isinstance(api_key, str) else api_key
         if self._api_key is not None:
-            from ..observability import remember_secret
+            from ..redaction import remember_secret
 
             remember_secret(self._api_key.get_secret_value())
         self._lock = threading.Lock()

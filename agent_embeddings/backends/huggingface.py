@@ -20,9 +20,10 @@ from typing import Any, Literal
 from pydantic import Field, PositiveInt, field_validator
 
 from .._deps import require
+from ..base import AbstractEmbeddingGenerator
 from ..errors import ConfigurationError, ModelNotFoundError
-from ..generator import AbstractEmbeddingGenerator, BackendResult
 from ..hookspecs import hookimpl
+from ..results import BackendResult
 from ..specs import GeneratorParams, ModelItem
 from .onnx_runtime import BACKENDS, cache_root, load_onnx_encoder
 
@@ -31,6 +32,10 @@ __all__ = ["HuggingFaceEmbeddingGenerator", "HuggingFaceParams"]
 log = logging.getLogger(__name__)
 _DEVICE_RE = re.compile(r"^(cpu|cuda(:\d+)?|mps|auto)$")
 DEVICES = "cpu, cuda, cuda:N, mps, auto"
+#: Characters kept per token of the model's max sequence length when cutting huge texts. Natural
+#: text runs 3-6 characters per token, so the model sees exactly the tokens it would have seen
+#: uncut; only a pathological text (runs of whitespace, 100-character words) can differ.
+CHARS_PER_TOKEN = 32
 
 
 class HuggingFaceParams(GeneratorParams):
@@ -56,6 +61,12 @@ class HuggingFaceParams(GeneratorParams):
         default=None,
         description="Where ONNX exports are cached (default: $AGENT_EMBEDDINGS_CACHE_DIR/onnx, "
         "else ~/.cache/agent-embeddings/onnx).",
+    )
+    max_input_chars: PositiveInt | None = Field(
+        default=None,
+        description=f"Cut longer texts to this many characters before tokenizing (default: "
+        f"{CHARS_PER_TOKEN} per token of the model's max sequence length). The model reads no further than its "
+        "max sequence length anyway; the cut keeps one huge text from holding the tokenizer for seconds.",
     )
 
     @field_validator("device")
@@ -109,6 +120,7 @@ class HuggingFaceEmbeddingGenerator(AbstractEmbeddingGenerator):
         allow_download: bool = False,
         backend: str = "torch",
         onnx_cache_dir: str | None = None,
+        max_input_chars: int | None = None,
         micro_batching: Any = None,
         name: str | None = None,
     ) -> None:
@@ -137,6 +149,7 @@ class HuggingFaceEmbeddingGenerator(AbstractEmbeddingGenerator):
         self.allow_download = allow_download
         self.backend = backend
         self.onnx_cache_dir = onnx_cache_dir
+        self.max_input_chars = max_input_chars
         self._loaded: _LoadedModel | None = None
         self._load_lock = threading.Lock()
 
@@ -161,7 +174,7 @@ class HuggingFaceEmbeddingGenerator(AbstractEmbeddingGenerator):
         onnx = self.backend != "torch"
         device = self._onnx_device() if onnx else resolve_device(self.device, who=self._who())
         path = resolve_model_path(self.model_name, revision=self.revision, allow_download=self.allow_download)
-        key = (path, device, self.max_seq_length, self.trust_remote_code, self.revision, self.backend)
+        key: tuple[Any, ...] = (path, device, self.max_seq_length, self.trust_remote_code, self.revision, self.backend)
         if onnx:
             key += (str(cache_root(self.onnx_cache_dir)),)
         with _shared_lock:
@@ -227,8 +240,18 @@ class HuggingFaceEmbeddingGenerator(AbstractEmbeddingGenerator):
     def _chunk_size(self) -> int:
         return self.batch_size * self.BATCHES_PER_CALL
 
+    def _input_limit(self, loaded: _LoadedModel) -> int | None:
+        """Characters kept of each text (None: no cut)."""
+        if self.max_input_chars is not None:
+            return self.max_input_chars
+        tokens = getattr(loaded.model, "max_seq_length", None)
+        return tokens * CHARS_PER_TOKEN if tokens else None
+
     def _embed_batch(self, texts: list[str]) -> BackendResult:
         loaded = self._model()
+        limit = self._input_limit(loaded)
+        if limit is not None and any(len(t) > limit for t in texts):
+            texts = [t[:limit] for t in texts]
         with loaded.lock:  # fast tokenizers are not safe to share between threads
             vectors = loaded.model.encode(
                 texts,
@@ -244,8 +267,9 @@ class HuggingFaceEmbeddingGenerator(AbstractEmbeddingGenerator):
 
     def count_tokens(self, texts: Sequence[str]) -> int | None:
         loaded = self._model()
+        limit = self._input_limit(loaded)
         with loaded.lock:
-            counts = self._token_counts(loaded, list(texts))
+            counts = self._token_counts(loaded, [t[:limit] if limit else t for t in texts])
         return None if counts is None else sum(counts)
 
     def _token_counts(self, loaded: _LoadedModel, texts: list[str]) -> list[int] | None:
@@ -331,7 +355,7 @@ def resolve_model_path(model_name: str, *, revision: str | None = None, allow_do
     for name in candidates:
         found = pm.hook.resolve_local_model(model_name=name)
         if found is not None and Path(os.fspath(found)).is_dir():
-            return os.fspath(found)
+            return str(os.fspath(found))
     providers = [impl.plugin_name for impl in pm.hook.resolve_local_model.get_hookimpls()]
     looked.append(f"resolve_local_model plugins ({', '.join(providers) or 'none'}) (none provides it)")
 

@@ -31,6 +31,7 @@ from typing import Any
 import numpy as np
 
 from .._deps import require
+from ..cache import cache_dir
 from ..errors import ConfigurationError, ModelNotFoundError
 
 __all__ = ["BACKENDS", "OnnxEncoder", "cache_root", "load_onnx_encoder", "stats"]
@@ -54,11 +55,7 @@ _stats_lock = threading.Lock()
 def cache_root(override: str | os.PathLike[str] | None = None) -> Path:
     """Where ONNX exports are cached: ``override``, else ``$AGENT_EMBEDDINGS_CACHE_DIR/onnx``, else
     ``~/.cache/agent-embeddings/onnx`` (the same root as the embedding cache's SQLite file)."""
-    if override:
-        return Path(override).expanduser()
-    env = os.environ.get("AGENT_EMBEDDINGS_CACHE_DIR")
-    root = Path(env).expanduser() if env else Path.home() / ".cache" / "agent-embeddings"
-    return root / "onnx"
+    return Path(override).expanduser() if override else cache_dir() / "onnx"
 
 
 def cpu_cores() -> int:
@@ -327,7 +324,7 @@ def _export(
     accepted = inspect.signature(auto_model.forward).parameters
     inputs = [name for name in _INPUTS if name in sample and name in accepted]
 
-    class _Hidden(torch.nn.Module):
+    class _Hidden(torch.nn.Module):  # type: ignore[misc,name-defined]  # torch is untyped here
         def __init__(self, inner: Any) -> None:
             super().__init__()
             self.inner = inner

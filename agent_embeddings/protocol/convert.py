@@ -30,8 +30,8 @@ from ..errors import (
     RemoteNotFoundError,
     UnknownGeneratorError,
 )
-from ..manager import GeneratorInfo
-from ..vectors import from_float32_bytes, to_float32_bytes
+from ..results import GeneratorInfo
+from ..vectors import check_text, from_float32_bytes, to_float32_bytes
 from .gen.aios.embeddings.v1 import embeddings_pb2 as pb
 
 __all__ = [
@@ -155,8 +155,7 @@ def parse_embed_request(request: pb.EmbedRequest) -> EmbedCall:
     if not request.inputs:
         raise InvalidInputError("inputs is empty; send at least one text")
     for i, text in enumerate(request.inputs):
-        if not text:
-            raise InvalidInputError(f"inputs[{i}] is an empty string; empty texts have no meaningful embedding")
+        check_text(text, where=f"inputs[{i}]")
     if request.truncation not in (pb.TRUNCATION_UNSPECIFIED, pb.TRUNCATION_END):
         name = pb.Truncation.Name(request.truncation) if request.truncation in pb.Truncation.values() else "?"
         raise InvalidInputError(

@@ -10,17 +10,15 @@ from __future__ import annotations
 
 import ipaddress
 import json
-import re
 from dataclasses import dataclass
 
 from ..errors import ConfigurationError
+from ..net import is_loopback, split_host_port
 from . import SERVICE_NAME
 
 __all__ = ["REPLICA_GONE_CODES", "ParsedTarget", "channel_options", "parse_target", "service_config"]
 
 _SCHEMES = ("dns", "unix", "unix-abstract", "ipv4", "ipv6", "vsock")
-_HOSTPORT_RE = re.compile(r"^(\[[0-9a-fA-F:.]+\]|[^:\[\]/]+):(\d{1,5})$")
-_LOOPBACK_NAMES = {"localhost", "ip6-localhost", "ip6-loopback"}
 
 
 @dataclass(frozen=True)
@@ -36,26 +34,16 @@ class ParsedTarget:
         """True for unix sockets and loopback addresses: plain text is safe there."""
         if self.scheme in ("unix", "unix-abstract"):
             return True
-        return bool(self.hosts) and all(_is_loopback(h) for h in self.hosts)
-
-
-def _is_loopback(host: str) -> bool:
-    host = host.strip("[]").lower()
-    if host in _LOOPBACK_NAMES:
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
+        return bool(self.hosts) and all(is_loopback(h) for h in self.hosts)
 
 
 def _split_hostport(text: str, *, original: str) -> str:
-    match = _HOSTPORT_RE.match(text)
-    if not match or not 0 < int(match.group(2)) < 65536:
+    parsed = split_host_port(text)
+    if parsed is None or not parsed[0] or parsed[1] == 0:
         raise ConfigurationError(
             f"grpc_url {original!r}: expected HOST:PORT in {text!r} (e.g. 'localhost:9000', '[::1]:9000')"
         )
-    return match.group(1)
+    return text.rpartition(":")[0]
 
 
 def parse_target(url: str) -> ParsedTarget:

@@ -32,6 +32,9 @@ class ServerConfig:
     tls_key: Path | None = None
     tls_client_ca: Path | None = None
     cors_origins: tuple[str, ...] = field(default=())
+    #: refuse a text longer than this many characters (HTTP 413, gRPC INVALID_ARGUMENT); None: no
+    #: limit here (``hf:`` models still cut what their tokenizer would never read)
+    max_input_chars: int | None = None
     #: port of the gRPC server's Prometheus endpoint (0: any free port; None: none). The HTTP
     #: server always answers ``/metrics`` itself.
     metrics_port: int | None = None

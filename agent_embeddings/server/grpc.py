@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import re
 import time
 import uuid
 from typing import Any
@@ -22,27 +21,62 @@ from grpc_reflection.v1alpha import reflection
 
 from ..errors import ConfigurationError, DimensionMismatchError, InvalidInputError, UnknownGeneratorError
 from ..manager import EmbeddingGeneratorManager
+from ..net import is_loopback, split_host_port
 from ..protocol import SERVICE_NAME
 from ..protocol.convert import embed_response, info_response, parse_embed_request, pb, status_for_error
-from ..protocol.gen.aios.embeddings.v1 import embeddings_pb2_grpc as pb_grpc
 from ..vectors import l2_normalize, truncate
+from ..version import __version__
 from .config import ServerConfig
 
 __all__ = ["GrpcServer"]
 
 log = logging.getLogger("agent_embeddings.server.grpc")
 
-_ADDRESS_RE = re.compile(r"^(\[[0-9a-fA-F:.]*\]|[^:\[\]]*):(\d{1,5})$")
-_LOOPBACK = ("127.", "localhost", "[::1]")
 
 
-def _version() -> str:
-    from .. import __version__
+class _Undecodable:
+    """What a request whose bytes do not parse becomes: answered INVALID_ARGUMENT, not a traceback."""
 
-    return f"agent-embeddings {__version__}"
+    def __init__(self, message: str) -> None:
+        self.message = message
 
 
-class _Servicer(pb_grpc.EmbeddingServiceServicer):
+def _lenient(message_type: Any) -> Any:
+    from google.protobuf.message import DecodeError
+
+    def parse(data: bytes) -> Any:
+        try:
+            return message_type.FromString(data)
+        except DecodeError as exc:
+            return _Undecodable(f"the request is not a valid {message_type.DESCRIPTOR.full_name}: {exc}")
+
+    return parse
+
+
+def _add_servicer(servicer: _Servicer, server: grpc.aio.Server) -> None:
+    """The generated ``add_EmbeddingServiceServicer_to_server``, with requests parsed leniently."""
+    handlers = {
+        "Embed": grpc.unary_unary_rpc_method_handler(
+            servicer.Embed, request_deserializer=_lenient(pb.EmbedRequest),
+            response_serializer=pb.EmbedResponse.SerializeToString,
+        ),
+        "Info": grpc.unary_unary_rpc_method_handler(
+            servicer.Info, request_deserializer=_lenient(pb.InfoRequest),
+            response_serializer=pb.InfoResponse.SerializeToString,
+        ),
+    }
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE_NAME, handlers),))
+    server.add_registered_method_handlers(SERVICE_NAME, handlers)
+
+
+async def _refuse_undecodable(request: Any, context: grpc.aio.ServicerContext) -> None:
+    if isinstance(request, _Undecodable):
+        await context.abort(grpc.StatusCode.INVALID_ARGUMENT, request.message)
+
+
+
+
+class _Servicer:
     """Embed and Info on top of the manager."""
 
     def __init__(self, manager: EmbeddingGeneratorManager, config: ServerConfig, metrics: Any) -> None:
@@ -76,10 +110,9 @@ class _Servicer(pb_grpc.EmbeddingServiceServicer):
                 return names[0]
             raise InvalidInputError(f"model is empty and this server serves {len(names)} models ({self._served()})")
         try:
-            self.manager.get(requested)
+            return self.manager.resolve(requested)
         except UnknownGeneratorError:
             raise UnknownGeneratorError(f"unknown model {requested!r}; served models: {self._served()}") from None
-        return next(info.name for info in self.manager.list_generators() if requested in (info.name, *info.aliases))
 
     async def Embed(self, request: pb.EmbedRequest, context: grpc.aio.ServicerContext) -> pb.EmbedResponse:
         started = time.perf_counter()
@@ -99,6 +132,7 @@ class _Servicer(pb_grpc.EmbeddingServiceServicer):
 
     async def _embed_call(self, request: pb.EmbedRequest, context: grpc.aio.ServicerContext) -> pb.EmbedResponse:
         await self._authorize(context)
+        await _refuse_undecodable(request, context)
         self.metrics.batch.labels("grpc").observe(len(request.inputs))
         if self.active >= self.config.max_concurrency:
             self.metrics.errors.labels("grpc", "server_busy").inc()
@@ -132,6 +166,13 @@ class _Servicer(pb_grpc.EmbeddingServiceServicer):
                 f"{len(call.texts)} inputs in one request; this server accepts at most {self.config.max_inputs} "
                 f"(see Info.max_inputs_per_request)"
             )
+        limit = self.config.max_input_chars
+        if limit is not None:
+            for i, text in enumerate(call.texts):
+                if len(text) > limit:
+                    raise InvalidInputError(
+                        f"inputs[{i}] has {len(text)} characters; this server accepts at most {limit} per text"
+                    )
         name = self._resolve(call.model)
         generator = self.manager.get(name)
         normalize = generator.normalize if call.normalize is None else call.normalize
@@ -165,6 +206,7 @@ class _Servicer(pb_grpc.EmbeddingServiceServicer):
 
     async def Info(self, request: pb.InfoRequest, context: grpc.aio.ServicerContext) -> pb.InfoResponse:
         await self._authorize(context)
+        await _refuse_undecodable(request, context)
         models = self.manager.list_generators()
         if request.model:
             try:
@@ -177,7 +219,7 @@ class _Servicer(pb_grpc.EmbeddingServiceServicer):
             max_inputs=self.config.max_inputs,
             max_message_bytes=self.config.max_request_bytes,
             max_concurrency=self.config.max_concurrency,
-            server_version=_version(),
+            server_version=f"agent-embeddings {__version__}",
         )
 
 
@@ -207,10 +249,11 @@ class GrpcServer:
         if address.startswith("unix:"):
             self._host, self._port = address, None
         else:
-            match = _ADDRESS_RE.match(address)
-            if not match or int(match.group(2)) > 65535:
+            parsed = split_host_port(address)
+            if parsed is None:
                 raise ConfigurationError(f"--grpc {address!r}: expected HOST:PORT, e.g. 127.0.0.1:9000 or [::]:9000")
-            self._host, self._port = match.group(1) or "0.0.0.0", int(match.group(2))
+            host, self._port = parsed
+            self._host = f"[{host}]" if ":" in host else (host or "0.0.0.0")
         if bool(self.config.tls_cert) != bool(self.config.tls_key):
             raise ConfigurationError("TLS needs both a certificate (--tls-cert) and its key (--tls-key)")
         if self.config.tls_client_ca and not self.config.tls_cert:
@@ -257,7 +300,7 @@ class GrpcServer:
                 ("grpc.so_reuseport", 0),
             ]
         )
-        pb_grpc.add_EmbeddingServiceServicer_to_server(self._servicer, server)
+        _add_servicer(self._servicer, server)
         health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
         reflection.enable_server_reflection(
             [SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME], server
@@ -265,7 +308,8 @@ class GrpcServer:
         await self._set_health(False)
         bind = self.address
         creds = self._credentials()
-        if creds is None and self.config.api_keys and not any(bind.startswith(p) for p in (*_LOOPBACK, "unix:")):
+        local = bind.startswith("unix:") or is_loopback(bind.rpartition(":")[0])
+        if creds is None and self.config.api_keys and not local:
             log.warning("bearer tokens will travel in plain text on %s; configure TLS (--tls-cert/--tls-key)", bind)
         try:
             port = server.add_secure_port(bind, creds) if creds else server.add_insecure_port(bind)

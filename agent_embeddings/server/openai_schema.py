@@ -19,9 +19,12 @@ __all__ = [
 
 
 class EmbeddingRequest(BaseModel):
-    """``POST /v1/embeddings``. Unknown fields are ignored, as OpenAI-compatible servers do."""
+    """``POST /v1/embeddings``. Unknown fields are ignored, as OpenAI-compatible servers do.
 
-    model_config = ConfigDict(extra="ignore")
+    Strict: ``"dimensions": "12"`` is a 400, as on OpenAI's API, not a guess.
+    """
+
+    model_config = ConfigDict(extra="ignore", strict=True)
 
     input: str | list[str] | list[int] | list[list[int]] = Field(
         description="A text or a list of texts. Token-id arrays are refused: send strings."

@@ -1,0 +1,353 @@
+"""``AbstractEmbeddingGenerator``: the contract every backend implements, and the calls users make.
+
+A backend implements one method, ``_embed_batch(texts) -> matrix`` (optionally
+``_aembed_batch``); this class supplies single and batch calls, sync and async, the dims
+contract and normalization. What happens around a call lives beside it, in small
+collaborators: :mod:`.caching` (look-up and store), :mod:`.observability` (hooks and
+statistics), :mod:`.retry` (transient failures) and :mod:`.batching` (coalescing concurrent
+small calls).
+
+>>> class Lengths(AbstractEmbeddingGenerator):
+...     provider = "example"
+...     def _embed_batch(self, texts):
+...         return [[len(t), 1.0] for t in texts]
+>>> Lengths(normalize=False).generate_batch(["ab", "abcd"])
+[[2.0, 1.0], [4.0, 1.0]]
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+from collections.abc import Iterator, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import numpy as np
+
+from .batching import BatcherSlot, MicroBatcher, MicroBatching, micro_batching_config
+from .cache import CacheConfig, EmbeddingCache, make_cache
+from .caching import aembed_cached, embed_cached
+from .errors import EmbeddingContractError, SpecError
+from .observability import GeneratorStats, call_finished, call_started
+from .results import BackendResult, Embeddings, RawBatch, Usage
+from .retry import RetryPolicy, aretry_call, retry_call
+from .specs import GeneratorParams, ModelItem, parse_params
+from .vectors import as_matrix, check_dims, check_text, check_texts, l2_normalize, truncate
+
+if TYPE_CHECKING:
+    from typing import Self
+
+__all__ = ["AbstractEmbeddingGenerator"]
+
+
+class AbstractEmbeddingGenerator:
+    """Base class of every embedding generator.
+
+    Subclasses implement ``_embed_batch``. A subclass written as in the client documentation
+    (overriding ``generate``/``generate_batch`` and calling ``super().__init__()``) works too:
+    its methods become the backend call, and the manager applies the same contract checks.
+    """
+
+    #: Short backend name shown in listings, e.g. ``"hf"``.
+    provider: ClassVar[str] = "custom"
+    #: The backend's ``llm_parameters`` model.
+    Params: ClassVar[type[GeneratorParams]] = GeneratorParams
+    #: Hard limit of texts per backend call (None: no limit beyond ``batch_size``).
+    max_batch_size: ClassVar[int | None] = None
+    #: Whether concurrent small calls are coalesced unless the spec says otherwise: on for
+    #: local models (one big forward pass beats many small ones), off for remote backends
+    #: (their servers batch) and custom generators.
+    micro_batching_default: ClassVar[bool] = False
+    #: True when the backend's client library retries by itself: ``configure_retry`` maps the
+    #: policy onto it and the shared retry loop stays out of the way (no double retries).
+    native_retries: ClassVar[bool] = False
+
+    def __init__(
+        self,
+        *,
+        dims: int | None = None,
+        normalize: bool = False,
+        batch_size: int = 32,
+        dimensions: int | None = None,
+        model: str | None = None,
+        name: str | None = None,
+        micro_batching: MicroBatching | Mapping[str, Any] | bool | None = None,
+        retry: RetryPolicy | Mapping[str, Any] | None = None,
+        cache: CacheConfig | Mapping[str, Any] | bool | EmbeddingCache | None = None,
+        model_id: str | None = None,
+    ) -> None:
+        self.dims = dims
+        self.normalize = normalize
+        self.batch_size = batch_size
+        self.dimensions = dimensions
+        self.model = model
+        self.name = name
+        self.model_id = model_id
+        self.usage = Usage()
+        #: the built-in collector: calls, errors by type, latency, batch sizes, cache hits
+        self.stats = GeneratorStats()
+        self.micro_batching = micro_batching_config(micro_batching, type(self).micro_batching_default)
+        self._batching = BatcherSlot(self._call_backend)
+        #: retry policy of the shared retry loop (backends with ``native_retries`` map it instead)
+        self.retry = RetryPolicy()
+        if retry is not None:
+            self.configure_retry(retry if isinstance(retry, RetryPolicy) else RetryPolicy.model_validate(dict(retry)))
+        self.cache: EmbeddingCache | None = cache if isinstance(cache, EmbeddingCache) else make_cache(
+            dict(cache) if isinstance(cache, Mapping) else cache
+        )
+        #: another generator's name to use when this one fails (resolved by the manager)
+        self.fallback: str | None = None
+        self.allow_incompatible_fallback = False
+        self._observed_dims: int | None = None
+        if dims is not None and dimensions is not None and dims != dimensions:
+            raise SpecError(f"{self._who()}: dims={dims} contradicts dimensions={dimensions}; give one of them")
+        cls, base = type(self), AbstractEmbeddingGenerator
+        if cls._embed_batch is base._embed_batch and cls.generate_batch is base.generate_batch and (
+            cls.generate is base.generate
+        ):
+            raise TypeError(f"{cls.__name__} must implement _embed_batch(texts) (or generate_batch/generate)")
+
+    # -- construction from a spec -------------------------------------------------------
+    @classmethod
+    def from_model_item(cls, item: ModelItem) -> Self:
+        """Build from a spec item; ``llm_parameters`` are validated once, by ``cls.Params``."""
+        params = parse_params(cls.Params, item)
+        generator = cls.from_params(item, params)
+        if params.micro_batching is not None:
+            generator.micro_batching = params.micro_batching
+        if params.retry is not None:
+            generator.configure_retry(params.retry)
+        if params.cache is not None:
+            generator.cache = make_cache(params.cache)
+        if params.model_id is not None:
+            generator.model_id = params.model_id
+        generator.fallback = params.fallback
+        generator.allow_incompatible_fallback = params.allow_incompatible_fallback
+        return generator
+
+    @classmethod
+    def from_params(cls, item: ModelItem, params: Any) -> Self:
+        """Build from validated parameters; backends whose constructor differs override this."""
+        return cls(model=item.model, **params.model_dump())
+
+    def configure_retry(self, policy: RetryPolicy) -> None:
+        """Use ``policy`` for transient failures. Backends whose client retries override this to map it."""
+        self.retry = policy
+
+    @property
+    def model_identity(self) -> str | None:
+        """What model the vectors come from: ``model_id`` if declared, else ``model``."""
+        return self.model_id or self.model
+
+    # -- the contract: what a backend implements -----------------------------------------
+    def _embed_batch(self, texts: list[str]) -> RawBatch:
+        """Embed a list of valid, non-empty texts; return one vector per text, in order."""
+        if type(self).generate_batch is not AbstractEmbeddingGenerator.generate_batch:
+            return self.generate_batch(texts)  # a documentation-style subclass
+        return [self.generate(t) for t in texts]
+
+    async def _aembed_batch(self, texts: list[str]) -> RawBatch:
+        """Async twin of ``_embed_batch``; by default runs it in a worker thread."""
+        return await asyncio.to_thread(self._embed_batch, texts)
+
+    def _chunk_size(self) -> int:
+        """Texts per backend call (backends that split by their own limits return more)."""
+        limit = type(self).max_batch_size
+        return min(self.batch_size, limit) if limit else self.batch_size
+
+    # -- the public API ------------------------------------------------------------------
+    def embed(self, texts: Sequence[str], *, normalize: bool | None = None) -> Embeddings:
+        """Embed ``texts`` and return :class:`Embeddings` (float32 matrix plus token usage).
+
+        The one place every call goes through: the hooks and statistics, the cache (only
+        misses reach the backend), then chunks through the micro-batcher and the retry loop
+        to the backend, and the contract checks.
+        """
+        items = check_texts(texts)
+        if not items:
+            return self._empty()
+        record = call_started(self.stats, self.name or self.provider, self.provider, self.model_identity, len(items))
+        try:
+            if self.cache is None:
+                result = self._compute(items, normalize)
+            else:
+                result = embed_cached(
+                    self.cache, self.cache_namespace(normalize), items, self.output_dims,
+                    lambda misses: self._compute(misses, normalize), who=self._who(), name=self.name,
+                )
+                self._observed_dims = result.vectors.shape[1]
+        except BaseException as exc:
+            call_finished(self.stats, record, None, exc)
+            raise
+        call_finished(self.stats, record, result, None)
+        return result
+
+    async def aembed(self, texts: Sequence[str], *, normalize: bool | None = None) -> Embeddings:
+        """Async twin of :meth:`embed`."""
+        items = check_texts(texts)
+        if not items:
+            return self._empty()
+        record = call_started(self.stats, self.name or self.provider, self.provider, self.model_identity, len(items))
+        try:
+            if self.cache is None:
+                result = await self._acompute(items, normalize)
+            else:
+                result = await aembed_cached(
+                    self.cache, self.cache_namespace(normalize), items, self.output_dims,
+                    lambda misses: self._acompute(misses, normalize), who=self._who(), name=self.name,
+                )
+                self._observed_dims = result.vectors.shape[1]
+        except BaseException as exc:
+            call_finished(self.stats, record, None, exc)
+            raise
+        call_finished(self.stats, record, result, None)
+        return result
+
+    def encode(self, texts: Sequence[str], *, normalize: bool | None = None) -> np.ndarray:
+        """Embed ``texts`` into a float32 numpy matrix, one row per text."""
+        return self.embed(texts, normalize=normalize).vectors
+
+    async def aencode(self, texts: Sequence[str], *, normalize: bool | None = None) -> np.ndarray:
+        """Async twin of :meth:`encode`."""
+        return (await self.aembed(texts, normalize=normalize)).vectors
+
+    def generate(self, text: str) -> list[float]:
+        """Embed one text: ``gen.generate("What is AI?") -> [0.01, ...]``."""
+        row: list[float] = self.encode([check_text(text)])[0].tolist()
+        return row
+
+    def generate_batch(self, texts: Sequence[str]) -> list[list[float]]:
+        """Embed several texts, in order: ``gen.generate_batch(["one", "two"])``."""
+        return self.embed(texts).tolist()
+
+    async def agenerate(self, text: str) -> list[float]:
+        """Async twin of :meth:`generate`."""
+        row: list[float] = (await self.aencode([check_text(text)]))[0].tolist()
+        return row
+
+    async def agenerate_batch(self, texts: Sequence[str]) -> list[list[float]]:
+        """Async twin of :meth:`generate_batch`."""
+        return (await self.aembed(texts)).tolist()
+
+    def count_tokens(self, texts: Sequence[str]) -> int | None:
+        """Tokens the model would see for ``texts``, or None when the backend cannot tell."""
+        return None
+
+    def warm_up(self) -> None:
+        """Load models / open connections now instead of on first use."""
+
+    def close(self) -> None:
+        """Release models, clients and channels (subclasses call ``super().close()``)."""
+        self._batching.close()
+        if self.cache is not None:
+            self.cache.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- description ---------------------------------------------------------------------
+    @property
+    def batcher(self) -> MicroBatcher | None:
+        """The micro-batcher once a call has started it (its ``batches``/``requests`` tell how it coalesces)."""
+        return self._batching.current
+
+    @property
+    def output_dims(self) -> int | None:
+        """Width of the vectors this generator returns, when known without calling it."""
+        return self.dims or self.dimensions or self._observed_dims
+
+    def describe(self) -> dict[str, Any]:
+        """Provider, model, dims and normalization (never secrets)."""
+        return {"provider": self.provider, "model": self.model, "dims": self.output_dims, "normalize": self.normalize}
+
+    def cache_namespace(self, normalize: bool | None = None) -> str:
+        """Hash of what makes this generator's vectors what they are: model identity, provider and
+        settings, declared ``dims``, ``dimensions`` and normalization. Part of every cache key."""
+        desc = {k: v for k, v in self.describe().items() if k not in ("dims", "model", "normalize")}
+        ident = {
+            "model": self.model_identity,
+            "provider": self.provider,
+            "class": f"{type(self).__module__}.{type(self).__qualname__}",
+            "dims": self.dims,
+            "dimensions": self.dimensions,
+            "normalize": self.normalize if normalize is None else normalize,
+            "describe": desc,
+            "settings": {k: getattr(self, k, None) for k in ("prompt", "prompt_name", "max_seq_length", "revision")},
+        }
+        return hashlib.sha256(json.dumps(ident, sort_keys=True, default=str).encode()).hexdigest()[:32]
+
+    def __repr__(self) -> str:
+        fields = ", ".join(f"{k}={v!r}" for k, v in self.describe().items())
+        return f"{type(self).__name__}({fields})"
+
+    def _who(self) -> str:
+        label = self.name or self.model or type(self).__name__
+        return f"{self.provider} generator {label!r}"
+
+    # -- the call path: chunks -> micro-batcher -> retry -> backend -> contract ----------
+    def _compute(self, items: list[str], normalize: bool | None) -> Embeddings:
+        parts = [self._accept(self._run_chunk(chunk), len(chunk)) for chunk in self._chunks(items)]
+        return self._finish(parts, normalize)
+
+    async def _acompute(self, items: list[str], normalize: bool | None) -> Embeddings:
+        parts = [self._accept(await self._arun_chunk(chunk), len(chunk)) for chunk in self._chunks(items)]
+        return self._finish(parts, normalize)
+
+    def _chunks(self, items: list[str]) -> Iterator[list[str]]:
+        size = max(1, self._chunk_size())
+        for start in range(0, len(items), size):
+            yield items[start : start + size]
+
+    def _run_chunk(self, chunk: list[str]) -> RawBatch:
+        batcher = self._batching.for_chunk(self.micro_batching, chunk, self.name or self.provider)
+        return batcher.submit(chunk).result() if batcher else self._call_backend(chunk)
+
+    async def _arun_chunk(self, chunk: list[str]) -> RawBatch:
+        batcher = self._batching.for_chunk(self.micro_batching, chunk, self.name or self.provider)
+        if batcher:
+            return await asyncio.wrap_future(batcher.submit(chunk))
+        return await self._acall_backend(chunk)
+
+    def _call_backend(self, texts: list[str]) -> RawBatch:
+        """One backend call, with the shared retry loop unless the client library retries itself."""
+        if type(self).native_retries or self.retry.attempts <= 1:
+            return self._embed_batch(texts)
+        return retry_call(lambda: self._embed_batch(texts), self.retry, who=self._who(), on_retry=self.stats.note_retry)
+
+    async def _acall_backend(self, texts: list[str]) -> RawBatch:
+        if type(self).native_retries or self.retry.attempts <= 1:
+            return await self._aembed_batch(texts)
+        return await aretry_call(
+            lambda: self._aembed_batch(texts), self.retry, who=self._who(), on_retry=self.stats.note_retry
+        )
+
+    def _accept(self, raw: RawBatch, rows: int) -> BackendResult:
+        tokens = None
+        if isinstance(raw, BackendResult):
+            tokens = raw.prompt_tokens if raw.token_counts is None else sum(raw.token_counts)
+            raw = raw.vectors
+        return BackendResult(as_matrix(raw, rows, who=self._who()), tokens)
+
+    def _finish(self, parts: list[BackendResult], normalize: bool | None) -> Embeddings:
+        """The contract, once for every backend: equal widths, ``dimensions``, ``dims``, normalization."""
+        widths = {p.vectors.shape[1] for p in parts}
+        if len(widths) > 1:
+            raise EmbeddingContractError(f"{self._who()}: returned vectors of unequal lengths {sorted(widths)}")
+        matrix = parts[0].vectors if len(parts) == 1 else np.concatenate([p.vectors for p in parts])
+        if self.dimensions is not None:
+            matrix = truncate(matrix, self.dimensions, who=self._who())
+        check_dims(matrix, self.dims, who=self._who())
+        self._observed_dims = matrix.shape[1]
+        if self.normalize if normalize is None else normalize:
+            matrix = l2_normalize(matrix)
+        counts = [p.prompt_tokens for p in parts]
+        tokens = None if any(c is None for c in counts) else sum(c for c in counts if c is not None)
+        self.usage.record(matrix.shape[0], tokens)
+        return Embeddings(matrix, tokens, self.name)
+
+    def _empty(self) -> Embeddings:
+        return Embeddings(np.empty((0, self.output_dims or 0), dtype=np.float32), 0, self.name)

@@ -1,0 +1,81 @@
+"""Result and record types shared by every layer (a leaf module: it imports nothing of ours).
+
+>>> Embeddings(np.zeros((2, 3), np.float32), prompt_tokens=4).tolist()
+[[0.0, 0.0, 0.0], [0.0, 0.0, 0.0]]
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Union
+
+import numpy as np
+
+__all__ = ["BackendResult", "Embeddings", "GeneratorInfo", "RawBatch", "Usage"]
+
+
+@dataclass(frozen=True)
+class BackendResult:
+    """What ``_embed_batch`` may return when it knows more than the vectors.
+
+    ``token_counts`` (one per text) lets micro-batching give each caller its own usage.
+    """
+
+    vectors: Any
+    prompt_tokens: int | None = None
+    token_counts: Sequence[int] | None = None
+
+
+#: What a backend's ``_embed_batch`` returns: a matrix, rows of floats, or a BackendResult.
+RawBatch = Union[np.ndarray, Sequence[Sequence[float]], BackendResult]
+
+
+@dataclass(frozen=True)
+class Embeddings:
+    """Vectors for a batch of texts (float32, one row per text) and what produced them.
+
+    ``generator`` names the generator that produced them (a fallback's name when the primary
+    failed; ``fallback_from`` then names the primary). ``prompt_tokens`` counts the tokens the
+    backend processed: texts answered from the cache (``cache_hits``) cost none.
+    """
+
+    vectors: np.ndarray
+    prompt_tokens: int | None = None
+    generator: str | None = None
+    cache_hits: int = 0
+    fallback_from: str | None = None
+
+    def tolist(self) -> list[list[float]]:
+        rows: list[list[float]] = self.vectors.tolist()
+        return rows
+
+
+@dataclass
+class Usage:
+    """Running totals of a generator's backend calls (thread-safe)."""
+
+    calls: int = 0
+    texts: int = 0
+    prompt_tokens: int = 0
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
+
+    def record(self, texts: int, prompt_tokens: int | None) -> None:
+        with self._lock:
+            self.calls += 1
+            self.texts += texts
+            self.prompt_tokens += prompt_tokens or 0
+
+
+@dataclass(frozen=True)
+class GeneratorInfo:
+    """One row of :meth:`EmbeddingGeneratorManager.list_generators`."""
+
+    name: str
+    aliases: tuple[str, ...]
+    provider: str
+    model: str | None
+    dims: int | None
+    normalize: bool
+    block_id: str | None = None

@@ -1,0 +1,302 @@
+"""The OpenAI-compatible HTTP API as an ASGI app: ``POST /v1/embeddings``, ``GET /v1/models``, ``GET /health``.
+
+A caller of :class:`~agent_embeddings.EmbeddingGeneratorManager` and nothing more: each
+generator is served under its manager name (aliases work too). Errors use OpenAI's shape
+``{"error": {"message", "type", "param", "code"}}``; the server keeps serving after every one.
+:mod:`.http` runs this app on uvicorn.
+
+>>> app = create_app(manager, ServerConfig())       # doctest: +SKIP  (ASGI app, e.g. for tests)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import logging
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from fastapi import Depends, FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from ..errors import InvalidInputError, RateLimitError, UnknownGeneratorError
+from ..manager import EmbeddingGeneratorManager
+from ..vectors import check_text, l2_normalize, to_float32_bytes
+from ..version import __version__
+from .config import ServerConfig
+from .http_middleware import BodyLimit, RequestMetrics
+from .openai_schema import EmbeddingRequest, EmbeddingResponse, ErrorResponse, ModelCard, ModelList, error_body
+
+__all__ = ["ApiError", "create_app"]
+
+log = logging.getLogger("agent_embeddings.server.http")
+
+# Serializing a big float response takes a while: do it off the event loop above this size.
+_OFFLOAD_VALUES = 64 * 1024
+_ERRORS: dict[int | str, dict[str, Any]] = {
+    s: {"model": ErrorResponse, "description": d}
+    for s, d in [
+        (400, "Malformed or invalid input"),
+        (401, "Missing or wrong API key"),
+        (404, "Unknown model"),
+        (413, "Too many inputs, too long a text or too large a body"),
+        (429, "The server is at its bound on concurrent work; retry"),
+        (500, "The backend failed"),
+    ]
+}
+
+
+class ApiError(Exception):
+    """An error answered in OpenAI's format."""
+
+    def __init__(
+        self, status: int, message: str, type_: str = "invalid_request_error", *,
+        param: str | None = None, code: str | None = None, headers: dict[str, str] | None = None,
+        error_type: str | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.status, self.message, self.type, self.param, self.code = status, message, type_, param, code
+        self.headers = headers
+        #: the metric label of the failure: the SDK error's class name, or the API error code
+        self.error_type = error_type or code or type_
+
+    def response(self) -> JSONResponse:
+        body = error_body(self.message, self.type, param=self.param, code=self.code)
+        return JSONResponse(body, status_code=self.status, headers=self.headers)
+
+
+@dataclass
+class _State:
+    manager: EmbeddingGeneratorManager
+    config: ServerConfig
+    serving: bool
+    created: int
+    in_flight: int = 0
+
+
+def create_app(
+    manager: EmbeddingGeneratorManager, config: ServerConfig | None = None, *, serving: bool = True,
+    metrics: Any = None,
+) -> FastAPI:
+    """The ASGI app. ``serving`` is the initial health status (HttpServer starts it False).
+
+    ``metrics`` (a :class:`~agent_embeddings.server.metrics.ServerMetrics`) is shared when a gRPC
+    server runs in the same process; by default the app makes its own.
+    """
+    config = config or ServerConfig()
+    state = _State(manager, config, serving, int(time.time()))
+    if metrics is None:
+        from .metrics import ServerMetrics
+
+        metrics = ServerMetrics(manager)
+    app = FastAPI(
+        title="agent-embeddings",
+        summary="OpenAI-compatible embeddings for every generator of a subject spec.",
+        version=__version__,
+    )
+    app.state.embeddings = state
+    app.state.metrics = metrics
+    app.add_middleware(BodyLimit, max_bytes=config.max_request_bytes)
+    app.add_middleware(RequestMetrics, metrics=metrics)  # outermost: counts 413s too
+    if config.cors_origins:  # off unless origins are configured
+        from fastapi.middleware.cors import CORSMiddleware
+
+        app.add_middleware(
+            CORSMiddleware, allow_origins=list(config.cors_origins), allow_methods=["GET", "POST"],
+            allow_headers=["Authorization", "Content-Type"],
+        )
+
+    # async although it awaits nothing: FastAPI runs a plain `def` dependency in its thread pool,
+    # a thread hop per request (measured: 7% of the event loop's busy time) for a header check.
+    async def authorize(request: Request) -> None:
+        if not config.api_keys:
+            return
+        scheme, _, key = request.headers.get("authorization", "").partition(" ")
+        if scheme.lower() != "bearer" or not config.accepts_key(key.strip() or None):
+            raise ApiError(
+                401, "Missing or incorrect API key: send 'Authorization: Bearer <key>'.", code="invalid_api_key"
+            )
+
+    @app.exception_handler(ApiError)
+    async def _api_error(request: Request, exc: ApiError) -> JSONResponse:
+        return exc.response()
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        return _validation_error(exc).response()
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        return ApiError(exc.status_code, str(exc.detail), headers=getattr(exc, "headers", None)).response()
+
+    @app.exception_handler(Exception)
+    async def _crash(request: Request, exc: Exception) -> JSONResponse:
+        log.exception("unexpected error on %s %s", request.method, request.url.path)
+        return ApiError(500, "Internal server error; see the server log.", "server_error").response()
+
+    @app.get("/health", tags=["health"], summary="200 when serving, 503 while starting or draining")
+    async def health() -> JSONResponse:
+        status = "serving" if state.serving else "not_serving"
+        return JSONResponse({"status": status}, status_code=200 if state.serving else 503)
+
+    @app.get("/metrics", tags=["health"], summary="Prometheus metrics (no key needed; no secrets in it)")
+    async def prometheus_metrics() -> Response:
+        from .metrics import CONTENT_TYPE
+
+        return Response(metrics.render(), media_type=CONTENT_TYPE)
+
+    @app.get("/v1/models", response_model=ModelList, responses=_ERRORS, dependencies=[Depends(authorize)],
+             tags=["models"], summary="The served generators")
+    async def list_models() -> ModelList:
+        return ModelList(data=[_card(info, state) for info in manager.list_generators()])
+
+    @app.get("/v1/models/{model_id:path}", response_model=ModelCard, responses=_ERRORS,
+             dependencies=[Depends(authorize)], tags=["models"], summary="One served generator (name or alias)")
+    async def get_model(model_id: str) -> ModelCard:
+        return _card(manager.info(_resolve(manager, model_id, param=None)), state)
+
+    @app.post("/v1/embeddings", response_model=EmbeddingResponse, responses=_ERRORS,
+              dependencies=[Depends(authorize)], tags=["embeddings"], summary="Embed a text or a list of texts")
+    async def embeddings(body: EmbeddingRequest) -> Response:
+        name = _resolve(manager, body.model, param="model")
+        texts = _texts(body, config)
+        metrics.batch.labels("http").observe(len(texts))
+        if state.in_flight >= config.max_concurrency:  # fail fast: no unbounded queue
+            metrics.errors.labels("http", "server_busy").inc()
+            raise ApiError(
+                429, f"The server is at its limit of {config.max_concurrency} concurrent requests; retry shortly.",
+                "rate_limit_error", code="server_busy", headers={"Retry-After": "1"},
+            )
+        state.in_flight += 1
+        try:
+            return await _embed(manager, name, texts, body)
+        except ApiError as exc:
+            metrics.errors.labels("http", exc.error_type).inc()
+            raise
+        finally:
+            state.in_flight -= 1
+
+    return app
+
+
+async def _embed(manager: EmbeddingGeneratorManager, name: str, texts: list[str], body: EmbeddingRequest) -> Response:
+    gen = manager.get(name)
+    width = gen.output_dims
+    if body.dimensions is not None and width is not None and body.dimensions > width:
+        raise _too_wide(body.dimensions, width, name)
+    try:
+        result = await manager.aembed(name, texts)
+    except InvalidInputError as exc:
+        raise ApiError(400, str(exc), param="input", error_type=type(exc).__name__) from None
+    except RateLimitError as exc:
+        log.warning("generator %r is rate limited by its backend", name, exc_info=True)
+        raise ApiError(429, f"The backend of model {name!r} is rate limited; retry shortly.", "rate_limit_error",
+                       code="backend_rate_limited", headers={"Retry-After": "1"},
+                       error_type=type(exc).__name__) from None
+    except Exception as exc:  # noqa: BLE001 - handled here: Starlette's catch-all would drop the connection
+        log.exception("generator %r failed", name)
+        raise ApiError(500, f"The backend of model {name!r} failed; see the server log.", "server_error",
+                       error_type=type(exc).__name__) from None
+    vectors = result.vectors
+    if body.dimensions is not None and body.dimensions != vectors.shape[1]:
+        if body.dimensions > vectors.shape[1]:
+            raise _too_wide(body.dimensions, vectors.shape[1], name)
+        vectors = vectors[:, : body.dimensions]
+        if gen.normalize:  # as OpenAI does: shortened vectors are unit length again
+            vectors = l2_normalize(vectors)
+    tokens = result.prompt_tokens or 0
+    if vectors.size > _OFFLOAD_VALUES:
+        payload = await asyncio.to_thread(_render, vectors, body.encoding_format, name, tokens)
+    else:
+        payload = _render(vectors, body.encoding_format, name, tokens)
+    return Response(payload, media_type="application/json")
+
+
+def _render(vectors: np.ndarray, encoding: str, model: str, tokens: int) -> bytes:
+    """The response body, built directly (pydantic/jsonable_encoder would cost more than the model)."""
+    if encoding == "base64":
+        packed = to_float32_bytes(vectors)
+        step = vectors.shape[1] * 4
+        embeddings: list[Any] = [
+            base64.b64encode(packed[i : i + step]).decode("ascii") for i in range(0, len(packed), step)
+        ]
+    else:
+        embeddings = vectors.tolist()  # float32 -> the float64 of the same value: round-trips exactly
+    body = {
+        "object": "list",
+        "data": [{"object": "embedding", "embedding": e, "index": i} for i, e in enumerate(embeddings)],
+        "model": model,
+        "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
+    }
+    return json.dumps(body, separators=(",", ":")).encode()
+
+
+def _texts(body: EmbeddingRequest, config: ServerConfig) -> list[str]:
+    raw = body.input
+    if isinstance(raw, str):
+        texts = [raw]
+    elif raw and not all(isinstance(t, str) for t in raw):
+        raise ApiError(
+            400, "Token-id arrays are not supported by this server: send the input as a string or a list of strings.",
+            param="input", code="token_ids_not_supported",
+        )
+    else:
+        texts = list(raw)  # type: ignore[arg-type]
+    if not texts:
+        raise ApiError(400, "'input' is an empty list: send at least one text.", param="input")
+    if len(texts) > config.max_inputs:
+        raise ApiError(413, f"'input' has {len(texts)} texts; this server accepts at most {config.max_inputs} "
+                       "per request. Split the batch.", param="input", code="too_many_inputs")
+    limit = config.max_input_chars
+    for i, text in enumerate(texts):
+        if limit is not None and len(text) > limit:
+            raise ApiError(413, f"input[{i}] has {len(text)} characters; this server accepts at most {limit} per "
+                           "text (--max-input-chars).", param="input", code="input_too_long")
+        try:
+            check_text(text, where=f"input[{i}]")
+        except InvalidInputError as exc:
+            raise ApiError(400, f"{exc}.", param="input") from None
+    return texts
+
+
+def _resolve(manager: EmbeddingGeneratorManager, model: str, *, param: str | None) -> str:
+    try:
+        return manager.resolve(model)
+    except UnknownGeneratorError:
+        served = ", ".join(manager.names()) or "none"
+        raise ApiError(404, f"The model {model!r} does not exist on this server; served models: {served}.",
+                       param=param, code="model_not_found") from None
+
+
+def _too_wide(dimensions: int, width: int, name: str) -> ApiError:
+    return ApiError(400, f"dimensions={dimensions} is larger than the {width} dimensions of model {name!r}.",
+                    param="dimensions")
+
+
+def _card(info: Any, state: _State) -> ModelCard:
+    return ModelCard(
+        id=info.name, created=state.created, owned_by="agent-embeddings", dims=info.dims,
+        provider=info.provider, aliases=list(info.aliases), normalize=info.normalize,
+    )
+
+
+def _validation_error(exc: RequestValidationError) -> ApiError:
+    errors = exc.errors()
+    first = errors[0] if errors else {}
+    if first.get("type") == "json_invalid":
+        return ApiError(400, "The request body is not valid JSON.", code="invalid_json")
+    loc = [str(p) for p in first.get("loc", ()) if p != "body"]
+    field = loc[0] if loc else None
+    if field == "input":
+        message = "'input' must be a string or a list of strings."
+    elif first.get("type") == "missing":
+        message = f"'{field}' is required." if field else "A JSON request body is required."
+    else:
+        shown = ".".join(loc) or "body"
+        message = f"'{shown}': {first.get('msg', 'invalid value')}."
+    return ApiError(400, message, param=field)
