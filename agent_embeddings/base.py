@@ -24,15 +24,16 @@ from collections.abc import Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
+from pydantic import ValidationError
 
 from .batching import BatcherSlot, MicroBatcher, MicroBatching, micro_batching_config
 from .cache import CacheConfig, EmbeddingCache, make_cache
 from .caching import aembed_cached, embed_cached
-from .errors import EmbeddingContractError, SpecError
+from .errors import ConfigurationError, EmbeddingContractError, SpecError
 from .observability import GeneratorStats, call_finished, call_started
 from .results import BackendResult, Embeddings, RawBatch, Usage
 from .retry import RetryPolicy, aretry_call, retry_call
-from .specs import GeneratorParams, ModelItem, parse_params
+from .specs import GeneratorParams, ModelItem, format_validation_error, parse_params
 from .vectors import as_matrix, check_dims, check_text, check_texts, l2_normalize, truncate
 
 if TYPE_CHECKING:
@@ -66,6 +67,7 @@ class AbstractEmbeddingGenerator:
     def __init__(
         self,
         *,
+        params: GeneratorParams | None = None,
         dims: int | None = None,
         normalize: bool = False,
         batch_size: int = 32,
@@ -77,6 +79,11 @@ class AbstractEmbeddingGenerator:
         cache: CacheConfig | Mapping[str, Any] | bool | EmbeddingCache | None = None,
         model_id: str | None = None,
     ) -> None:
+        """Backends pass their validated ``params`` whole; custom generators may use the keywords."""
+        if params is not None:
+            dims, normalize, batch_size, dimensions = params.dims, params.normalize, params.batch_size, params.dimensions
+        #: the backend's validated ``llm_parameters`` (None for generators built from keywords alone)
+        self.params = params
         self.dims = dims
         self.normalize = normalize
         self.batch_size = batch_size
@@ -107,6 +114,37 @@ class AbstractEmbeddingGenerator:
             cls.generate is base.generate
         ):
             raise TypeError(f"{cls.__name__} must implement _embed_batch(texts) (or generate_batch/generate)")
+        if params is not None:
+            self._apply(params)
+
+    @classmethod
+    def options(cls, params: GeneratorParams | None, options: Mapping[str, Any], *, who: str) -> Any:
+        """``params`` as given, or keyword ``options`` validated once by ``cls.Params``.
+
+        Backends call it first thing in ``__init__``, so that ``Backend(device="cpu")`` and
+        ``Backend(params=Backend.Params(device="cpu"))`` are the same generator.
+        """
+        if params is not None:
+            if options:
+                raise ConfigurationError(f"{who}: give params or keyword options ({', '.join(options)}), not both")
+            return params
+        try:
+            return cls.Params.model_validate(dict(options))
+        except ValidationError as exc:
+            raise ConfigurationError(format_validation_error(exc, where=who)) from None
+
+    def _apply(self, params: GeneratorParams) -> None:
+        """The reliability and identity settings of ``llm_parameters`` (not constructor keywords)."""
+        if params.micro_batching is not None:
+            self.micro_batching = params.micro_batching
+        if params.retry is not None:
+            self.configure_retry(params.retry)
+        if params.cache is not None and self.cache is None:
+            self.cache = make_cache(params.cache)
+        if params.model_id is not None:
+            self.model_id = params.model_id
+        self.fallback = params.fallback
+        self.allow_incompatible_fallback = params.allow_incompatible_fallback
 
     # -- construction from a spec -------------------------------------------------------
     @classmethod
@@ -114,22 +152,14 @@ class AbstractEmbeddingGenerator:
         """Build from a spec item; ``llm_parameters`` are validated once, by ``cls.Params``."""
         params = parse_params(cls.Params, item)
         generator = cls.from_params(item, params)
-        if params.micro_batching is not None:
-            generator.micro_batching = params.micro_batching
-        if params.retry is not None:
-            generator.configure_retry(params.retry)
-        if params.cache is not None:
-            generator.cache = make_cache(params.cache)
-        if params.model_id is not None:
-            generator.model_id = params.model_id
-        generator.fallback = params.fallback
-        generator.allow_incompatible_fallback = params.allow_incompatible_fallback
+        if generator.params is not params:  # a plugin whose from_params passes keywords, not params
+            generator._apply(params)
         return generator
 
     @classmethod
     def from_params(cls, item: ModelItem, params: Any) -> Self:
         """Build from validated parameters; backends whose constructor differs override this."""
-        return cls(model=item.model, **params.model_dump())
+        return cls(model=item.model, params=params)
 
     def configure_retry(self, policy: RetryPolicy) -> None:
         """Use ``policy`` for transient failures. Backends whose client retries override this to map it."""
@@ -276,7 +306,7 @@ class AbstractEmbeddingGenerator:
             "dimensions": self.dimensions,
             "normalize": self.normalize if normalize is None else normalize,
             "describe": desc,
-            "settings": {k: getattr(self, k, None) for k in ("prompt", "prompt_name", "max_seq_length", "revision")},
+            "settings": {k: getattr(self.params, k, None) for k in ("prompt", "prompt_name", "max_seq_length", "revision")},
         }
         return hashlib.sha256(json.dumps(ident, sort_keys=True, default=str).encode()).hexdigest()[:32]
 

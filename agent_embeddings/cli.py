@@ -48,25 +48,6 @@ def _read_texts(args: argparse.Namespace, stdin: TextIO) -> list[str]:
     return texts
 
 
-class _Progress:
-    """A one-line progress counter on stderr, shown only for long inputs on a terminal."""
-
-    def __init__(self, total: int, enabled: bool) -> None:
-        self.total, self.done, self.enabled = total, 0, enabled
-
-    def advance(self, n: int) -> None:
-        self.done += n
-        if self.enabled:
-            width = 30
-            filled = int(width * self.done / self.total)
-            sys.stderr.write(f"\r[{'#' * filled}{'.' * (width - filled)}] {self.done}/{self.total} texts")
-            sys.stderr.flush()
-
-    def close(self) -> None:
-        if self.enabled:
-            sys.stderr.write("\n")
-
-
 def cmd_embed(args: argparse.Namespace) -> int:
     manager = _manager(args.spec)
     name = _pick_name(manager, args.name)
@@ -76,7 +57,12 @@ def cmd_embed(args: argparse.Namespace) -> int:
     gen = manager.get(name)
     step = max(gen.batch_size, 256)
     show = args.progress if args.progress is not None else (sys.stderr.isatty() and len(texts) > step)
-    progress = _Progress(len(texts), show)
+    from tqdm import tqdm
+
+    progress = tqdm(
+        total=len(texts), unit="text", disable=not show, file=sys.stderr, dynamic_ncols=True,
+        bar_format="{l_bar}{bar}| {n_fmt}/{total_fmt} texts [{elapsed}<{remaining}, {rate_fmt}]",
+    )
     out = sys.stdout
     try:
         for start in range(0, len(texts), step):
@@ -92,7 +78,7 @@ def cmd_embed(args: argparse.Namespace) -> int:
                     if args.include_text:
                         row["text"] = text
                     out.write(json.dumps(row) + "\n")
-            progress.advance(len(chunk))
+            progress.update(len(chunk))
     finally:
         progress.close()
     return 0

@@ -179,6 +179,20 @@ class GeneratorParams(BaseModel):
         "compatibility and cache keys, e.g. the local model an aios: block serves.",
     )
 
+    @field_validator("micro_batching", mode="before")
+    @classmethod
+    def _micro_batching_switch(cls, value: Any) -> Any:
+        # "micro_batching": false / true switches it, as {"enabled": false} does
+        return {"enabled": value} if isinstance(value, bool) else value
+
+    @field_validator("cache", mode="before")
+    @classmethod
+    def _cache_switch(cls, value: Any) -> Any:
+        # "cache": true is the default memory LRU; false is no cache
+        if value is True:
+            return {}
+        return None if value is False else value
+
 
 P = TypeVar("P", bound=GeneratorParams)
 

@@ -114,7 +114,7 @@ def test_spec_item_through_the_manager(int8, onnx_cache):
     manager = EmbeddingGeneratorManager.from_subject_spec(spec)
     try:
         gen = manager.get("fast")
-        assert gen.backend == "onnx-int8" and gen.describe()["backend"] == "onnx-int8"
+        assert gen.params.backend == "onnx-int8" and gen.describe()["backend"] == "onnx-int8"
         vectors = manager.encode("fast", SENTENCES)
         np.testing.assert_allclose(vectors, int8.encode(SENTENCES), atol=1e-6)
         assert gen._loaded is int8._loaded  # same weights, backend and cache: one session
@@ -131,7 +131,7 @@ def test_shape_dims_and_normalization(int8, sentences):
     # the order of the inputs is kept although batches are sorted by length inside
     np.testing.assert_allclose(int8.encode(sentences[::-1])[::-1], vectors, atol=1e-5)
     short = HuggingFaceEmbeddingGenerator(
-        model_name=MINILM, backend="onnx-int8", onnx_cache_dir=int8.onnx_cache_dir, dimensions=128
+        model_name=MINILM, backend="onnx-int8", onnx_cache_dir=int8.params.onnx_cache_dir, dimensions=128
     )
     cut = short.encode(sentences[:3])
     # int8 activations are quantized per batch: compare with the same batch at full width

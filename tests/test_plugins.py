@@ -8,12 +8,15 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 import pytest
+from pydantic import model_validator
 
 from agent_embeddings import (
     AbstractEmbeddingGenerator,
+    GeneratorParams,
     PluginError,
     build_embeddings_from_model_item,
     hookimpl,
@@ -182,3 +185,50 @@ def test_plugin_allow_list_can_exclude_entry_points(acme_site: Path):
     code = "from agent_embeddings.plugins import get_backends; print(sorted(get_backends()))"
     assert "acme" not in run_with(acme_site, code, AGENT_EMBEDDINGS_LOAD_PLUGINS="").stdout
     assert "acme" in run_with(acme_site, code, AGENT_EMBEDDINGS_LOAD_PLUGINS="acme").stdout
+
+
+class _CountedParams(GeneratorParams):
+    """A backend's own parameter, and a count of how often the parameters were validated."""
+
+    seed: int = 0
+    validations: ClassVar[int] = 0
+
+    @model_validator(mode="after")
+    def _count(self) -> _CountedParams:
+        type(self).validations += 1
+        return self
+
+
+class Seeded(AbstractEmbeddingGenerator):
+    """A whole backend: its Params and one method (the base builds it from a spec item)."""
+
+    provider = "seeded"
+    Params = _CountedParams
+    params: _CountedParams
+
+    def _embed_batch(self, texts):
+        return np.full((len(texts), 2), float(self.params.seed), dtype=np.float32)
+
+
+class SeededPlugin:
+    @hookimpl
+    def register_embedding_backends(self, register):
+        register("seeded", Seeded.from_model_item)
+
+
+def test_a_backend_is_params_and_one_method_and_params_are_validated_once():
+    plugin = SeededPlugin()
+    register_plugin(plugin, name="seeded-plugin")
+    try:
+        _CountedParams.validations = 0
+        gen = build_embeddings_from_model_item({
+            "llm_type": "embeddings", "llm_block_id": "seeded:x",
+            "llm_parameters": {"seed": 3, "normalize": False, "retry": {"attempts": 2}, "cache": {"kind": "memory"}},
+        })
+        assert _CountedParams.validations == 1  # passed whole to the generator, never re-validated
+        assert gen.params.seed == 3 and gen.retry.attempts == 2 and gen.cache is not None
+        assert gen.generate("hello") == [3.0, 3.0]
+        direct = Seeded(params=_CountedParams(seed=5), model="x")  # the same from code
+        assert direct.generate("hi") == pytest.approx([2**-0.5] * 2)  # GeneratorParams: normalize=True
+    finally:
+        unregister_plugin(plugin)

@@ -27,7 +27,9 @@ from .._deps import require
 from ..base import AbstractEmbeddingGenerator
 from ..errors import BackendError, ConfigurationError, DimensionMismatchError, InvalidInputError, RemoteNotFoundError
 from ..hookspecs import hookimpl
+from ..redaction import remember_secret
 from ..results import BackendResult
+from ..retry import RetryPolicy
 from ..specs import GeneratorParams, ModelItem
 
 if TYPE_CHECKING:
@@ -81,54 +83,42 @@ class AIOSEmbeddings(AbstractEmbeddingGenerator):
     provider = "aios"
     Params = AIOSParams
     native_retries = True  # gRPC's retry policy, set on the channel (protocol/target.py)
+    #: the spec's ``retry``, mapped onto gRPC's retry policy (None: gRPC's default retries)
+    _retry_policy: RetryPolicy | None = None
+
+    params: AIOSParams
 
     def __init__(
         self,
-        grpc_url: str,
+        params: AIOSParams | None = None,
         *,
         model: str | None = None,
-        dims: int | None = None,
-        timeout_s: float = 30.0,
-        normalize: bool = True,
-        batch_size: int = 64,
-        dimensions: int | None = None,
-        api_key_ref: str | None = None,
-        api_key: str | SecretStr | None = None,
-        plaintext: bool | None = None,
-        tls_ca_file: str | None = None,
-        tls_client_cert_file: str | None = None,
-        tls_client_key_file: str | None = None,
-        tls_server_name: str | None = None,
-        selection_query: Mapping[str, Any] | None = None,
-        max_concurrent_requests: int = 4,
         name: str | None = None,
+        api_key: str | SecretStr | None = None,
+        selection_query: Mapping[str, Any] | None = None,
+        **options: Any,
     ) -> None:
-        super().__init__(
-            dims=dims, normalize=normalize, batch_size=batch_size, dimensions=dimensions, model=model, name=name
-        )
+        """``AIOSEmbeddings(grpc_url="dns:///host:9000", dims=768, timeout_s=15)``: keyword options are
+        :class:`AIOSParams` fields, validated once (or pass ``params`` whole). ``api_key`` (a literal
+        bearer token) and ``selection_query`` are for code; specs use ``api_key_ref`` and the item's
+        ``llm_selection_query``."""
         from ..protocol.target import parse_target  # no grpc import
 
-        self.target = parse_target(grpc_url)
+        params = self.options(params, options, who=f"aios generator {name or model or options.get('grpc_url')!r}")
+        super().__init__(params=params, model=model, name=name)
+        self.target = parse_target(params.grpc_url)
         self.grpc_url = self.target.target
-        if not timeout_s or timeout_s <= 0:
-            raise ConfigurationError(f"{self._who()}: timeout_s must be positive, got {timeout_s!r}")
-        self.timeout_s = float(timeout_s)
-        tls_files = (tls_ca_file, tls_client_cert_file, tls_client_key_file)
-        if plaintext and any(tls_files):
+        tls_files = (params.tls_ca_file, params.tls_client_cert_file, params.tls_client_key_file)
+        if params.plaintext and any(tls_files):
             raise ConfigurationError(f"{self._who()}: plaintext=true contradicts the tls_* files; choose one")
-        if bool(tls_client_cert_file) != bool(tls_client_key_file):
+        if bool(params.tls_client_cert_file) != bool(params.tls_client_key_file):
             raise ConfigurationError(f"{self._who()}: give both tls_client_cert_file and tls_client_key_file")
         # Plain text only when asked, or when the target never leaves this machine.
-        self.plaintext = plaintext if plaintext is not None else (self.target.is_local and not any(tls_files))
-        self.tls_ca_file, self.tls_client_cert_file, self.tls_client_key_file = tls_files
-        self.tls_server_name = tls_server_name
+        local = self.target.is_local and not any(tls_files)
+        self.plaintext = params.plaintext if params.plaintext is not None else local
         self.selection_query = dict(selection_query or {})
-        self.max_concurrent_requests = max(1, int(max_concurrent_requests))
-        self._api_key_ref = api_key_ref
         self._api_key = SecretStr(api_key) if isinstance(api_key, str) else api_key
         if self._api_key is not None:
-            from ..redaction import remember_secret
-
             remember_secret(self._api_key.get_secret_value())
         self._lock = threading.Lock()
         self._channel: Any = None
@@ -137,17 +127,21 @@ class AIOSEmbeddings(AbstractEmbeddingGenerator):
         self._info: ServerInfo | None = None
         self._served: ServedModel | None = None
         self._metadata: tuple[tuple[str, str], ...] | None = None
-        self._retry_policy: Any = None
 
     def configure_retry(self, policy: Any) -> None:
         """Map the spec's ``retry`` onto gRPC's retry policy; its deadline caps ``timeout_s``."""
         super().configure_retry(policy)
         self._retry_policy = policy
-        self.timeout_s = min(self.timeout_s, policy.deadline_s)
+
+    @property
+    def timeout_s(self) -> float:
+        """The deadline of each call: ``timeout_s``, or the retry policy's deadline when shorter."""
+        policy = self._retry_policy
+        return self.params.timeout_s if policy is None else min(self.params.timeout_s, policy.deadline_s)
 
     @classmethod
     def from_params(cls, item: ModelItem, params: Any) -> AIOSEmbeddings:
-        return cls(model=item.model, selection_query=item.llm_selection_query, **params.model_dump())
+        return cls(params, model=item.model, selection_query=item.llm_selection_query)
 
     # -- channels --------------------------------------------------------------------------
     def _grpc(self) -> Any:
@@ -167,16 +161,16 @@ class AIOSEmbeddings(AbstractEmbeddingGenerator):
                 raise ConfigurationError(f"{self._who()}: cannot read {what} {path!r}: {exc.strerror}") from None
 
         return grpc.ssl_channel_credentials(
-            root_certificates=read(self.tls_ca_file, "tls_ca_file"),
-            private_key=read(self.tls_client_key_file, "tls_client_key_file"),
-            certificate_chain=read(self.tls_client_cert_file, "tls_client_cert_file"),
+            root_certificates=read(self.params.tls_ca_file, "tls_ca_file"),
+            private_key=read(self.params.tls_client_key_file, "tls_client_key_file"),
+            certificate_chain=read(self.params.tls_client_cert_file, "tls_client_cert_file"),
         )
 
     def _call_metadata(self) -> tuple[tuple[str, str], ...]:
         if self._metadata is None:
             key = self._api_key
-            if key is None and self._api_key_ref:
-                key = require_secret(self._api_key_ref, who=self._who())
+            if key is None and self.params.api_key_ref:
+                key = require_secret(self.params.api_key_ref, who=self._who())
             self._metadata = (("authorization", f"Bearer {key.get_secret_value()}"),) if key is not None else ()
         return self._metadata
 
@@ -186,7 +180,7 @@ class AIOSEmbeddings(AbstractEmbeddingGenerator):
 
         grpc = self._grpc()
         module = grpc.aio if aio else grpc
-        options = channel_options(authority=self.tls_server_name, retry=self._retry_policy)
+        options = channel_options(authority=self.params.tls_server_name, retry=self._retry_policy)
         creds = self._credentials()
         if creds is None:
             channel = module.insecure_channel(self.grpc_url, options=options)
@@ -410,7 +404,7 @@ class AIOSEmbeddings(AbstractEmbeddingGenerator):
         pending: deque[tuple[int, Any]] = deque()
         try:
             for index, batch in enumerate(batches):
-                if len(pending) >= self.max_concurrent_requests:
+                if len(pending) >= self.params.max_concurrent_requests:
                     done, future = pending.popleft()
                     responses[done] = self._rpc(future.result)
                 pending.append((index, stub.Embed.future(self._request(batch), **kwargs)))
@@ -427,7 +421,7 @@ class AIOSEmbeddings(AbstractEmbeddingGenerator):
         stub = self._async_stub()
         batches = self._split(texts)
         kwargs = self._call_kwargs()
-        gate = asyncio.Semaphore(self.max_concurrent_requests)
+        gate = asyncio.Semaphore(self.params.max_concurrent_requests)
         grpc = self._grpc()
 
         async def one(batch: list[str]) -> Any:

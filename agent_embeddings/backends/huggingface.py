@@ -25,7 +25,7 @@ from ..errors import ConfigurationError, ModelNotFoundError
 from ..hookspecs import hookimpl
 from ..results import BackendResult
 from ..specs import GeneratorParams, ModelItem
-from .onnx_runtime import BACKENDS, cache_root, load_onnx_encoder
+from .onnx_runtime import cache_root, load_onnx_encoder
 
 __all__ = ["HuggingFaceEmbeddingGenerator", "HuggingFaceParams"]
 
@@ -103,59 +103,22 @@ class HuggingFaceEmbeddingGenerator(AbstractEmbeddingGenerator):
     Params = HuggingFaceParams
     micro_batching_default = True
 
+    params: HuggingFaceParams
+
     def __init__(
-        self,
-        model_name: str,
-        device: str = "cpu",
-        batch_size: int = 32,
-        normalize: bool = True,
-        *,
-        dims: int | None = None,
-        dimensions: int | None = None,
-        max_seq_length: int | None = None,
-        prompt: str | None = None,
-        prompt_name: str | None = None,
-        trust_remote_code: bool = False,
-        revision: str | None = None,
-        allow_download: bool = False,
-        backend: str = "torch",
-        onnx_cache_dir: str | None = None,
-        max_input_chars: int | None = None,
-        micro_batching: Any = None,
-        name: str | None = None,
+        self, model_name: str, params: HuggingFaceParams | None = None, *, name: str | None = None, **options: Any
     ) -> None:
-        super().__init__(
-            dims=dims,
-            normalize=normalize,
-            batch_size=batch_size,
-            dimensions=dimensions,
-            model=model_name,
-            name=name,
-            micro_batching=micro_batching,
-        )
-        if not _DEVICE_RE.match(device):
-            raise ConfigurationError(f"{self._who()}: unknown device {device!r}; expected one of {DEVICES}")
-        if backend not in BACKENDS:
-            raise ConfigurationError(
-                f"{self._who()}: unknown backend {backend!r}; expected one of {', '.join(BACKENDS)}"
-            )
+        """``HuggingFaceEmbeddingGenerator(model_name=..., device="cpu", batch_size=64)``: keyword options
+        are :class:`HuggingFaceParams` fields, validated once (or pass ``params`` whole)."""
+        params = self.options(params, options, who=f"hf generator {name or model_name!r}")
+        super().__init__(params=params, model=model_name, name=name)
         self.model_name = model_name
-        self.device = device
-        self.max_seq_length = max_seq_length
-        self.prompt = prompt
-        self.prompt_name = prompt_name
-        self.trust_remote_code = trust_remote_code
-        self.revision = revision
-        self.allow_download = allow_download
-        self.backend = backend
-        self.onnx_cache_dir = onnx_cache_dir
-        self.max_input_chars = max_input_chars
         self._loaded: _LoadedModel | None = None
         self._load_lock = threading.Lock()
 
     @classmethod
     def from_params(cls, item: ModelItem, params: Any) -> HuggingFaceEmbeddingGenerator:
-        return cls(model_name=item.model, **params.model_dump())
+        return cls(item.model, params)
 
     # -- loading ---------------------------------------------------------------------------
     def warm_up(self) -> None:
@@ -171,12 +134,13 @@ class HuggingFaceEmbeddingGenerator(AbstractEmbeddingGenerator):
         return loaded
 
     def _load(self) -> _LoadedModel:
-        onnx = self.backend != "torch"
-        device = self._onnx_device() if onnx else resolve_device(self.device, who=self._who())
-        path = resolve_model_path(self.model_name, revision=self.revision, allow_download=self.allow_download)
-        key: tuple[Any, ...] = (path, device, self.max_seq_length, self.trust_remote_code, self.revision, self.backend)
+        onnx = self.params.backend != "torch"
+        device = self._onnx_device() if onnx else resolve_device(self.params.device, who=self._who())
+        p = self.params
+        path = resolve_model_path(self.model_name, revision=p.revision, allow_download=p.allow_download)
+        key: tuple[Any, ...] = (path, device, p.max_seq_length, p.trust_remote_code, p.revision, p.backend)
         if onnx:
-            key += (str(cache_root(self.onnx_cache_dir)),)
+            key += (str(cache_root(self.params.onnx_cache_dir)),)
         with _shared_lock:
             shared = _shared.get(key)
             if shared is not None:
@@ -184,12 +148,12 @@ class HuggingFaceEmbeddingGenerator(AbstractEmbeddingGenerator):
             if onnx:
                 encoder = load_onnx_encoder(
                     path,
-                    quantize=self.backend == "onnx-int8",
-                    max_seq_length=self.max_seq_length,
-                    trust_remote_code=self.trust_remote_code,
-                    revision=self.revision,
-                    allow_download=self.allow_download,
-                    cache_dir=self.onnx_cache_dir,
+                    quantize=self.params.backend == "onnx-int8",
+                    max_seq_length=self.params.max_seq_length,
+                    trust_remote_code=self.params.trust_remote_code,
+                    revision=self.params.revision,
+                    allow_download=self.params.allow_download,
+                    cache_dir=self.params.onnx_cache_dir,
                     who=self._who(),
                 )
                 loaded = _LoadedModel(model=encoder, dims=encoder.get_embedding_dimension(), lock=threading.Lock())
@@ -200,14 +164,14 @@ class HuggingFaceEmbeddingGenerator(AbstractEmbeddingGenerator):
                 model = SentenceTransformer(
                     path,
                     device=device,
-                    trust_remote_code=self.trust_remote_code,
-                    revision=self.revision,
-                    local_files_only=not self.allow_download,
+                    trust_remote_code=self.params.trust_remote_code,
+                    revision=self.params.revision,
+                    local_files_only=not self.params.allow_download,
                 )
             except OSError as exc:
                 raise ModelNotFoundError(f"{self._who()}: cannot load model from {path}: {exc}") from exc
-            if self.max_seq_length is not None:
-                model.max_seq_length = self.max_seq_length
+            if self.params.max_seq_length is not None:
+                model.max_seq_length = self.params.max_seq_length
             get_dims = getattr(model, "get_embedding_dimension", None) or model.get_sentence_embedding_dimension
             loaded = _LoadedModel(model=model, dims=int(get_dims()), lock=threading.Lock())
             _shared[key] = loaded
@@ -215,10 +179,10 @@ class HuggingFaceEmbeddingGenerator(AbstractEmbeddingGenerator):
 
     def _onnx_device(self) -> str:
         """ONNX Runtime runs these models on the CPU; a spec asking for another device is an error."""
-        device = os.environ.get("AGENT_EMBEDDINGS_DEVICE") or self.device
+        device = os.environ.get("AGENT_EMBEDDINGS_DEVICE") or self.params.device
         if device not in ("cpu", "auto"):
             raise ConfigurationError(
-                f"{self._who()}: backend {self.backend!r} runs on the CPU, not on device {device!r}; "
+                f"{self._who()}: backend {self.params.backend!r} runs on the CPU, not on device {device!r}; "
                 "set llm_parameters.device to 'cpu' or use backend 'torch'"
             )
         return "cpu"
@@ -242,8 +206,8 @@ class HuggingFaceEmbeddingGenerator(AbstractEmbeddingGenerator):
 
     def _input_limit(self, loaded: _LoadedModel) -> int | None:
         """Characters kept of each text (None: no cut)."""
-        if self.max_input_chars is not None:
-            return self.max_input_chars
+        if self.params.max_input_chars is not None:
+            return self.params.max_input_chars
         tokens = getattr(loaded.model, "max_seq_length", None)
         return tokens * CHARS_PER_TOKEN if tokens else None
 
@@ -256,8 +220,8 @@ class HuggingFaceEmbeddingGenerator(AbstractEmbeddingGenerator):
             vectors = loaded.model.encode(
                 texts,
                 batch_size=self.batch_size,
-                prompt=self.prompt,
-                prompt_name=self.prompt_name,
+                prompt=self.params.prompt,
+                prompt_name=self.params.prompt_name,
                 convert_to_numpy=True,
                 normalize_embeddings=False,
                 show_progress_bar=False,
@@ -276,8 +240,8 @@ class HuggingFaceEmbeddingGenerator(AbstractEmbeddingGenerator):
         tokenizer = getattr(loaded.model, "tokenizer", None)
         if tokenizer is None:
             return None
-        if self.prompt:
-            texts = [self.prompt + t for t in texts]
+        if self.params.prompt:
+            texts = [self.params.prompt + t for t in texts]
         ids = tokenizer(
             texts,
             truncation=True,
@@ -288,7 +252,7 @@ class HuggingFaceEmbeddingGenerator(AbstractEmbeddingGenerator):
         return [len(i) for i in ids]
 
     def describe(self) -> dict[str, Any]:
-        return {**super().describe(), "device": self.device, "backend": self.backend}
+        return {**super().describe(), "device": self.params.device, "backend": self.params.backend}
 
     def close(self) -> None:
         super().close()

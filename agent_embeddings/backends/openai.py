@@ -59,6 +59,7 @@ __all__ = ["OpenAIEmbeddingGenerator", "OpenAIParams"]
 log = logging.getLogger(__name__)
 
 OPENAI_BASE_URL = "https://api.openai.com/v1"
+DEFAULT_MODEL = "text-embedding-3-small"
 MAX_INPUTS_PER_REQUEST = 2048
 MAX_TOKENS_PER_REQUEST = 300_000
 Truncate = Literal["end", "start", "error"]
@@ -123,100 +124,52 @@ class OpenAIEmbeddingGenerator(AbstractEmbeddingGenerator):
     provider = "openai"
     Params = OpenAIParams
 
-    def __init__(
-        self,
-        model: str = "text-embedding-3-small",
-        *,
-        api_key: str | SecretStr | None = None,
-        api_key_ref: str | None = None,
-        api_key_required: bool | None = None,
-        base_url: str | None = None,
-        api_base: str | None = None,
-        organization: str | None = None,
-        project: str | None = None,
-        timeout: float = 60.0,
-        max_retries: int = 2,
-        normalize: bool = True,
-        dims: int | None = None,
-        dimensions: int | None = None,
-        batch_size: int = MAX_INPUTS_PER_REQUEST,
-        max_inputs_per_request: int = MAX_INPUTS_PER_REQUEST,
-        max_tokens_per_request: int | None = MAX_TOKENS_PER_REQUEST,
-        max_tokens_per_input: int | None = None,
-        truncate: Truncate = "end",
-        tokenizer: TokenizerChoice = "auto",
-        tiktoken_encoding: str | None = None,
-        send_dimensions: bool | None = None,
-        default_headers: dict[str, str] | None = None,
-        name: str | None = None,
-    ) -> None:
-        super().__init__(
-            dims=dims, normalize=normalize, batch_size=batch_size, dimensions=dimensions, model=model, name=name
-        )
-        if base_url and api_base and base_url != api_base:
-            raise ConfigurationError(f"{self._who()}: base_url and api_base differ; give one of them")
-        if truncate not in ("end", "start", "error"):
-            raise ConfigurationError(f"{self._who()}: truncate must be 'end', 'start' or 'error', not {truncate!r}")
-        if api_key is not None and api_key_ref is not None:
-            raise ConfigurationError(f"{self._who()}: give api_key or api_key_ref, not both")
-        explicit_url = base_url or api_base
+    params: OpenAIParams
+
+    def __init__(self, params: OpenAIParams | None = None, *, name: str | None = None, **options: Any) -> None:
+        """``OpenAIEmbeddingGenerator(model="text-embedding-3-small", api_key_ref="env:KEY")``: keyword
+        options are :class:`OpenAIParams` fields, validated once (or pass ``params`` whole)."""
+        who = f"openai generator {name or options.get('model') or DEFAULT_MODEL!r}"
+        if options.get("base_url") and options.get("api_base") and options["base_url"] != options["api_base"]:
+            raise ConfigurationError(f"{who}: base_url and api_base differ; give one of them")
+        if options.get("api_base") and not options.get("base_url"):
+            options["base_url"] = options["api_base"]
+        options.pop("api_base", None)
+        params = self.options(params, options, who=who)
+        if params.model is None:
+            params = params.model_copy(update={"model": DEFAULT_MODEL})
+        super().__init__(params=params, model=params.model, name=name)
+        explicit_url = params.base_url
         self.base_url = (explicit_url or os.environ.get("OPENAI_BASE_URL") or OPENAI_BASE_URL).rstrip("/")
         self.endpoint = _display_url(self.base_url)
-        self.timeout = float(timeout)
-        self.max_retries = int(max_retries)
-        # Without a spec ``retry``: max_retries retries, and a deadline that leaves every try its
-        # full timeout plus the backoff between tries.
-        attempts = min(10, self.max_retries + 1)
-        self.retry = RetryPolicy(
-            attempts=attempts, deadline_s=min(3600.0, attempts * self.timeout + (attempts - 1) * 2.0)
+        if params.retry is None:
+            # Without a spec ``retry``: max_retries retries, and a deadline that leaves every try
+            # its full timeout plus the backoff between tries.
+            attempts = min(10, params.max_retries + 1)
+            deadline = min(3600.0, attempts * params.timeout + (attempts - 1) * 2.0)
+            self.retry = RetryPolicy(attempts=attempts, deadline_s=deadline)
+        self.send_dimensions = (
+            params.send_dimensions if params.send_dimensions is not None else params.model != "text-embedding-ada-002"
         )
-        self.max_inputs_per_request = max_inputs_per_request
-        self.max_tokens_per_request = max_tokens_per_request
-        self.truncate = truncate
-        self.send_dimensions = send_dimensions if send_dimensions is not None else model != "text-embedding-ada-002"
-        self._tokenizer_choice = tokenizer
-        self._tiktoken_encoding = tiktoken_encoding
-        self._max_tokens_per_input = max_tokens_per_input
         self._tokenizer: Tokenizer | None = None
         self._tokenizer_lock = threading.Lock()
-
-        # The key: constructor argument, a reference, or (for the default endpoint) OPENAI_API_KEY.
-        if isinstance(api_key, str):
-            api_key = SecretStr(api_key)
-        if api_key_ref is not None:
-            api_key = resolve_secret_ref(api_key_ref, who=self._who())
-        if api_key is None and not explicit_url and os.environ.get("OPENAI_API_KEY"):
-            api_key = SecretStr(os.environ["OPENAI_API_KEY"])
-        if api_key is not None and not api_key.get_secret_value():
-            api_key = None
-        if api_key is not None:  # log records never show it, whatever the message
-            remember_secret(api_key.get_secret_value())
-        required = api_key_required if api_key_required is not None else not is_loopback_url(self.base_url)
-        if api_key is None and required:
-            hint = (
-                "set OPENAI_API_KEY, or give llm_parameters.api_key_ref ('env:NAME' or 'file:PATH')"
-                if not explicit_url
-                else "give llm_parameters.api_key_ref ('env:NAME' or 'file:PATH'; OPENAI_API_KEY is only used "
-                "when no base_url is given), or set api_key_required=false if the endpoint needs no key"
-            )
-            raise ConfigurationError(f"{self._who()}: no API key for {self.endpoint}: {hint}")
-        self._api_key = api_key
+        self._api_key = self._resolve_key(params, explicit_url is not None)
 
         openai = require("openai", "openai", who=self._who())
         kwargs: dict[str, Any] = {
-            "api_key": api_key.get_secret_value() if api_key else "",
+            "api_key": self._api_key.get_secret_value() if self._api_key else "",
             "base_url": self.base_url,
-            "organization": organization,
-            "project": project,
-            "timeout": self.timeout,
-            # The shared retry loop retries (see configure_retry): the client's own retries would
-            # give every attempt a full timeout and overrun the call's deadline.
+            "organization": params.organization,
+            "project": params.project,
+            "timeout": params.timeout,
+            # The shared retry loop retries: the client's own retries would give every attempt a
+            # full timeout and overrun the call's deadline.
             "max_retries": 0,
-            "default_headers": dict(default_headers or {}) or None,
+            "default_headers": dict(params.default_headers) or None,
         }
         # A keyless endpoint: send no Authorization header (newer clients insist on being told so).
         self._extra_headers: dict[str, Any] | None = None
-        if api_key is None:
+        if self._api_key is None:
             if "_enforce_credentials" in inspect.signature(openai.OpenAI.__init__).parameters:
                 kwargs["_enforce_credentials"] = False
             if hasattr(openai, "Omit"):
@@ -231,15 +184,42 @@ class OpenAIEmbeddingGenerator(AbstractEmbeddingGenerator):
         self._aclients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Any] = weakref.WeakKeyDictionary()
         self._aclient_lock = threading.Lock()
 
-    def configure_retry(self, policy: Any) -> None:
-        """Use ``policy`` for retries: the shared loop retries (honouring ``Retry-After``) and each
-        request gets only what is left of ``deadline_s``, so a call ends within its deadline."""
-        super().configure_retry(policy)
-        self.max_retries = policy.attempts - 1
+    def _resolve_key(self, params: OpenAIParams, explicit_url: bool) -> SecretStr | None:
+        """The key: given, a reference, or (for the default endpoint only) ``OPENAI_API_KEY``."""
+        key = params.api_key
+        if params.api_key_ref is not None:
+            key = resolve_secret_ref(params.api_key_ref, who=self._who())
+        if key is None and not explicit_url and os.environ.get("OPENAI_API_KEY"):
+            key = SecretStr(os.environ["OPENAI_API_KEY"])
+        if key is not None and not key.get_secret_value():
+            key = None
+        if key is not None:  # log records never show it, whatever the message
+            remember_secret(key.get_secret_value())
+        required = params.api_key_required
+        if required is None:
+            required = not is_loopback_url(self.base_url)
+        if key is None and required:
+            hint = (
+                "give llm_parameters.api_key_ref ('env:NAME' or 'file:PATH'; OPENAI_API_KEY is only used "
+                "when no base_url is given), or set api_key_required=false if the endpoint needs no key"
+                if explicit_url
+                else "set OPENAI_API_KEY, or give llm_parameters.api_key_ref ('env:NAME' or 'file:PATH')"
+            )
+            raise ConfigurationError(f"{self._who()}: no API key for {self.endpoint}: {hint}")
+        return key
+
+    @property
+    def timeout(self) -> float:
+        """Seconds one request may take (less when the call's retry deadline is nearer)."""
+        return self.params.timeout
+
+    @property
+    def max_retries(self) -> int:
+        """Retries after the first try (the retry policy's ``attempts - 1``)."""
+        return self.retry.attempts - 1
 
     @classmethod
     def from_params(cls, item: ModelItem, params: Any) -> OpenAIEmbeddingGenerator:
-        values = params.model_dump(exclude={"model", "api_key"})
         if params.api_key is not None:
             warnings.warn(
                 f"{item.llm_block_id!r}: llm_parameters.api_key holds a literal key in the spec; "
@@ -247,8 +227,10 @@ class OpenAIEmbeddingGenerator(AbstractEmbeddingGenerator):
                 UserWarning,
                 stacklevel=2,
             )
+        if params.model is None:
+            params = params.model_copy(update={"model": item.model})
         try:
-            return cls(model=params.model or item.model, api_key=params.api_key, **values)
+            return cls(params)
         except ConfigurationError as exc:
             raise ConfigurationError(f"{item.llm_block_id!r}: {exc}") from exc.__cause__
 
@@ -260,14 +242,14 @@ class OpenAIEmbeddingGenerator(AbstractEmbeddingGenerator):
             with self._tokenizer_lock:
                 if self._tokenizer is None:
                     self._tokenizer = make_tokenizer(
-                        self.model or "", self._tokenizer_choice, self._tiktoken_encoding, who=self._who()
+                        self.model or "", self.params.tokenizer, self.params.tiktoken_encoding, who=self._who()
                     )
         return self._tokenizer
 
     @property
     def max_tokens_per_input(self) -> int | None:
-        if self._max_tokens_per_input is not None:
-            return self._max_tokens_per_input
+        if self.params.max_tokens_per_input is not None:
+            return self.params.max_tokens_per_input
         return MAX_TOKENS_PER_INPUT if self.tokenizer.openai_model else None
 
     def count_tokens(self, texts: Sequence[str]) -> int | None:
@@ -289,14 +271,14 @@ class OpenAIEmbeddingGenerator(AbstractEmbeddingGenerator):
         if limit is not None:
             for i, n in enumerate(counts):
                 if n > limit:
-                    if self.truncate == "error":
+                    if self.params.truncate == "error":
                         raise InvalidInputError(
                             f"{self._who()}: texts[{i}] has {n} tokens{'' if tok.exact else ' (estimated)'}, "
                             f"over the limit of {limit} per input; shorten it or set truncate='end'"
                         )
-                    texts[i], counts[i] = tok.truncate(texts[i], limit, from_start=self.truncate == "start")
-        per_request = max(1, min(self.batch_size, self.max_inputs_per_request))
-        budget = self.max_tokens_per_request
+                    texts[i], counts[i] = tok.truncate(texts[i], limit, from_start=self.params.truncate == "start")
+        per_request = max(1, min(self.batch_size, self.params.max_inputs_per_request))
+        budget = self.params.max_tokens_per_request
         requests: list[list[str]] = []
         current: list[str] = []
         used = 0
