@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import inspect
 import json
 from collections.abc import Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -34,7 +35,7 @@ from .observability import GeneratorStats, call_finished, call_started
 from .results import BackendResult, Embeddings, RawBatch, Usage
 from .retry import RetryPolicy, aretry_call, retry_call
 from .specs import GeneratorParams, ModelItem, format_validation_error, parse_params
-from .vectors import as_matrix, check_dims, check_text, check_texts, l2_normalize, truncate
+from .vectors import InputType, as_matrix, check_dims, check_input_type, check_text, check_texts, l2_normalize, truncate
 
 if TYPE_CHECKING:
     from typing import Self
@@ -63,6 +64,7 @@ class AbstractEmbeddingGenerator:
     #: True when the backend's client library retries by itself: ``configure_retry`` maps the
     #: policy onto it and the shared retry loop stays out of the way (no double retries).
     native_retries: ClassVar[bool] = False
+    _input_type_taken: ClassVar[bool | None] = None  # per class, see _takes_input_type
 
     def __init__(
         self,
@@ -95,7 +97,7 @@ class AbstractEmbeddingGenerator:
         #: the built-in collector: calls, errors by type, latency, batch sizes, cache hits
         self.stats = GeneratorStats()
         self.micro_batching = micro_batching_config(micro_batching, type(self).micro_batching_default)
-        self._batching = BatcherSlot(self._call_backend)
+        self._batching = BatcherSlot(self._call_backend)  # one micro-batcher per input type
         #: retry policy of the shared retry loop (backends with ``native_retries`` map it instead)
         self.retry = RetryPolicy()
         if retry is not None:
@@ -187,7 +189,9 @@ class AbstractEmbeddingGenerator:
         return min(self.batch_size, limit) if limit else self.batch_size
 
     # -- the public API ------------------------------------------------------------------
-    def embed(self, texts: Sequence[str], *, normalize: bool | None = None) -> Embeddings:
+    def embed(
+        self, texts: Sequence[str], *, normalize: bool | None = None, input_type: InputType | None = None
+    ) -> Embeddings:
         """Embed ``texts`` and return :class:`Embeddings` (float32 matrix plus token usage).
 
         The one place every call goes through: the hooks and statistics, the cache (only
@@ -195,16 +199,17 @@ class AbstractEmbeddingGenerator:
         to the backend, and the contract checks.
         """
         items = check_texts(texts)
+        input_type = check_input_type(input_type)
         if not items:
             return self._empty()
         record = call_started(self.stats, self.name or self.provider, self.provider, self.model_identity, len(items))
         try:
             if self.cache is None:
-                result = self._compute(items, normalize)
+                result = self._compute(items, normalize, input_type)
             else:
                 result = embed_cached(
-                    self.cache, self.cache_namespace(normalize), items, self.output_dims,
-                    lambda misses: self._compute(misses, normalize), who=self._who(), name=self.name,
+                    self.cache, self.cache_namespace(normalize, input_type), items, self.output_dims,
+                    lambda misses: self._compute(misses, normalize, input_type), who=self._who(), name=self.name,
                 )
                 self._observed_dims = result.vectors.shape[1]
         except BaseException as exc:
@@ -213,19 +218,22 @@ class AbstractEmbeddingGenerator:
         call_finished(self.stats, record, result, None)
         return result
 
-    async def aembed(self, texts: Sequence[str], *, normalize: bool | None = None) -> Embeddings:
+    async def aembed(
+        self, texts: Sequence[str], *, normalize: bool | None = None, input_type: InputType | None = None
+    ) -> Embeddings:
         """Async twin of :meth:`embed`."""
         items = check_texts(texts)
+        input_type = check_input_type(input_type)
         if not items:
             return self._empty()
         record = call_started(self.stats, self.name or self.provider, self.provider, self.model_identity, len(items))
         try:
             if self.cache is None:
-                result = await self._acompute(items, normalize)
+                result = await self._acompute(items, normalize, input_type)
             else:
                 result = await aembed_cached(
-                    self.cache, self.cache_namespace(normalize), items, self.output_dims,
-                    lambda misses: self._acompute(misses, normalize), who=self._who(), name=self.name,
+                    self.cache, self.cache_namespace(normalize, input_type), items, self.output_dims,
+                    lambda misses: self._acompute(misses, normalize, input_type), who=self._who(), name=self.name,
                 )
                 self._observed_dims = result.vectors.shape[1]
         except BaseException as exc:
@@ -234,31 +242,56 @@ class AbstractEmbeddingGenerator:
         call_finished(self.stats, record, result, None)
         return result
 
-    def encode(self, texts: Sequence[str], *, normalize: bool | None = None) -> np.ndarray:
+    def encode(
+        self, texts: Sequence[str], *, normalize: bool | None = None, input_type: InputType | None = None
+    ) -> np.ndarray:
         """Embed ``texts`` into a float32 numpy matrix, one row per text."""
-        return self.embed(texts, normalize=normalize).vectors
+        return self.embed(texts, normalize=normalize, input_type=input_type).vectors
 
-    async def aencode(self, texts: Sequence[str], *, normalize: bool | None = None) -> np.ndarray:
+    async def aencode(
+        self, texts: Sequence[str], *, normalize: bool | None = None, input_type: InputType | None = None
+    ) -> np.ndarray:
         """Async twin of :meth:`encode`."""
-        return (await self.aembed(texts, normalize=normalize)).vectors
+        return (await self.aembed(texts, normalize=normalize, input_type=input_type)).vectors
 
-    def generate(self, text: str) -> list[float]:
-        """Embed one text: ``gen.generate("What is AI?") -> [0.01, ...]``."""
-        row: list[float] = self.encode([check_text(text)])[0].tolist()
+    def generate(self, text: str, *, input_type: InputType | None = None) -> list[float]:
+        """Embed one text: ``gen.generate("What is AI?", input_type="query") -> [0.01, ...]``.
+
+        ``input_type`` (``"query"``, ``"document"`` or None) picks the prompt the spec declares
+        for queries or documents; backends without such a notion ignore it.
+        """
+        row: list[float] = self.encode([check_text(text)], input_type=input_type)[0].tolist()
         return row
 
-    def generate_batch(self, texts: Sequence[str]) -> list[list[float]]:
-        """Embed several texts, in order: ``gen.generate_batch(["one", "two"])``."""
-        return self.embed(texts).tolist()
+    def generate_batch(self, texts: Sequence[str], *, input_type: InputType | None = None) -> list[list[float]]:
+        """Embed several texts, in order: ``gen.generate_batch(["one", "two"], input_type="document")``."""
+        return self.embed(texts, input_type=input_type).tolist()
 
-    async def agenerate(self, text: str) -> list[float]:
+    async def agenerate(self, text: str, *, input_type: InputType | None = None) -> list[float]:
         """Async twin of :meth:`generate`."""
-        row: list[float] = (await self.aencode([check_text(text)]))[0].tolist()
+        row: list[float] = (await self.aencode([check_text(text)], input_type=input_type))[0].tolist()
         return row
 
-    async def agenerate_batch(self, texts: Sequence[str]) -> list[list[float]]:
+    async def agenerate_batch(
+        self, texts: Sequence[str], *, input_type: InputType | None = None
+    ) -> list[list[float]]:
         """Async twin of :meth:`generate_batch`."""
-        return (await self.aembed(texts)).tolist()
+        return (await self.aembed(texts, input_type=input_type)).tolist()
+
+    def input_signature(self, input_type: InputType | None) -> str | None:
+        """What ``input_type`` changes in this generator's vectors (part of the cache key): None
+        when nothing. A backend whose ``_embed_batch`` takes ``input_type`` returns the type; ``hf:``
+        returns the prompt it resolves to."""
+        return input_type if input_type is not None and self._takes_input_type() else None
+
+    @classmethod
+    def _takes_input_type(cls) -> bool:
+        """Whether ``_embed_batch`` accepts ``input_type`` (custom generators written before it need not)."""
+        taken = cls.__dict__.get("_input_type_taken")
+        if taken is None:
+            taken = "input_type" in inspect.signature(cls._embed_batch).parameters
+            cls._input_type_taken = taken
+        return bool(taken)
 
     def count_tokens(self, texts: Sequence[str]) -> int | None:
         """Tokens the model would see for ``texts``, or None when the backend cannot tell."""
@@ -294,7 +327,7 @@ class AbstractEmbeddingGenerator:
         """Provider, model, dims and normalization (never secrets)."""
         return {"provider": self.provider, "model": self.model, "dims": self.output_dims, "normalize": self.normalize}
 
-    def cache_namespace(self, normalize: bool | None = None) -> str:
+    def cache_namespace(self, normalize: bool | None = None, input_type: InputType | None = None) -> str:
         """Hash of what makes this generator's vectors what they are: model identity, provider and
         settings, declared ``dims``, ``dimensions`` and normalization. Part of every cache key."""
         desc = {k: v for k, v in self.describe().items() if k not in ("dims", "model", "normalize")}
@@ -308,6 +341,9 @@ class AbstractEmbeddingGenerator:
             "describe": desc,
             "settings": {k: getattr(self.params, k, None) for k in ("prompt", "prompt_name", "max_seq_length", "revision")},
         }
+        signature = self.input_signature(input_type)
+        if signature is not None:  # a query and a document vector of one text never share a key
+            ident["input"] = signature
         return hashlib.sha256(json.dumps(ident, sort_keys=True, default=str).encode()).hexdigest()[:32]
 
     def __repr__(self) -> str:
@@ -319,12 +355,14 @@ class AbstractEmbeddingGenerator:
         return f"{self.provider} generator {label!r}"
 
     # -- the call path: chunks -> micro-batcher -> retry -> backend -> contract ----------
-    def _compute(self, items: list[str], normalize: bool | None) -> Embeddings:
-        parts = [self._accept(self._run_chunk(chunk), len(chunk)) for chunk in self._chunks(items)]
+    def _compute(self, items: list[str], normalize: bool | None, input_type: InputType | None = None) -> Embeddings:
+        parts = [self._accept(self._run_chunk(chunk, input_type), len(chunk)) for chunk in self._chunks(items)]
         return self._finish(parts, normalize)
 
-    async def _acompute(self, items: list[str], normalize: bool | None) -> Embeddings:
-        parts = [self._accept(await self._arun_chunk(chunk), len(chunk)) for chunk in self._chunks(items)]
+    async def _acompute(
+        self, items: list[str], normalize: bool | None, input_type: InputType | None = None
+    ) -> Embeddings:
+        parts = [self._accept(await self._arun_chunk(chunk, input_type), len(chunk)) for chunk in self._chunks(items)]
         return self._finish(parts, normalize)
 
     def _chunks(self, items: list[str]) -> Iterator[list[str]]:
@@ -332,27 +370,41 @@ class AbstractEmbeddingGenerator:
         for start in range(0, len(items), size):
             yield items[start : start + size]
 
-    def _run_chunk(self, chunk: list[str]) -> RawBatch:
-        batcher = self._batching.for_chunk(self.micro_batching, chunk, self.name or self.provider)
-        return batcher.submit(chunk).result() if batcher else self._call_backend(chunk)
+    def _run_chunk(self, chunk: list[str], input_type: InputType | None = None) -> RawBatch:
+        kind = input_type if self._takes_input_type() else None
+        batcher = self._batching.for_chunk(self.micro_batching, chunk, self.name or self.provider, kind)
+        return batcher.submit(chunk).result() if batcher else self._call_backend(chunk, kind)
 
-    async def _arun_chunk(self, chunk: list[str]) -> RawBatch:
-        batcher = self._batching.for_chunk(self.micro_batching, chunk, self.name or self.provider)
+    async def _arun_chunk(self, chunk: list[str], input_type: InputType | None = None) -> RawBatch:
+        kind = input_type if self._takes_input_type() else None
+        batcher = self._batching.for_chunk(self.micro_batching, chunk, self.name or self.provider, kind)
         if batcher:
             return await asyncio.wrap_future(batcher.submit(chunk))
-        return await self._acall_backend(chunk)
+        return await self._acall_backend(chunk, kind)
 
-    def _call_backend(self, texts: list[str]) -> RawBatch:
+    def _backend(self, texts: list[str], input_type: InputType | None) -> RawBatch:
+        if input_type is None:  # also every generator whose _embed_batch does not take it
+            return self._embed_batch(texts)
+        return self._embed_batch(texts, input_type=input_type)  # type: ignore[call-arg]
+
+    async def _abackend(self, texts: list[str], input_type: InputType | None) -> RawBatch:
+        if input_type is None:
+            return await self._aembed_batch(texts)
+        return await self._aembed_batch(texts, input_type=input_type)  # type: ignore[call-arg]
+
+    def _call_backend(self, texts: list[str], input_type: InputType | None = None) -> RawBatch:
         """One backend call, with the shared retry loop unless the client library retries itself."""
         if type(self).native_retries or self.retry.attempts <= 1:
-            return self._embed_batch(texts)
-        return retry_call(lambda: self._embed_batch(texts), self.retry, who=self._who(), on_retry=self.stats.note_retry)
+            return self._backend(texts, input_type)
+        return retry_call(
+            lambda: self._backend(texts, input_type), self.retry, who=self._who(), on_retry=self.stats.note_retry
+        )
 
-    async def _acall_backend(self, texts: list[str]) -> RawBatch:
+    async def _acall_backend(self, texts: list[str], input_type: InputType | None = None) -> RawBatch:
         if type(self).native_retries or self.retry.attempts <= 1:
-            return await self._aembed_batch(texts)
+            return await self._abackend(texts, input_type)
         return await aretry_call(
-            lambda: self._aembed_batch(texts), self.retry, who=self._who(), on_retry=self.stats.note_retry
+            lambda: self._abackend(texts, input_type), self.retry, who=self._who(), on_retry=self.stats.note_retry
         )
 
     def _accept(self, raw: RawBatch, rows: int) -> BackendResult:

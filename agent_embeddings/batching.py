@@ -187,29 +187,37 @@ def micro_batching_config(value: Any, default: bool) -> MicroBatching | None:
 
 
 class BatcherSlot:
-    """A generator's micro-batcher, started on the first small chunk that should go through it."""
+    """A generator's micro-batchers, one per kind of input (texts with different prompts never share
+    a backend call), each started on the first small chunk that should go through it."""
 
-    def __init__(self, fn: Callable[[list[str]], Any]) -> None:
+    def __init__(self, fn: Callable[[list[str], Any], Any]) -> None:
         self._fn = fn
-        self._batcher: MicroBatcher | None = None
+        self._batchers: dict[Any, MicroBatcher] = {}
         self._lock = threading.Lock()
 
-    def for_chunk(self, config: MicroBatching | None, chunk: list[str], name: str) -> MicroBatcher | None:
+    def for_chunk(
+        self, config: MicroBatching | None, chunk: list[str], name: str, kind: Any = None
+    ) -> MicroBatcher | None:
         """The batcher when ``chunk`` should be coalesced with others (enabled, and smaller than a batch)."""
         if config is None or not config.enabled or len(chunk) >= config.max_batch_size:
             return None
-        if self._batcher is None:
+        batcher = self._batchers.get(kind)
+        if batcher is None:
             with self._lock:
-                if self._batcher is None:
-                    self._batcher = MicroBatcher(self._fn, config, name=name)
-        return self._batcher
+                batcher = self._batchers.get(kind)
+                if batcher is None:
+                    label = name if kind is None else f"{name}-{kind}"
+                    batcher = MicroBatcher(lambda texts: self._fn(texts, kind), config, name=label)
+                    self._batchers[kind] = batcher
+        return batcher
 
     @property
     def current(self) -> MicroBatcher | None:
-        return self._batcher
+        """The batcher of plain calls (no input type), once started."""
+        return self._batchers.get(None)
 
     def close(self) -> None:
         with self._lock:
-            batcher, self._batcher = self._batcher, None
-        if batcher is not None:
+            batchers, self._batchers = list(self._batchers.values()), {}
+        for batcher in batchers:
             batcher.close()

@@ -67,7 +67,7 @@ def cmd_embed(args: argparse.Namespace) -> int:
     try:
         for start in range(0, len(texts), step):
             chunk = texts[start : start + step]
-            vectors = manager.encode(name, chunk, normalize=args.normalize)
+            vectors = manager.encode(name, chunk, normalize=args.normalize, input_type=args.input_type)
             for offset, (text, vec) in enumerate(zip(chunk, vectors)):
                 if args.format == "summary":
                     norm = float((vec.astype("float64") ** 2).sum() ** 0.5)
@@ -191,6 +191,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--name", help="generator name (needed when the spec has several)")
     p.add_argument("--format", choices=["jsonl", "summary"], default="jsonl")
     p.add_argument("--include-text", action="store_true", help="add the text to each JSON line")
+    p.add_argument("--input-type", choices=["query", "document"],
+                   help="embed the texts as search queries or as documents (the spec's prompts for each)")
     norm = p.add_mutually_exclusive_group()
     norm.add_argument("--normalize", dest="normalize", action="store_true", default=None)
     norm.add_argument("--no-normalize", dest="normalize", action="store_false")

@@ -20,7 +20,7 @@ from .errors import BackendError, BadRequestError, DimensionMismatchError, SpecE
 from .factory import build_embeddings_from_model_item
 from .results import Embeddings, GeneratorInfo
 from .specs import SpecSource, SubjectSpec, load_spec, spec_origin
-from .vectors import check_text
+from .vectors import InputType, check_text
 
 __all__ = ["EmbeddingGeneratorManager", "GeneratorInfo", "fallback_incompatibility"]
 
@@ -132,7 +132,9 @@ class EmbeddingGeneratorManager:
             return rows
 
     # -- embedding -------------------------------------------------------------------------
-    def embed(self, name: str, texts: Sequence[str], *, normalize: bool | None = None) -> Embeddings:
+    def embed(
+        self, name: str, texts: Sequence[str], *, normalize: bool | None = None, input_type: InputType | None = None
+    ) -> Embeddings:
         """Embed ``texts`` with generator ``name``; returns vectors (numpy) and token usage.
 
         When the generator fails after its retries and has a ``fallback``, the fallback answers;
@@ -143,19 +145,21 @@ class EmbeddingGeneratorManager:
         while True:
             gen = self._generators[canonical]
             try:
-                result = gen.embed(texts, normalize=normalize)
+                result = gen.embed(texts, normalize=normalize, input_type=input_type)
             except BackendError as exc:
                 canonical = self._next_fallback(canonical, exc, tried)
                 continue
             return self._mark(result, tried)
 
-    async def aembed(self, name: str, texts: Sequence[str], *, normalize: bool | None = None) -> Embeddings:
+    async def aembed(
+        self, name: str, texts: Sequence[str], *, normalize: bool | None = None, input_type: InputType | None = None
+    ) -> Embeddings:
         canonical = self._canonical(name)
         tried: list[str] = []
         while True:
             gen = self._generators[canonical]
             try:
-                result = await gen.aembed(texts, normalize=normalize)
+                result = await gen.aembed(texts, normalize=normalize, input_type=input_type)
             except BackendError as exc:
                 canonical = self._next_fallback(canonical, exc, tried)
                 continue
@@ -188,33 +192,49 @@ class EmbeddingGeneratorManager:
             )
         return replace(result, fallback_from=tried[0])
 
-    def encode(self, name: str, texts: Sequence[str], *, normalize: bool | None = None) -> np.ndarray:
+    def encode(
+        self, name: str, texts: Sequence[str], *, normalize: bool | None = None, input_type: InputType | None = None
+    ) -> np.ndarray:
         """Embed ``texts`` into a float32 numpy matrix (one row per text)."""
-        return self.embed(name, texts, normalize=normalize).vectors
+        return self.embed(name, texts, normalize=normalize, input_type=input_type).vectors
 
-    async def aencode(self, name: str, texts: Sequence[str], *, normalize: bool | None = None) -> np.ndarray:
-        return (await self.aembed(name, texts, normalize=normalize)).vectors
+    async def aencode(
+        self, name: str, texts: Sequence[str], *, normalize: bool | None = None, input_type: InputType | None = None
+    ) -> np.ndarray:
+        """Async twin of :meth:`encode`."""
+        return (await self.aembed(name, texts, normalize=normalize, input_type=input_type)).vectors
 
-    def generate(self, name: str, text: str, *, normalize: bool | None = None) -> list[float]:
-        """Embed one text: ``manager.generate("hf", "What is AI?")``.
+    def generate(
+        self, name: str, text: str, *, normalize: bool | None = None, input_type: InputType | None = None
+    ) -> list[float]:
+        """Embed one text: ``manager.generate("hf", "What is AI?", input_type="query")``.
 
-        ``normalize`` overrides the generator's own setting for this call.
+        ``normalize`` overrides the generator's own setting for this call; ``input_type``
+        (``"query"`` / ``"document"``) picks the prompt the spec declares for it.
         """
-        row: list[float] = self.embed(name, [check_text(text)], normalize=normalize).vectors[0].tolist()
+        matrix = self.embed(name, [check_text(text)], normalize=normalize, input_type=input_type).vectors
+        row: list[float] = matrix[0].tolist()
         return row
 
-    def generate_batch(self, name: str, texts: Sequence[str], *, normalize: bool | None = None) -> list[list[float]]:
+    def generate_batch(
+        self, name: str, texts: Sequence[str], *, normalize: bool | None = None, input_type: InputType | None = None
+    ) -> list[list[float]]:
         """Embed several texts, in order: ``manager.generate_batch("hf", ["Hello", "World"])``."""
-        return self.embed(name, texts, normalize=normalize).tolist()
+        return self.embed(name, texts, normalize=normalize, input_type=input_type).tolist()
 
-    async def agenerate(self, name: str, text: str, *, normalize: bool | None = None) -> list[float]:
-        row: list[float] = (await self.aembed(name, [check_text(text)], normalize=normalize)).vectors[0].tolist()
+    async def agenerate(
+        self, name: str, text: str, *, normalize: bool | None = None, input_type: InputType | None = None
+    ) -> list[float]:
+        """Async twin of :meth:`generate`."""
+        result = await self.aembed(name, [check_text(text)], normalize=normalize, input_type=input_type)
+        row: list[float] = result.vectors[0].tolist()
         return row
 
     async def agenerate_batch(
-        self, name: str, texts: Sequence[str], *, normalize: bool | None = None
+        self, name: str, texts: Sequence[str], *, normalize: bool | None = None, input_type: InputType | None = None
     ) -> list[list[float]]:
-        return (await self.aembed(name, texts, normalize=normalize)).tolist()
+        """Async twin of :meth:`generate_batch`."""
+        return (await self.aembed(name, texts, normalize=normalize, input_type=input_type)).tolist()
 
     # -- fallbacks and statistics ----------------------------------------------------------
     def set_fallback(self, name: str, fallback: str | None, *, allow_incompatible: bool = False) -> None:

@@ -7,15 +7,18 @@ so the cost stays negligible next to the model.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Literal, get_args
 
 import numpy as np
 
 from .errors import DimensionMismatchError, EmbeddingContractError, InvalidInputError
 
 __all__ = [
+    "INPUT_TYPES",
+    "InputType",
     "as_matrix",
     "check_dims",
+    "check_input_type",
     "check_text",
     "check_texts",
     "from_float32_bytes",
@@ -101,6 +104,18 @@ def check_text(text: object, *, where: str = "text") -> str:
                 f"{where} is not valid Unicode: a lone surrogate {text[exc.start]!r} at position {exc.start}"
             ) from None
     return text
+
+
+#: What a text is for: many models embed queries and documents differently (prompts).
+InputType = Literal["query", "document"]
+INPUT_TYPES: tuple[str, ...] = get_args(InputType)
+
+
+def check_input_type(value: object) -> InputType | None:
+    """``"query"``, ``"document"`` or None; anything else is an error naming the accepted values."""
+    if value is None or value in INPUT_TYPES:
+        return value  # type: ignore[return-value]
+    raise InvalidInputError(f"input_type {value!r} is not one of {', '.join(map(repr, INPUT_TYPES))} (or None)")
 
 
 def check_texts(texts: object) -> list[str]:

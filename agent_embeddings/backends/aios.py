@@ -31,6 +31,7 @@ from ..redaction import remember_secret
 from ..results import BackendResult
 from ..retry import RetryPolicy
 from ..specs import GeneratorParams, ModelItem
+from ..vectors import InputType
 
 if TYPE_CHECKING:
     from ..protocol.convert import ServedModel, ServerInfo
@@ -369,7 +370,7 @@ class AIOSEmbeddings(AbstractEmbeddingGenerator):
             batches.append(current)
         return batches
 
-    def _request(self, texts: list[str]) -> Any:
+    def _request(self, texts: list[str], input_type: InputType | None = None) -> Any:
         from ..protocol.convert import embed_request, selection_map
 
         assert self._served is not None
@@ -382,6 +383,7 @@ class AIOSEmbeddings(AbstractEmbeddingGenerator):
             dimensions=self.dimensions,
             request_id=uuid.uuid4().hex,
             selection=selection_map(self.selection_query),
+            input_type=input_type,
         )
 
     def _assemble(self, responses: list[Any], batches: list[list[str]]) -> BackendResult:
@@ -393,13 +395,13 @@ class AIOSEmbeddings(AbstractEmbeddingGenerator):
         tokens = None if any(c is None for c in counts) else sum(counts)  # type: ignore[arg-type]
         return BackendResult(matrix, tokens)
 
-    def _embed_batch(self, texts: list[str]) -> BackendResult:
+    def _embed_batch(self, texts: list[str], *, input_type: InputType | None = None) -> BackendResult:
         self._server_info()
         stub = self._sync_stub()
         batches = self._split(texts)
         kwargs = self._call_kwargs()
         if len(batches) == 1:
-            return self._assemble([self._rpc(lambda: stub.Embed(self._request(batches[0]), **kwargs))], batches)
+            return self._assemble([self._rpc(lambda: stub.Embed(self._request(batches[0], input_type), **kwargs))], batches)
         responses: list[Any] = [None] * len(batches)
         pending: deque[tuple[int, Any]] = deque()
         try:
@@ -407,7 +409,7 @@ class AIOSEmbeddings(AbstractEmbeddingGenerator):
                 if len(pending) >= self.params.max_concurrent_requests:
                     done, future = pending.popleft()
                     responses[done] = self._rpc(future.result)
-                pending.append((index, stub.Embed.future(self._request(batch), **kwargs)))
+                pending.append((index, stub.Embed.future(self._request(batch, input_type), **kwargs)))
             while pending:
                 done, future = pending.popleft()
                 responses[done] = self._rpc(future.result)
@@ -416,7 +418,7 @@ class AIOSEmbeddings(AbstractEmbeddingGenerator):
                 future.cancel()
         return self._assemble(responses, batches)
 
-    async def _aembed_batch(self, texts: list[str]) -> BackendResult:
+    async def _aembed_batch(self, texts: list[str], *, input_type: InputType | None = None) -> BackendResult:
         await self._aserver_info()
         stub = self._async_stub()
         batches = self._split(texts)
@@ -427,7 +429,7 @@ class AIOSEmbeddings(AbstractEmbeddingGenerator):
         async def one(batch: list[str]) -> Any:
             async with gate:
                 try:
-                    return await stub.Embed(self._request(batch), **kwargs)
+                    return await stub.Embed(self._request(batch, input_type), **kwargs)
                 except grpc.RpcError as exc:
                     raise self._error(exc) from exc
 

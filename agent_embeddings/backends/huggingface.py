@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, PositiveInt, field_validator
+from pydantic import Field, PositiveInt, field_validator, model_validator
 
 from .._deps import require
 from ..base import AbstractEmbeddingGenerator
@@ -25,6 +25,7 @@ from ..errors import ConfigurationError, ModelNotFoundError
 from ..hookspecs import hookimpl
 from ..results import BackendResult
 from ..specs import GeneratorParams, ModelItem
+from ..vectors import InputType
 from .onnx_runtime import cache_root, load_onnx_encoder
 
 __all__ = ["HuggingFaceEmbeddingGenerator", "HuggingFaceParams"]
@@ -47,6 +48,19 @@ class HuggingFaceParams(GeneratorParams):
     )
     prompt: str | None = Field(default=None, description='Text prepended to every input, e.g. "query: ".')
     prompt_name: str | None = Field(default=None, description="Name of a prompt from the model's configuration.")
+    query_prompt: str | None = Field(
+        default=None, description='Prefix of texts embedded with input_type="query", e.g. "query: " (e5).'
+    )
+    document_prompt: str | None = Field(
+        default=None, description='Prefix of texts embedded with input_type="document", e.g. "passage: " (e5).'
+    )
+    query_prompt_name: str | None = Field(
+        default=None, description="Name of the model's own prompt for queries (default: its 'query' prompt, if any)."
+    )
+    document_prompt_name: str | None = Field(
+        default=None,
+        description="Name of the model's own prompt for documents (default: its 'document' prompt, if any).",
+    )
     trust_remote_code: bool = Field(default=False, description="Allow model repositories to run their own code.")
     revision: str | None = Field(default=None, description="Model revision (branch, tag or commit).")
     allow_download: bool = Field(
@@ -68,6 +82,13 @@ class HuggingFaceParams(GeneratorParams):
         f"{CHARS_PER_TOKEN} per token of the model's max sequence length). The model reads no further than its "
         "max sequence length anyway; the cut keeps one huge text from holding the tokenizer for seconds.",
     )
+
+    @model_validator(mode="after")
+    def _one_prompt_each(self) -> HuggingFaceParams:
+        for kind in ("", "query_", "document_"):
+            if getattr(self, f"{kind}prompt") is not None and getattr(self, f"{kind}prompt_name") is not None:
+                raise ValueError(f"give {kind}prompt or {kind}prompt_name, not both")
+        return self
 
     @field_validator("device")
     @classmethod
@@ -211,37 +232,72 @@ class HuggingFaceEmbeddingGenerator(AbstractEmbeddingGenerator):
         tokens = getattr(loaded.model, "max_seq_length", None)
         return tokens * CHARS_PER_TOKEN if tokens else None
 
-    def _embed_batch(self, texts: list[str]) -> BackendResult:
+    def _prompt(self, loaded: _LoadedModel, input_type: InputType | None) -> str | None:
+        """The prompt text for ``input_type``; None: the model's default prompt, if it has one.
+
+        For a query (document): ``query_prompt``, else the model's prompt named
+        ``query_prompt_name``, else the model's own ``query`` prompt, else what plain texts get.
+        """
+        model, p = loaded.model, self.params
+        prompts: dict[str, str] = getattr(model, "prompts", None) or {}
+        literal, name = p.prompt, p.prompt_name
+        if input_type is not None:
+            kind_literal = getattr(p, f"{input_type}_prompt")
+            kind_name = getattr(p, f"{input_type}_prompt_name")
+            if kind_literal is not None or kind_name is not None:
+                literal, name = kind_literal, kind_name
+            elif input_type in prompts:
+                literal, name = None, input_type
+        if literal is not None:
+            return literal
+        if name is not None:
+            if name not in prompts:
+                raise ConfigurationError(
+                    f"{self._who()}: the model has no prompt named {name!r}; its prompts: {sorted(prompts) or 'none'}"
+                )
+            return prompts[name]
+        return None
+
+    def input_signature(self, input_type: InputType | None) -> str | None:
+        """The prompt a query or document is embedded with (the model is loaded to read its prompts)."""
+        return None if input_type is None else (self._prompt(self._model(), input_type) or "")
+
+    def _embed_batch(self, texts: list[str], *, input_type: InputType | None = None) -> BackendResult:
         loaded = self._model()
         limit = self._input_limit(loaded)
         if limit is not None and any(len(t) > limit for t in texts):
             texts = [t[:limit] for t in texts]
+        prompt = self._prompt(loaded, input_type)
         with loaded.lock:  # fast tokenizers are not safe to share between threads
             vectors = loaded.model.encode(
                 texts,
                 batch_size=self.batch_size,
-                prompt=self.params.prompt,
-                prompt_name=self.params.prompt_name,
+                prompt=prompt,
                 convert_to_numpy=True,
                 normalize_embeddings=False,
                 show_progress_bar=False,
             )
-            counts = self._token_counts(loaded, texts)
+            counts = self._token_counts(loaded, texts, prompt)
         return BackendResult(vectors, None if counts is None else sum(counts), counts)
 
-    def count_tokens(self, texts: Sequence[str]) -> int | None:
+    def count_tokens(self, texts: Sequence[str], *, input_type: InputType | None = None) -> int | None:
         loaded = self._model()
         limit = self._input_limit(loaded)
+        prompt = self._prompt(loaded, input_type)
         with loaded.lock:
-            counts = self._token_counts(loaded, [t[:limit] if limit else t for t in texts])
+            counts = self._token_counts(loaded, [t[:limit] if limit else t for t in texts], prompt)
         return None if counts is None else sum(counts)
 
-    def _token_counts(self, loaded: _LoadedModel, texts: list[str]) -> list[int] | None:
+    def _token_counts(self, loaded: _LoadedModel, texts: list[str], prompt: str | None) -> list[int] | None:
+        """Tokens the model reads per text, the prompt included (usage counts what is computed)."""
         tokenizer = getattr(loaded.model, "tokenizer", None)
         if tokenizer is None:
             return None
-        if self.params.prompt:
-            texts = [self.params.prompt + t for t in texts]
+        if prompt is None:  # the model's default prompt, which encode() applies by itself
+            default = getattr(loaded.model, "default_prompt_name", None)
+            prompt = (getattr(loaded.model, "prompts", None) or {}).get(default) if default else None
+        if prompt:
+            texts = [prompt + t for t in texts]
         ids = tokenizer(
             texts,
             truncation=True,

@@ -51,6 +51,7 @@ from ..results import BackendResult
 from ..retry import RetryPolicy, remaining
 from ..secrets import resolve_secret_ref
 from ..specs import GeneratorParams, ModelItem
+from ..vectors import InputType
 from .openai_errors import safe_cause, translate_error
 from .openai_tokens import MAX_TOKENS_PER_INPUT, Tokenizer, make_tokenizer
 
@@ -105,6 +106,11 @@ class OpenAIParams(GeneratorParams):
         "otherwise vectors are shortened here.",
     )
     default_headers: dict[str, str] = Field(default_factory=dict, description="Extra HTTP headers on every request.")
+    input_type_field: str | None = Field(
+        default=None, min_length=1,
+        description='Send input_type ("query"/"document") as this extra body field, for compatible servers that '
+        'take one (e.g. "input_type"); by default it is not sent: OpenAI\'s API has no such field.',
+    )
 
     @model_validator(mode="after")
     def _one_key_source(self) -> OpenAIParams:
@@ -293,23 +299,27 @@ class OpenAIEmbeddingGenerator(AbstractEmbeddingGenerator):
         return requests, (counts if tok.exact else None)
 
     # -- the backend call --------------------------------------------------------------------
-    def _embed_batch(self, texts: list[str]) -> BackendResult:
+    def _embed_batch(self, texts: list[str], *, input_type: InputType | None = None) -> BackendResult:
         requests, counts = self._plan(list(texts))
-        parts = [self._call(self._client, batch) for batch in requests]
+        parts = [self._call(self._client, batch, input_type) for batch in requests]
         return self._combine(parts, counts)
 
-    async def _aembed_batch(self, texts: list[str]) -> BackendResult:
+    async def _aembed_batch(self, texts: list[str], *, input_type: InputType | None = None) -> BackendResult:
         requests, counts = self._plan(list(texts))
         client = self._async_client()
-        parts = [await self._acall(client, batch) for batch in requests]
+        parts = [await self._acall(client, batch, input_type) for batch in requests]
         return self._combine(parts, counts)
+
+    def input_signature(self, input_type: InputType | None) -> str | None:
+        """``input_type`` changes the vectors only where it is sent (``input_type_field``)."""
+        return input_type if self.params.input_type_field else None
 
     def _attempt_timeout(self) -> float:
         """This request's timeout: ``timeout``, or less when the call's retry deadline is nearer."""
         left = remaining()
         return self.timeout if left is None else max(0.001, min(self.timeout, left))
 
-    def _request_args(self, batch: list[str], timeout: float) -> dict[str, Any]:
+    def _request_args(self, batch: list[str], timeout: float, input_type: InputType | None) -> dict[str, Any]:
         args: dict[str, Any] = {
             "input": batch, "model": self.model, "encoding_format": "base64", "timeout": timeout,
         }
@@ -317,12 +327,14 @@ class OpenAIEmbeddingGenerator(AbstractEmbeddingGenerator):
             args["dimensions"] = self.dimensions
         if self._extra_headers:
             args["extra_headers"] = self._extra_headers
+        if input_type is not None and self.params.input_type_field:  # e.g. {"input_type": "query"}
+            args["extra_body"] = {self.params.input_type_field: input_type}
         return args
 
-    def _call(self, client: Any, batch: list[str]) -> tuple[np.ndarray, int | None]:
+    def _call(self, client: Any, batch: list[str], input_type: InputType | None) -> tuple[np.ndarray, int | None]:
         timeout = self._attempt_timeout()
         try:
-            raw = client.embeddings.with_raw_response.create(**self._request_args(batch, timeout))
+            raw = client.embeddings.with_raw_response.create(**self._request_args(batch, timeout, input_type))
             content = raw.http_response.content
         except Exception as exc:
             error, cause = self._translate(exc, timeout), safe_cause(exc)
@@ -332,10 +344,12 @@ class OpenAIEmbeddingGenerator(AbstractEmbeddingGenerator):
             return self._decode(content, len(batch))
         raise error  # outside the except block: an answer that echoed the key is not kept as context
 
-    async def _acall(self, client: Any, batch: list[str]) -> tuple[np.ndarray, int | None]:
+    async def _acall(
+        self, client: Any, batch: list[str], input_type: InputType | None
+    ) -> tuple[np.ndarray, int | None]:
         timeout = self._attempt_timeout()
         try:
-            raw = await client.embeddings.with_raw_response.create(**self._request_args(batch, timeout))
+            raw = await client.embeddings.with_raw_response.create(**self._request_args(batch, timeout, input_type))
             content = raw.http_response.content
         except Exception as exc:
             error, cause = self._translate(exc, timeout), safe_cause(exc)

@@ -31,7 +31,7 @@ from ..errors import (
     UnknownGeneratorError,
 )
 from ..results import GeneratorInfo
-from ..vectors import check_text, from_float32_bytes, to_float32_bytes
+from ..vectors import InputType, check_text, from_float32_bytes, to_float32_bytes
 from .gen.aios.embeddings.v1 import embeddings_pb2 as pb
 
 __all__ = [
@@ -72,6 +72,7 @@ class EmbedCall:
     truncation: int = pb.TRUNCATION_UNSPECIFIED
     request_id: str = ""
     selection: dict[str, str] = field(default_factory=dict)
+    input_type: InputType | None = None
 
 
 @dataclass(frozen=True)
@@ -141,8 +142,11 @@ def embed_request(
     dimensions: int | None = None,
     request_id: str = "",
     selection: Mapping[str, str] | None = None,
+    input_type: InputType | None = None,
 ) -> pb.EmbedRequest:
     request = pb.EmbedRequest(model=model, inputs=texts, request_id=request_id, selection=selection or {})
+    if input_type is not None:
+        request.input_type = _WIRE_INPUT_TYPE[input_type]
     if normalize is not None:
         request.normalize = normalize
     if dimensions is not None:
@@ -172,7 +176,20 @@ def parse_embed_request(request: pb.EmbedRequest) -> EmbedCall:
         truncation=request.truncation,
         request_id=request.request_id,
         selection=dict(request.selection),
+        input_type=_input_type(request.input_type),
     )
+
+
+_WIRE_INPUT_TYPE: dict[str, Any] = {"query": pb.INPUT_TYPE_QUERY, "document": pb.INPUT_TYPE_DOCUMENT}
+
+
+def _input_type(wire: int) -> InputType | None:
+    if wire == pb.INPUT_TYPE_UNSPECIFIED:
+        return None
+    for name, value in _WIRE_INPUT_TYPE.items():
+        if value == wire:
+            return name  # type: ignore[return-value]
+    raise InvalidInputError(f"input_type {wire} is not one of INPUT_TYPE_QUERY, INPUT_TYPE_DOCUMENT or unset")
 
 
 def embed_response(

@@ -178,10 +178,10 @@ class _Servicer:
         normalize = generator.normalize if call.normalize is None else call.normalize
         computed = time.perf_counter()
         if call.dimensions is None:
-            result = await self.manager.aembed(name, call.texts, normalize=normalize)
+            result = await self.manager.aembed(name, call.texts, normalize=normalize, input_type=call.input_type)
             vectors = result.vectors
         else:
-            result = await self.manager.aembed(name, call.texts, normalize=False)
+            result = await self.manager.aembed(name, call.texts, normalize=False, input_type=call.input_type)
             try:
                 vectors = truncate(result.vectors, call.dimensions, who=f"model {name!r}")
             except DimensionMismatchError as exc:

@@ -190,7 +190,7 @@ async def _embed(manager: EmbeddingGeneratorManager, name: str, texts: list[str]
     if body.dimensions is not None and width is not None and body.dimensions > width:
         raise _too_wide(body.dimensions, width, name)
     try:
-        result = await manager.aembed(name, texts)
+        result = await manager.aembed(name, texts, input_type=body.input_type)
     except InvalidInputError as exc:
         raise ApiError(400, str(exc), param="input", error_type=type(exc).__name__) from None
     except RateLimitError as exc:

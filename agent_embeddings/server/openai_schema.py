@@ -35,6 +35,11 @@ class EmbeddingRequest(BaseModel):
     )
     dimensions: int | None = Field(default=None, gt=0, description="Shorten vectors to this many dimensions.")
     user: str | None = Field(default=None, description="End-user id (accepted and ignored).")
+    input_type: Literal["query", "document"] | None = Field(
+        default=None,
+        description="Extension: what the texts are for; the model's query or document prompt is applied "
+        "(as declared in the spec). Omitted: plain texts.",
+    )
 
 
 class EmbeddingData(BaseModel):

@@ -1,0 +1,113 @@
+"""Issue 11: LangChain and LlamaIndex take our embeddings through their own interfaces.
+
+Real packages (langchain-core, llama-index-core), the real local model, no network, no LLM.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+import numpy as np
+import pytest
+
+from agent_embeddings import EmbeddingGeneratorManager, UnknownGeneratorError
+
+MINILM = "sentence-transformers/all-MiniLM-L6-v2"
+TOL = 1e-5
+CORPUS = {
+    "cheetah": "A cheetah is running behind its prey on the savanna.",
+    "pasta": "Boil the pasta in salted water for nine minutes.",
+    "grpc": "gRPC carries packed float32 vectors between services.",
+    "tax": "The tax return is due at the end of April.",
+    "piano": "She practices the piano every evening after dinner.",
+}
+QUESTIONS = {"Which animal chases its prey?": "cheetah", "How long do I cook spaghetti?": "pasta",
+             "How do services exchange vectors?": "grpc"}
+
+
+@pytest.fixture(scope="module")
+def e5(hf_manager) -> EmbeddingGeneratorManager:
+    item = {"llm_type": "embeddings", "name": "e5", "llm_block_id": f"hf:{MINILM}",
+            "llm_parameters": {"query_prompt": "query: ", "document_prompt": "passage: "}}
+    manager = EmbeddingGeneratorManager.from_subject_spec({"subject_id": "t", "models": [item]})
+    yield manager
+    manager.close()
+
+
+# -- LangChain ----------------------------------------------------------------------------------
+def test_langchain_in_memory_store_finds_the_right_document(e5):
+    from langchain_core.documents import Document
+    from langchain_core.vectorstores import InMemoryVectorStore
+
+    from agent_embeddings.integrations.langchain import AgentEmbeddings
+
+    emb = AgentEmbeddings(e5, "e5")
+    store = InMemoryVectorStore(emb)
+    store.add_documents([Document(page_content=text, id=key) for key, text in CORPUS.items()])
+    for question, key in QUESTIONS.items():
+        assert store.similarity_search(question, k=1)[0].id == key
+    assert emb.embed_query("x?") == pytest.approx(e5.generate("e5", "x?", input_type="query"), abs=TOL)
+    docs = emb.embed_documents(list(CORPUS.values()))
+    assert np.abs(np.array(docs) - e5.encode("e5", list(CORPUS.values()), input_type="document")).max() <= TOL
+
+
+def test_langchain_async_paths_use_the_async_api(e5):
+    from agent_embeddings.integrations.langchain import AgentEmbeddings
+
+    emb = AgentEmbeddings(e5, "e5")
+    before = e5.stats()["e5"]["calls"]
+    query = asyncio.run(emb.aembed_query("x?"))
+    docs = asyncio.run(emb.aembed_documents(["one", "two"]))
+    assert query == pytest.approx(emb.embed_query("x?"), abs=TOL)
+    assert np.abs(np.array(docs) - np.array(emb.embed_documents(["one", "two"]))).max() <= TOL
+    assert e5.stats()["e5"]["calls"] == before + 4
+    # LangChain's default async methods hop to a thread (run_in_executor); ours are overrides:
+    assert type(emb).aembed_query is not type(emb).__mro__[1].aembed_query
+
+
+def test_langchain_from_spec_and_unknown_names(default_spec):
+    from agent_embeddings.integrations.langchain import AgentEmbeddings
+
+    emb = AgentEmbeddings.from_spec(default_spec, "hf")
+    assert emb.name == "hf-minilm" and len(emb.embed_query("hello")) == 384
+    with pytest.raises(UnknownGeneratorError, match="known generators: hf, hf-minilm"):
+        AgentEmbeddings(emb.manager, "nope")
+    emb.manager.close()
+
+
+# -- LlamaIndex ---------------------------------------------------------------------------------
+def test_llama_index_vector_index_retrieves_the_right_node_without_an_llm(e5):
+    from llama_index.core import VectorStoreIndex
+    from llama_index.core.schema import TextNode
+
+    from agent_embeddings.integrations.llama_index import AgentEmbedding
+
+    emb = AgentEmbedding(e5, "e5", embed_batch_size=2)
+    nodes = [TextNode(text=text, id_=key) for key, text in CORPUS.items()]
+    calls = e5.stats()["e5"]["calls"]
+    index = VectorStoreIndex(nodes, embed_model=emb)
+    assert e5.stats()["e5"]["calls"] - calls == 3  # 5 nodes in batches of embed_batch_size=2: 2 + 2 + 1
+    retriever = index.as_retriever(similarity_top_k=1)
+    for question, key in QUESTIONS.items():
+        assert retriever.retrieve(question)[0].node.node_id == key
+    assert emb.get_query_embedding("x?") == pytest.approx(e5.generate("e5", "x?", input_type="query"), abs=TOL)
+    assert emb.get_text_embedding("x") == pytest.approx(e5.generate("e5", "x", input_type="document"), abs=TOL)
+
+
+def test_llama_index_async_paths(e5):
+    from agent_embeddings.integrations.llama_index import AgentEmbedding
+
+    emb = AgentEmbedding(e5, "e5")
+    query = asyncio.run(emb.aget_query_embedding("x?"))
+    texts = asyncio.run(emb.aget_text_embedding_batch(["one", "two", "three"]))
+    assert query == pytest.approx(emb.get_query_embedding("x?"), abs=TOL)
+    expected = e5.encode("e5", ["one", "two", "three"], input_type="document")
+    assert np.abs(np.array(texts) - expected).max() <= TOL
+
+
+def test_llama_index_from_spec(default_spec):
+    from agent_embeddings.integrations.llama_index import AgentEmbedding
+
+    emb = AgentEmbedding.from_spec(default_spec, "hf", embed_batch_size=8)
+    assert (emb.model_name, emb.embed_batch_size, emb.class_name()) == ("hf-minilm", 8, "AgentEmbedding")
+    assert len(emb.get_text_embedding("hello")) == 384
