@@ -30,12 +30,13 @@ from pydantic import ValidationError
 from .batching import BatcherSlot, MicroBatcher, MicroBatching, micro_batching_config
 from .cache import CacheConfig, EmbeddingCache, make_cache
 from .caching import aembed_cached, embed_cached
-from .errors import ConfigurationError, EmbeddingContractError, SpecError
+from .contract import accept, finish
+from .errors import ConfigurationError, SpecError
 from .observability import GeneratorStats, call_finished, call_started
 from .results import BackendResult, Embeddings, RawBatch, Usage
 from .retry import RetryPolicy, aretry_call, retry_call
 from .specs import GeneratorParams, ModelItem, format_validation_error, parse_params
-from .vectors import InputType, as_matrix, check_dims, check_input_type, check_text, check_texts, l2_normalize, truncate
+from .vectors import InputType, check_input_type, check_text, check_texts
 
 if TYPE_CHECKING:
     from typing import Self
@@ -408,26 +409,15 @@ class AbstractEmbeddingGenerator:
         )
 
     def _accept(self, raw: RawBatch, rows: int) -> BackendResult:
-        tokens = None
-        if isinstance(raw, BackendResult):
-            tokens = raw.prompt_tokens if raw.token_counts is None else sum(raw.token_counts)
-            raw = raw.vectors
-        return BackendResult(as_matrix(raw, rows, who=self._who()), tokens)
+        return accept(raw, rows, who=self._who())
 
     def _finish(self, parts: list[BackendResult], normalize: bool | None) -> Embeddings:
-        """The contract, once for every backend: equal widths, ``dimensions``, ``dims``, normalization."""
-        widths = {p.vectors.shape[1] for p in parts}
-        if len(widths) > 1:
-            raise EmbeddingContractError(f"{self._who()}: returned vectors of unequal lengths {sorted(widths)}")
-        matrix = parts[0].vectors if len(parts) == 1 else np.concatenate([p.vectors for p in parts])
-        if self.dimensions is not None:
-            matrix = truncate(matrix, self.dimensions, who=self._who())
-        check_dims(matrix, self.dims, who=self._who())
+        """The contract (:mod:`.contract`), then the usage totals."""
+        matrix, tokens = finish(
+            parts, dims=self.dims, dimensions=self.dimensions, who=self._who(),
+            normalize=self.normalize if normalize is None else normalize,
+        )
         self._observed_dims = matrix.shape[1]
-        if self.normalize if normalize is None else normalize:
-            matrix = l2_normalize(matrix)
-        counts = [p.prompt_tokens for p in parts]
-        tokens = None if any(c is None for c in counts) else sum(c for c in counts if c is not None)
         self.usage.record(matrix.shape[0], tokens)
         return Embeddings(matrix, tokens, self.name)
 

@@ -1,7 +1,7 @@
 """Serve the OpenAI-compatible app (:mod:`.http_app`) on uvicorn: ``agent-embeddings serve --http``.
 
->>> server = HttpServer(manager, "127.0.0.1:0", ServerConfig())  # doctest: +SKIP  (what serve --http runs)
->>> with serve_in_thread(manager) as server: ...                   # doctest: +SKIP  (tests, notebooks)
+>>> server = HttpServer(manager, "127.0.0.1:0", ServerConfig())  # doctest: +SKIP
+>>> with serve_in_thread(manager) as server: ...                   # doctest: +SKIP
 """
 
 from __future__ import annotations

@@ -5,7 +5,7 @@ generator is served under its manager name (aliases work too). Errors use OpenAI
 ``{"error": {"message", "type", "param", "code"}}``; the server keeps serving after every one.
 :mod:`.http` runs this app on uvicorn.
 
->>> app = create_app(manager, ServerConfig())       # doctest: +SKIP  (ASGI app, e.g. for tests)
+>>> app = create_app(manager, ServerConfig())       # doctest: +SKIP
 """
 
 from __future__ import annotations
