@@ -31,7 +31,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"   {row.variant}: {row.value:,.2f} {row.unit} vs {row.baseline} {row.baseline_value:,.2f} "
                   f"-> ratio {row.ratio:.3f}", file=sys.stderr, flush=True)
             rows.append(row)
-    md, js = write_report(rows, args.out, {"n": args.n, "batch": args.batch, "cpus": os.cpu_count()})
+    md, js = write_report(rows, args.out, {"n": args.n, "batch": args.batch, "cpus": os.cpu_count(), "repeat": args.repeat, "estimator": "median"})
     print(md.read_text())
     print(f"written: {md} {js}", file=sys.stderr)
     return 0

@@ -54,26 +54,17 @@ def compare(candidate: Callable[[], object], baseline: Callable[[], object], rep
 
 
 def write_report(rows: list[Row], out_dir: Path, meta: dict) -> tuple[Path, Path]:
+    """Write ``latest.json``; ``latest.md`` (and ``benchmarks/README.md`` for the default folder) are
+    rendered from it by :mod:`benchmarks.render`, so the tables never drift from the figures."""
+    from .render import README, render
+
     out_dir.mkdir(parents=True, exist_ok=True)
     meta = {**meta, "python": platform.python_version(), "machine": platform.machine(), "time": time.strftime("%F %T")}
     data = {"meta": meta, "rows": [{**asdict(r), "ratio": r.ratio, "met": r.met} for r in rows]}
     json_path = out_dir / "latest.json"
     json_path.write_text(json.dumps(data, indent=2))
-    lines = [
-        f"Benchmarks, {meta['time']} ({meta.get('cpus', '?')} CPUs, n={meta.get('n')}, batch={meta.get('batch')})",
-        "",
-        "| scenario | variant | value | baseline | ratio | target |",
-        "|---|---|---|---|---|---|",
-    ]
-    for r in rows:
-        target = "" if r.target is None else f"≥ {r.target:g} {'✅' if r.met else '❌'}"
-        lines.append(
-            f"| {r.scenario} | {r.variant} | {r.value:,.2f} {r.unit} | {r.baseline}: {r.baseline_value:,.2f} {r.unit} "
-            f"| {r.ratio:.3f} | {target} |"
-        )
-    notes = [f"- {r.scenario} / {r.variant}: {r.note}" for r in rows if r.note]
-    if notes:
-        lines += ["", *notes]
     md_path = out_dir / "latest.md"
-    md_path.write_text("\n".join(lines) + "\n")
+    md_path.write_text(render(data))
+    if out_dir.resolve() == README.parent / "results":
+        README.write_text(render(data))
     return md_path, json_path

@@ -1,35 +1,109 @@
-"""The README's Python examples and the documentation examples in examples/ run for real.
+"""Every code block of README.md and docs/*.md runs, and every relative link resolves.
 
-The README's server examples use fixed ports (8080 HTTP, 9000 gRPC); here they run against
-real `agent-embeddings serve` processes on ephemeral ports, substituted into the code.
+- ```python blocks of a page run as one script (in order) against real `agent-embeddings
+  serve` processes: the fixed ports the pages show (8080 HTTP, 9000 gRPC) are replaced by the
+  real ephemeral ones, and an OpenAI-compatible server stands in for OpenAI.
+- ```json blocks parse; a spec (``models``) goes through ``load_spec``, a model item is built
+  (a SpecError fails the test; a ConfigurationError such as a missing key does not); a fragment
+  of ``llm_parameters`` must parse once wrapped in braces. ```toml blocks parse.
+- ```bash / ```console blocks run their ``agent-embeddings`` lines through the real CLI, unless
+  an HTML comment ``<!-- not run: reason -->`` stands right before the block: skipping one is
+  a visible decision, and any other command in an unmarked block fails the test.
+- The documentation's own examples in examples/ run unchanged.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
 import sys
+import tomllib
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from agent_embeddings import ConfigurationError, build_embeddings_from_model_item, load_spec
 from agent_embeddings.server.process import ServeProcess
 
-pytestmark = pytest.mark.slow
+ROOT = Path(__file__).resolve().parent.parent
+PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 ENV = {"HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+BLOCK = re.compile(r"^(?:(<!-- not run: (?P<reason>.+?) -->)\n)?```(?P<lang>\w*)\n(?P<body>.*?)^```", re.S | re.M)
+CHEAP_COMMANDS = ("agent-embeddings embed", "agent-embeddings validate", "agent-embeddings backends",
+                  "agent-embeddings schema")
 
 
-def python_blocks(readme: str) -> list[str]:
-    return re.findall(r"^```python\n(.*?)^```", readme, flags=re.S | re.M)
+def blocks(page: Path, *langs: str) -> list[tuple[str, str | None]]:
+    """``(body, not-run reason)`` of the page's blocks in the given languages."""
+    return [(m["body"], m["reason"]) for m in BLOCK.finditer(page.read_text()) if m["lang"] in langs]
+
+
+def page_id(page: Path) -> str:
+    return str(page.relative_to(ROOT))
+
+
+def test_readme_is_a_short_front_door():
+    readme = (ROOT / "README.md").read_text()
+    assert len(readme.splitlines()) <= 250
+    assert "make demo" in readme and "make test" in readme
+    linked = set(re.findall(r"\]\((docs/[\w-]+\.md)\)", readme))
+    assert linked == {page_id(p) for p in PAGES if p.parent.name == "docs" and p.name != "README.md"}
+
+
+@pytest.mark.parametrize("page", PAGES, ids=page_id)
+def test_relative_links_resolve(page: Path):
+    for target in re.findall(r"\]\(([^)#\s]+)(?:#[^)]*)?\)", page.read_text()):
+        if "://" in target or target.startswith("mailto:"):
+            continue
+        assert (page.parent / target).exists(), f"{page_id(page)} links to missing {target}"
+
+
+@pytest.mark.parametrize("page", PAGES, ids=page_id)
+def test_json_and_toml_blocks_are_valid(page: Path):
+    for body, _ in blocks(page, "json"):
+        try:
+            data = json.loads(body)
+        except json.JSONDecodeError:
+            data = json.loads("{" + body.strip().rstrip(",").replace("\n", ",\n") + "}")  # a fragment
+        if isinstance(data, dict) and "models" in data:
+            load_spec(data)
+        elif isinstance(data, dict) and "llm_block_id" in data:
+            try:
+                build_embeddings_from_model_item(data)
+            except ConfigurationError:
+                pass  # valid, but needs what this machine lacks (a key, a server): not a doc error
+    for body, _ in blocks(page, "toml"):
+        tomllib.loads(body)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("page", [p for p in PAGES if blocks(p, "bash", "console")], ids=page_id)
+def test_shell_blocks_run_or_say_why_not(page: Path):
+    for body, reason in blocks(page, "bash", "console"):
+        if reason:
+            continue
+        for line in body.splitlines():
+            command = line.removeprefix("$ ").split("  #")[0].strip()
+            if not command or line.startswith("#"):
+                continue
+            assert command.startswith(CHEAP_COMMANDS), (
+                f"{page_id(page)}: {command!r} does not run here; mark its block <!-- not run: reason -->"
+            )
+            result = subprocess.run(
+                ["bash", "-c", command.replace("agent-embeddings", f"{sys.executable} -m agent_embeddings", 1)],
+                cwd=ROOT, capture_output=True, text=True, env={**os.environ, **ENV}, timeout=300,
+            )
+            assert result.returncode == 0, f"{page_id(page)}: {command}\n{result.stderr[-2000:]}"
 
 
 @pytest.fixture(scope="module")
-def servers(root: Path) -> Iterator[dict[str, str]]:
+def servers() -> Iterator[dict[str, str]]:
     """The default spec over HTTP and gRPC, and a server answering as 'text-embedding-3-small'."""
-    default = ServeProcess(root / "specs" / "default.json", http="127.0.0.1:0", grpc="127.0.0.1:0", env=ENV)
-    openai_like = ServeProcess(root / "examples" / "openai-compatible.json", http="127.0.0.1:0", env=ENV)
+    default = ServeProcess(ROOT / "specs" / "default.json", http="127.0.0.1:0", grpc="127.0.0.1:0", env=ENV)
+    openai_like = ServeProcess(ROOT / "examples" / "openai-compatible.json", http="127.0.0.1:0", env=ENV)
     with default, openai_like:
         yield {
             "http": default.addresses["http"],
@@ -38,32 +112,46 @@ def servers(root: Path) -> Iterator[dict[str, str]]:
         }
 
 
-def run_python(args: list[str], root: Path, servers: dict[str, str], **extra: str) -> subprocess.CompletedProcess:
+def run_python(args: list[str], servers: dict[str, str], **extra: str) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if k != "AGENT_EMBEDDINGS_LOAD_PLUGINS"}
     env.update(ENV, OPENAI_BASE_URL=servers["openai_base_url"], OPENAI_API_KEY="local-test-key", **extra)
-    return subprocess.run([sys.executable, *args], cwd=root, capture_output=True, text=True, env=env, timeout=300)
+    return subprocess.run([sys.executable, *args], cwd=ROOT, capture_output=True, text=True, env=env, timeout=300)
 
 
-def test_readme_python_examples_run(root: Path, servers: dict[str, str], tmp_path: Path):
-    blocks = python_blocks((root / "README.md").read_text())
-    assert len(blocks) >= 7
-    script = "\n\n".join(blocks)
-    assert "127.0.0.1:8080" in script and "127.0.0.1:9000" in script
+def test_the_pages_have_python_examples():
+    counts = {page_id(p): len(blocks(p, "python")) for p in PAGES}
+    assert sum(counts.values()) >= 12 and counts["README.md"] >= 1 and counts["docs/frameworks.md"] >= 3
+    servers_page = "\n".join(body for body, _ in blocks(ROOT / "docs" / "servers.md", "python"))
+    assert "127.0.0.1:8080" in servers_page and "127.0.0.1:9000" in servers_page  # substituted below
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("page", [p for p in PAGES if blocks(p, "python")], ids=page_id)
+def test_python_blocks_run(page: Path, servers: dict[str, str], tmp_path: Path):
+    script = "\n\n".join(body for body, _ in blocks(page, "python"))
     script = script.replace("127.0.0.1:8080", servers["http"]).replace("127.0.0.1:9000", servers["grpc"])
-    path = tmp_path / "readme_examples.py"
+    path = tmp_path / f"{page.stem}_examples.py"
     path.write_text(script)
-    result = run_python([str(path)], root, servers)
-    assert result.returncode == 0, result.stderr[-3000:]
+    result = run_python([str(path)], servers)
+    assert result.returncode == 0, f"{page_id(page)}:\n{result.stderr[-3000:]}"
 
 
-def test_example_doc_manager_runs_unchanged(root: Path, servers: dict[str, str]):
+def test_benchmark_tables_are_rendered_from_the_results():
+    result = subprocess.run([sys.executable, "-m", "benchmarks.render", "--check"], cwd=ROOT,
+                            capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+
+
+@pytest.mark.slow
+def test_example_doc_manager_runs_unchanged(servers: dict[str, str]):
     """The documentation's manager example: OpenAI via OPENAI_BASE_URL, its 'cuda' mapped to cpu."""
-    result = run_python([str(root / "examples" / "doc_manager.py")], root, servers, AGENT_EMBEDDINGS_DEVICE="cpu")
+    result = run_python([str(ROOT / "examples" / "doc_manager.py")], servers, AGENT_EMBEDDINGS_DEVICE="cpu")
     assert result.returncode == 0, result.stderr[-3000:]
     assert result.stdout.strip() == "openai: 384 dims; hf-minilm: 2 x 384"
 
 
-def test_example_doc_factory_runs_unchanged(root: Path, servers: dict[str, str]):
-    result = run_python([str(root / "examples" / "doc_factory.py")], root, servers)
+@pytest.mark.slow
+def test_example_doc_factory_runs_unchanged(servers: dict[str, str]):
+    result = run_python([str(ROOT / "examples" / "doc_factory.py")], servers)
     assert result.returncode == 0, result.stderr[-3000:]
     assert result.stdout.startswith("hf-minilm: 2 vectors of 384 dims; aios: AIOSEmbeddings(")

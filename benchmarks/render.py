@@ -1,0 +1,87 @@
+"""Render ``benchmarks/README.md`` (and ``results/latest.md``) from ``results/latest.json``.
+
+    python -m benchmarks.render           # write them
+    python -m benchmarks.render --check   # exit 1 if the committed README differs (a test runs this)
+
+The figures live in one place, the JSON a run writes; the tables are made from it, never typed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+LATEST = HERE / "results" / "latest.json"
+README = HERE / "README.md"
+
+INTRO = """\
+# Benchmark results
+
+Rendered by `python -m benchmarks.render` from `results/latest.json`, which `make bench`
+writes; do not edit by hand. How the figures are measured and what limits them:
+[docs/performance.md](../docs/performance.md).
+
+Every figure is a ratio against a baseline measured in the same run, the runs of both sides
+interleaved; the estimator is the {estimator} of {repeat} runs per side.
+"""
+
+
+def _ratio(row: dict[str, Any]) -> str:
+    if row["unit"] == "ms":  # latency rows: the difference reads better than a ratio
+        return f"{row['value'] - row['baseline_value']:+.1f} ms"
+    return f"{row['ratio']:.3f}"
+
+
+def _target(row: dict[str, Any]) -> str:
+    if row.get("target") is None:
+        return ""
+    return f"≥ {row['target']:g} {'✅' if row.get('met') else '❌'}"
+
+
+def table(rows: list[dict[str, Any]]) -> list[str]:
+    out = ["| scenario | variant | value | baseline | ratio | target |", "|---|---|---|---|---|---|"]
+    for r in rows:
+        out.append(
+            f"| {r['scenario']} | {r['variant']} | {r['value']:,.2f} {r['unit']} | {r['baseline']}: "
+            f"{r['baseline_value']:,.2f} {r['unit']} | {_ratio(r)} | {_target(r)} |"
+        )
+    return out
+
+
+def render(data: dict[str, Any]) -> str:
+    meta = data["meta"]
+    lines = [
+        INTRO.format(estimator=meta.get("estimator", "median"), repeat=meta.get("repeat", 3)),
+        f"Latest run: {meta.get('time', '?')}; {meta.get('cpus', '?')} CPUs, {meta.get('machine', '?')}, "
+        f"Python {meta.get('python', '?')}; {meta.get('n', '?')} sentences, batch {meta.get('batch', '?')}.",
+        "",
+        *table(data["rows"]),
+    ]
+    notes = [f"- {r['scenario']} / {r['variant']}: {r['note']}" for r in data["rows"] if r.get("note")]
+    if notes:
+        lines += ["", "Notes of the run:", "", *notes]
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.render", description=__doc__)
+    parser.add_argument("--check", action="store_true", help="fail if benchmarks/README.md is not up to date")
+    parser.add_argument("--json", type=Path, default=LATEST)
+    args = parser.parse_args(argv)
+    text = render(json.loads(args.json.read_text()))
+    if args.check:
+        if not README.exists() or README.read_text() != text:
+            print(f"{README} is not rendered from {args.json}: run python -m benchmarks.render", file=sys.stderr)
+            return 1
+        return 0
+    README.write_text(text)
+    (args.json.parent / "latest.md").write_text(text)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
