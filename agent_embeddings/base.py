@@ -98,7 +98,7 @@ class AbstractEmbeddingGenerator:
         #: the built-in collector: calls, errors by type, latency, batch sizes, cache hits
         self.stats = GeneratorStats()
         self.micro_batching = micro_batching_config(micro_batching, type(self).micro_batching_default)
-        self._batching = BatcherSlot(self._call_backend)  # one micro-batcher per input type
+        self._batching = BatcherSlot(self._call_backend, self.stats.note_micro_batch)  # one per input type
         #: retry policy of the shared retry loop (backends with ``native_retries`` map it instead)
         self.retry = RetryPolicy()
         if retry is not None:

@@ -53,8 +53,13 @@ _STOP = object()
 class MicroBatcher:
     """One queue and one worker thread in front of a batch function."""
 
-    def __init__(self, fn: Callable[[list[str]], Any], config: MicroBatching, *, name: str = "generator") -> None:
+    def __init__(
+        self, fn: Callable[[list[str]], Any], config: MicroBatching, *, name: str = "generator",
+        on_batch: Callable[[int, int], None] | None = None,
+    ) -> None:
         self._fn = fn
+        #: told (texts, callers) of every backend call the worker makes: the coalescing, visible
+        self._on_batch = on_batch
         self.max_batch_size = config.max_batch_size
         self._max_wait_s = config.max_wait_ms / 1000.0
         self._name = name
@@ -131,6 +136,8 @@ class MicroBatcher:
         self.batches += 1
         self.requests += len(batch)
         self._last_batch_requests = len(batch)
+        if self._on_batch is not None:
+            self._on_batch(sum(len(r.texts) for r in batch), len(batch))
         if len(batch) == 1:  # nothing to split: the caller checks the raw output itself
             self._run_alone(batch[0])
             return
@@ -190,8 +197,9 @@ class BatcherSlot:
     """A generator's micro-batchers, one per kind of input (texts with different prompts never share
     a backend call), each started on the first small chunk that should go through it."""
 
-    def __init__(self, fn: Callable[[list[str], Any], Any]) -> None:
+    def __init__(self, fn: Callable[[list[str], Any], Any], on_batch: Callable[[int, int], None] | None = None) -> None:
         self._fn = fn
+        self._on_batch = on_batch
         self._batchers: dict[Any, MicroBatcher] = {}
         self._lock = threading.Lock()
 
@@ -207,7 +215,9 @@ class BatcherSlot:
                 batcher = self._batchers.get(kind)
                 if batcher is None:
                     label = name if kind is None else f"{name}-{kind}"
-                    batcher = MicroBatcher(lambda texts: self._fn(texts, kind), config, name=label)
+                    batcher = MicroBatcher(
+                        lambda texts: self._fn(texts, kind), config, name=label, on_batch=self._on_batch
+                    )
                     self._batchers[kind] = batcher
         return batcher
 

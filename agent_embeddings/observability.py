@@ -104,6 +104,8 @@ class GeneratorStats:
         self.in_flight = 0
         self._latency = _Histogram(LATENCY_BUCKETS_S)
         self._batch = _Histogram(BATCH_BUCKETS)
+        self._micro_texts = _Histogram(BATCH_BUCKETS)
+        self._micro_callers = _Histogram(BATCH_BUCKETS)
 
     def started(self) -> None:
         with self._lock:
@@ -125,6 +127,12 @@ class GeneratorStats:
         with self._lock:
             self.retries += 1
 
+    def note_micro_batch(self, texts: int, callers: int) -> None:
+        """One backend call of the micro-batcher: ``texts`` coalesced from ``callers`` calls."""
+        with self._lock:
+            self._micro_texts.observe(texts)
+            self._micro_callers.observe(callers)
+
     def note_fallback(self) -> None:
         with self._lock:
             self.fallbacks += 1
@@ -142,6 +150,9 @@ class GeneratorStats:
                 "in_flight": self.in_flight,
                 "latency_s": self._latency.snapshot(),
                 "batch_size": self._batch.snapshot(),
+                # what the micro-batcher made of the calls: texts and callers per backend call
+                "micro_batch_texts": self._micro_texts.snapshot(),
+                "micro_batch_callers": self._micro_callers.snapshot(),
             }
 
 

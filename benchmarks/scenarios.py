@@ -80,7 +80,20 @@ def threads(n: int, batch: int, repeat: int, clients: int = 16) -> Iterator[Row]
         cand_s, base_s = compare(_concurrent_singles(gen.generate, texts, clients), baseline, repeat)
         target = 0.8 if gen is batched else None
         yield Row("2 threads", f"{clients} threads x 1 sentence, {variant}", "texts/s", n / cand_s,
-                  "st.encode batch", n / base_s, target=target)
+                  "st.encode batch", n / base_s, target=target, note=micro_batch_summary(gen))
+
+
+def micro_batch_summary(gen: object) -> str:
+    """Texts per coalesced backend call, from the generator's own statistics (issue 14: make it visible)."""
+    hist = gen.stats.snapshot()["micro_batch_texts"]  # type: ignore[attr-defined]
+    if not hist["count"]:
+        return ""
+    previous, counts = 0, []
+    for bound, cumulative in hist["buckets"]:
+        if cumulative > previous:
+            counts.append(f"<={bound:g}: {cumulative - previous}")
+        previous = cumulative
+    return f"micro-batches: {hist['count']}, mean {hist['sum'] / hist['count']:.1f} texts ({', '.join(counts)})"
 
 
 @contextmanager

@@ -9,7 +9,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import pytest
 
-from agent_embeddings import InvalidInputError, SpecError, build_embeddings_from_model_item
+from agent_embeddings import EmbeddingGeneratorManager, InvalidInputError, SpecError, build_embeddings_from_model_item
 from agent_embeddings.batching import MicroBatching
 
 from .fakes import SlowLengths
@@ -117,3 +117,21 @@ def test_hf_threads_match_one_at_a_time(hf_manager, sentences):
     np.testing.assert_allclose(np.array(together), np.array(alone * 4), atol=1e-5)
     result = gen.embed(["Hello world"])
     assert result.prompt_tokens == 4  # [CLS] hello world [SEP], counted per caller
+
+
+def test_the_size_of_every_micro_batch_is_recorded_and_exported():
+    """What the micro-batcher made of concurrent calls is visible in stats() and in Prometheus."""
+    from agent_embeddings.server.metrics import ServerMetrics
+
+    gen = SlowLengths(micro_batching={"max_batch_size": 64, "max_wait_ms": 5})
+    manager = EmbeddingGeneratorManager()
+    manager.register_generator("slow", gen)
+    with ThreadPoolExecutor(8) as pool:
+        list(pool.map(lambda i: manager.generate("slow", f"text {i}"), range(32)))
+    stats = manager.stats()["slow"]
+    texts, callers = stats["micro_batch_texts"], stats["micro_batch_callers"]
+    assert texts["count"] == callers["count"] == gen.batcher.batches  # one observation per backend call
+    assert texts["sum"] == callers["sum"] == 32  # one text per caller here
+    assert gen.batcher.batches < 32  # concurrent callers were coalesced
+    exported = ServerMetrics(manager).render().decode()
+    assert 'agent_embeddings_generator_micro_batch_texts_count{generator="slow"} ' + f"{texts['count']}.0" in exported

@@ -17,6 +17,7 @@ names — never a key, a URL or a text.
 | ``agent_embeddings_generator_retries_total`` / ``_fallbacks_total`` | counter | generator |
 | ``agent_embeddings_generator_in_flight`` | gauge | generator |
 | ``agent_embeddings_generator_latency_seconds`` / ``_batch_size`` | histogram | generator |
+| ``agent_embeddings_generator_micro_batch_texts`` / ``_micro_batch_callers`` | histogram | generator |
 | ``agent_embeddings_cache_hits_total`` / ``_misses_total`` / ``_errors_total``, ``_entries`` | counter / gauge | generator, kind |
 """
 
@@ -56,6 +57,12 @@ class _ManagerCollector:
         in_flight = GaugeMetricFamily(p + "in_flight", "Generator calls in progress", labels=["generator"])
         latency = HistogramMetricFamily(p + "latency_seconds", "Generator call latency", labels=["generator"])
         batch = HistogramMetricFamily(p + "batch_size", "Texts per generator call", labels=["generator"])
+        micro_texts = HistogramMetricFamily(
+            p + "micro_batch_texts", "Texts per coalesced backend call (micro-batching)", labels=["generator"]
+        )
+        micro_callers = HistogramMetricFamily(
+            p + "micro_batch_callers", "Calls coalesced into one backend call (micro-batching)", labels=["generator"]
+        )
         c = "agent_embeddings_cache_"
         hits = CounterMetricFamily(c + "hits", "Texts answered from the cache", labels=["generator", "kind"])
         misses = CounterMetricFamily(c + "misses", "Texts not in the cache", labels=["generator", "kind"])
@@ -71,7 +78,11 @@ class _ManagerCollector:
             retries.add_metric([name], row["retries"])
             fallbacks.add_metric([name], row["fallbacks"])
             in_flight.add_metric([name], row["in_flight"])
-            for family, hist in ((latency, row["latency_s"]), (batch, row["batch_size"])):
+            histograms = (
+                (latency, row["latency_s"]), (batch, row["batch_size"]),
+                (micro_texts, row["micro_batch_texts"]), (micro_callers, row["micro_batch_callers"]),
+            )
+            for family, hist in histograms:
                 buckets = [("+Inf" if b == float("inf") else repr(float(b)), n) for b, n in hist["buckets"]]
                 family.add_metric([name], buckets, hist["sum"])
             cache = row.get("cache")
@@ -81,7 +92,7 @@ class _ManagerCollector:
                 misses.add_metric(labels, cache["misses"])
                 cache_errors.add_metric(labels, cache["errors"])
                 entries.add_metric(labels, cache["size"])
-        yield from (calls, texts, tokens, errors, retries, fallbacks, in_flight, latency, batch)
+        yield from (calls, texts, tokens, errors, retries, fallbacks, in_flight, latency, batch, micro_texts, micro_callers)
         yield from (hits, misses, cache_errors, entries)
 
 
