@@ -1,10 +1,14 @@
-"""Timing and reporting helpers: interleaved runs, medians, ratios, Markdown + JSON output."""
+"""Timing and reporting helpers: interleaved runs, the best of N, ratios, Markdown + JSON output.
+
+The noise on a shared machine is interference: other work only ever makes a run slower. So the
+estimator is the minimum of N interleaved runs per side (the run least disturbed), and each
+row reports the spread it saw, (slowest - fastest) / fastest over both sides.
+"""
 
 from __future__ import annotations
 
 import json
 import platform
-import statistics
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -25,6 +29,8 @@ class Row:
     higher_is_better: bool = True
     note: str = ""
     extra: dict = field(default_factory=dict)
+    #: (slowest - fastest) / fastest over the N runs of both sides: how noisy this row was
+    spread: float | None = None
 
     @property
     def ratio(self) -> float:
@@ -43,14 +49,19 @@ def timed(fn: Callable[[], object]) -> float:
     return time.perf_counter() - start
 
 
-def compare(candidate: Callable[[], object], baseline: Callable[[], object], repeat: int) -> tuple[float, float]:
-    """Median seconds of ``candidate`` and ``baseline``, runs interleaved so drift hits both."""
-    cand, base = [], []
+def compare(
+    candidate: Callable[[], object], baseline: Callable[[], object], repeat: int
+) -> tuple[float, float, float]:
+    """Best seconds of ``candidate`` and ``baseline`` over ``repeat`` interleaved runs each (drift hits
+    both alike), and the spread of the runs."""
+    cand: list[float] = []
+    base: list[float] = []
     for i in range(repeat):
         order = [(candidate, cand), (baseline, base)] if i % 2 == 0 else [(baseline, base), (candidate, cand)]
         for fn, sink in order:
             sink.append(timed(fn))
-    return statistics.median(cand), statistics.median(base)
+    spread = max((max(side) - min(side)) / min(side) for side in (cand, base))
+    return min(cand), min(base), spread
 
 
 def write_report(rows: list[Row], out_dir: Path, meta: dict) -> tuple[Path, Path]:

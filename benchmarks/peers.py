@@ -151,13 +151,13 @@ def peer(n: int, batch: int, repeat: int) -> Iterator[Row]:
         for variant, make in workloads.items():
             # Each server is interleaved with its own st.encode runs (compare is pairwise), so the
             # ratios to st.encode are the figures to compare; both servers idle while the other runs.
-            peer_s, base_s = compare(make(posts["peer"]), baseline, repeat)
-            ours_s, ours_base_s = compare(make(posts["ours"]), baseline, repeat)
+            peer_s, base_s, peer_spread = compare(make(posts["peer"]), baseline, repeat)
+            ours_s, ours_base_s, ours_spread = compare(make(posts["ours"]), baseline, repeat)
             yield Row(
                 "8 peer", f"{PEER_NAME} {version}: {variant}", "texts/s", n / peer_s, "st.encode batch", n / base_s,
                 note=f"{PEER_NAME} {version} (torch CPU, max batch {batch}, OMP_NUM_THREADS={threads}); "
                      f"its vectors vs ours on {len(probe)} sentences: min cosine {cos.min():.6f}",
-                extra={"peer_version": version, "min_cosine": float(cos.min())},
+                extra={"peer_version": version, "min_cosine": float(cos.min())}, spread=peer_spread,
             )
             yield Row("8 peer", f"agent-embeddings serve --http: {variant}", "texts/s", n / ours_s,
-                      "st.encode batch", n / ours_base_s)
+                      "st.encode batch", n / ours_base_s, spread=ours_spread)

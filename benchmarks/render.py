@@ -26,7 +26,8 @@ writes; do not edit by hand. How the figures are measured and what limits them:
 [docs/performance.md](../docs/performance.md).
 
 Every figure is a ratio against a baseline measured in the same run, the runs of both sides
-interleaved; the estimator is the {estimator} of {repeat} runs per side.
+interleaved; the estimator is the {estimator} of {repeat} runs per side, and "spread" is
+(slowest - fastest) / fastest over those runs, where the run recorded it.
 """
 
 
@@ -43,11 +44,12 @@ def _target(row: dict[str, Any]) -> str:
 
 
 def table(rows: list[dict[str, Any]]) -> list[str]:
-    out = ["| scenario | variant | value | baseline | ratio | target |", "|---|---|---|---|---|---|"]
+    out = ["| scenario | variant | value | baseline | ratio | target | spread |", "|---|---|---|---|---|---|---|"]
     for r in rows:
+        spread = "" if r.get("spread") is None else f"{r['spread']:.0%}"
         out.append(
             f"| {r['scenario']} | {r['variant']} | {r['value']:,.2f} {r['unit']} | {r['baseline']}: "
-            f"{r['baseline_value']:,.2f} {r['unit']} | {_ratio(r)} | {_target(r)} |"
+            f"{r['baseline_value']:,.2f} {r['unit']} | {_ratio(r)} | {_target(r)} | {spread} |"
         )
     return out
 

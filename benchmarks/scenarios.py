@@ -44,8 +44,8 @@ def core(n: int, batch: int, repeat: int) -> Iterator[Row]:
         ("manager.generate_batch (lists)", lambda: manager.generate_batch("hf", texts)),
         ("manager.encode (numpy)", lambda: manager.encode("hf", texts)),
     ):
-        cand_s, base_s = compare(fn, baseline, repeat)
-        yield Row("1 core", variant, "texts/s", n / cand_s, "st.encode", n / base_s, target=0.97)
+        cand_s, base_s, spread = compare(fn, baseline, repeat)
+        yield Row("1 core", variant, "texts/s", n / cand_s, "st.encode", n / base_s, target=0.97, spread=spread)
 
 
 def _baseline(manager, texts: list[str], batch: int) -> Callable[[], object]:
@@ -77,10 +77,10 @@ def threads(n: int, batch: int, repeat: int, clients: int = 16) -> Iterator[Row]
     plain = HuggingFaceEmbeddingGenerator(model_name=model, batch_size=batch, micro_batching=False)
     for variant, gen in (("with micro-batching", batched), ("without micro-batching", plain)):
         gen.generate(texts[0])
-        cand_s, base_s = compare(_concurrent_singles(gen.generate, texts, clients), baseline, repeat)
+        cand_s, base_s, spread = compare(_concurrent_singles(gen.generate, texts, clients), baseline, repeat)
         target = 0.8 if gen is batched else None
         yield Row("2 threads", f"{clients} threads x 1 sentence, {variant}", "texts/s", n / cand_s,
-                  "st.encode batch", n / base_s, target=target, note=micro_batch_summary(gen))
+                  "st.encode batch", n / base_s, target=target, note=micro_batch_summary(gen), spread=spread)
 
 
 def micro_batch_summary(gen: object) -> str:
@@ -130,8 +130,8 @@ def _server_rows(scenario: str, n: int, batch: int, repeat: int, single, batched
          f"in-process manager.encode, batches of {batch}", targets[2]),
     )
     for variant, fn, base_fn, base_name, target in runs:
-        cand_s, base_s = compare(fn, base_fn, repeat)
-        yield Row(scenario, variant, "texts/s", n / cand_s, base_name, n / base_s, target=target)
+        cand_s, base_s, spread = compare(fn, base_fn, repeat)
+        yield Row(scenario, variant, "texts/s", n / cand_s, base_name, n / base_s, target=target, spread=spread)
     probe = texts[: min(200, n)]
     remote_ms = _p50_ms(single, probe)
     local_ms = _p50_ms(lambda t: manager.generate("hf", t), probe)
@@ -182,8 +182,8 @@ def startup(n: int, batch: int, repeat: int) -> Iterator[Row]:
         ("import agent_embeddings", run(["-c", "import agent_embeddings"])),
         ("validate specs/default.json", run(["-m", "agent_embeddings", "validate", str(DEFAULT_SPEC)])),
     ):
-        cand_s, base_s = compare(fn, bare, max(repeat, 5))
-        yield Row("7 startup", variant, "s", cand_s, "python -c pass", base_s, higher_is_better=False,
+        cand_s, base_s, spread = compare(fn, bare, max(repeat, 5))
+        yield Row("7 startup", variant, "s", cand_s, "python -c pass", base_s, higher_is_better=False, spread=spread,
                   note=f"{variant}: {cand_s * 1000:.0f} ms wall (bare interpreter {base_s * 1000:.0f} ms)")
 
 
@@ -209,14 +209,14 @@ def onnx(n: int, batch: int, repeat: int) -> Iterator[Row]:
     def baseline() -> object:
         return torch_gen.encode(texts)
 
-    cand_s, base_s = compare(lambda: int8.encode(texts), baseline, repeat)
+    cand_s, base_s, spread = compare(lambda: int8.encode(texts), baseline, repeat)
     yield Row("5 onnx int8", "hf backend=onnx-int8 encode", "texts/s", n / cand_s, "hf backend=torch (fp32)",
-              n / base_s, target=2.0,
+              n / base_s, target=2.0, spread=spread,
               note=f"int8 vs fp32 torch on these {n} sentences: mean cosine {cos.mean():.4f}, min {cos.min():.4f}; "
                    f"ONNX Runtime with {threads} threads, batch {batch}")
-    cand_s, base_s = compare(lambda: fp32.encode(texts), baseline, repeat)
+    cand_s, base_s, spread = compare(lambda: fp32.encode(texts), baseline, repeat)
     yield Row("5 onnx int8", "hf backend=onnx (fp32) encode", "texts/s", n / cand_s, "hf backend=torch (fp32)",
-              n / base_s, note=f"fp32 ONNX vs torch: max abs difference {fp32_diff:.1e}")
+              n / base_s, spread=spread, note=f"fp32 ONNX vs torch: max abs difference {fp32_diff:.1e}")
     for gen in (torch_gen, int8, fp32):
         gen.close()
 
@@ -233,9 +233,9 @@ def cache(n: int, batch: int, repeat: int) -> Iterator[Row]:
     texts = short_sentences(batch, seed=64)
     first = cached.encode(texts)  # fills the cache (and loads the model, shared by both)
     same = float(abs(plain.encode(texts) - first).max())
-    cand_s, base_s = compare(lambda: cached.encode(texts), lambda: plain.encode(texts), max(repeat, 5))
+    cand_s, base_s, spread = compare(lambda: cached.encode(texts), lambda: plain.encode(texts), max(repeat, 5))
     yield Row("6 cache", f"repeated batch of {batch}, memory cache on", "batches/s", 1 / cand_s,
-              "cache off", 1 / base_s, target=100,
+              "cache off", 1 / base_s, target=100, spread=spread,
               note=f"{cand_s * 1e3:.2f} ms vs {base_s * 1e3:.1f} ms per batch; max difference to uncached {same:.1e}")
     for gen in (plain, cached):
         gen.close()

@@ -36,4 +36,5 @@ def test_every_scenario_runs_on_a_tiny_input(root: Path, tmp_path: Path):
     for row in data["rows"]:
         assert row["value"] > 0 and row["baseline_value"] > 0 and math.isfinite(row["ratio"]), row
     table = (tmp_path / "results" / "latest.md").read_text()
-    assert "| scenario | variant | value | baseline | ratio | target |" in table
+    assert "| scenario | variant | value | baseline | ratio | target | spread |" in table
+    assert all(row["spread"] is not None and row["spread"] >= 0 for row in data["rows"] if row["unit"] != "ms")
