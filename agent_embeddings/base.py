@@ -180,9 +180,9 @@ class AbstractEmbeddingGenerator:
             return self.generate_batch(texts)  # a documentation-style subclass
         return [self.generate(t) for t in texts]
 
-    async def _aembed_batch(self, texts: list[str]) -> RawBatch:
-        """Async twin of ``_embed_batch``; by default runs it in a worker thread."""
-        return await asyncio.to_thread(self._embed_batch, texts)
+    async def _aembed_batch(self, texts: list[str], *, input_type: InputType | None = None) -> RawBatch:
+        """Async twin of ``_embed_batch``; by default runs it in a worker thread (``input_type`` included)."""
+        return await asyncio.to_thread(self._backend, texts, input_type)
 
     def _chunk_size(self) -> int:
         """Texts per backend call (backends that split by their own limits return more)."""
@@ -391,7 +391,7 @@ class AbstractEmbeddingGenerator:
     async def _abackend(self, texts: list[str], input_type: InputType | None) -> RawBatch:
         if input_type is None:
             return await self._aembed_batch(texts)
-        return await self._aembed_batch(texts, input_type=input_type)  # type: ignore[call-arg]
+        return await self._aembed_batch(texts, input_type=input_type)
 
     def _call_backend(self, texts: list[str], input_type: InputType | None = None) -> RawBatch:
         """One backend call, with the shared retry loop unless the client library retries itself."""

@@ -184,3 +184,15 @@ def test_the_cli_passes_input_type(tmp_path, capsys):
     manager = EmbeddingGeneratorManager.from_subject_spec(spec)
     assert from_cli == pytest.approx(manager.generate("e5", QUERIES[0], input_type="query"), abs=TOL)
     manager.close()
+
+
+def test_the_async_path_passes_input_type_to_a_backend_without_its_own_async_twin(hf_manager):
+    """hf: has only ``_embed_batch(texts, input_type=...)``; the default async twin must forward it.
+
+    A call larger than a micro-batch skips the micro-batcher and reaches ``_aembed_batch`` itself
+    (a 100-text gRPC request failed with INTERNAL TypeError before).
+    """
+    texts = [f"{DOCS[i % 2]} ({i})" for i in range(100)]
+    sync = hf_manager.encode("hf-minilm", texts, input_type="document")
+    result = asyncio.run(hf_manager.aembed("hf-minilm", texts, input_type="document"))
+    assert np.abs(result.vectors - sync).max() <= TOL
