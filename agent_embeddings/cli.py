@@ -1,4 +1,4 @@
-"""``agent-embeddings``: embed, validate specs, list backends, print the schema, serve.
+"""``agent-embeddings``: embed, validate specs, list backends, print the schema, serve, bulk.
 
 Errors are one line on stderr and a non-zero exit status (set AGENT_EMBEDDINGS_DEBUG=1 for a
 traceback). ``validate``, ``backends`` and ``schema`` never import torch.
@@ -13,29 +13,14 @@ import sys
 from collections.abc import Sequence
 from typing import Any, TextIO
 
-from .errors import AgentEmbeddingsError, InvalidInputError, UnknownGeneratorError
+from .cli_common import load_manager as _manager
+from .cli_common import pick_name as _pick_name
+from .errors import AgentEmbeddingsError, InvalidInputError
 from .version import __version__
 
 __all__ = ["main"]
 
 PROG = "agent-embeddings"
-
-
-def _manager(spec: str) -> Any:
-    from .manager import EmbeddingGeneratorManager
-
-    return EmbeddingGeneratorManager.from_subject_spec(spec)
-
-
-def _pick_name(manager: Any, name: str | None) -> str:
-    if name is not None:
-        manager.get(name)  # unknown names raise with the list of known ones
-        return name
-    names = manager.names()
-    if len(names) != 1:
-        listed = ", ".join(names) or "none"
-        raise UnknownGeneratorError(f"the spec has {len(names)} embedding generators ({listed}); choose one with --name")
-    return str(names[0])
 
 
 def _read_texts(args: argparse.Namespace, stdin: TextIO) -> list[str]:
@@ -233,6 +218,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="serve the gRPC server's Prometheus metrics on this port (0: any free port); "
                         "the HTTP server answers /metrics itself")
     p.set_defaults(func=cmd_serve)
+
+    from .bulk.cli import add_bulk_parser
+
+    add_bulk_parser(sub)
     return parser
 
 

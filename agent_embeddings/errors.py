@@ -8,6 +8,9 @@
      ├── PluginError                a plugin misbehaves (two plugins claim one prefix, ...)
      ├── UnknownGeneratorError      no generator of that name (lists known names)
      ├── InvalidInputError          bad text argument (None, non-string, empty, ...)
+     │    └── CorpusError           a bulk input cannot be read, or has bad rows (names path, column, row id)
+     ├── BulkOutputError            a bulk output directory cannot hold this job (a file, another input)
+     ├── EmbeddingSpaceError        a generator does not embed into an index's space (identity or probes)
      ├── EmbeddingContractError     a backend broke the output contract
      │    └── DimensionMismatchError    declared dims != delivered dims (names both)
      └── BackendError               a call to a backend failed
@@ -32,9 +35,12 @@ __all__ = [
     "BackendTimeoutError",
     "BackendUnavailableError",
     "BadRequestError",
+    "BulkOutputError",
     "ConfigurationError",
+    "CorpusError",
     "DimensionMismatchError",
     "EmbeddingContractError",
+    "EmbeddingSpaceError",
     "InvalidInputError",
     "ModelNotFoundError",
     "PluginError",
@@ -76,6 +82,18 @@ class UnknownGeneratorError(AgentEmbeddingsError, LookupError):
 
 class InvalidInputError(AgentEmbeddingsError, ValueError):
     """The text(s) passed to a generator are not valid input."""
+
+
+class CorpusError(InvalidInputError):
+    """A bulk job's input cannot be read or has bad rows; the message names path, column and row id."""
+
+
+class BulkOutputError(AgentEmbeddingsError):
+    """A bulk job's output directory cannot take this job (it is a file, or holds another input's shards)."""
+
+
+class EmbeddingSpaceError(AgentEmbeddingsError):
+    """A generator's vectors would not live in an index's embedding space (identity or probe vectors differ)."""
 
 
 class EmbeddingContractError(AgentEmbeddingsError):

@@ -8,6 +8,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import threading
 from collections.abc import Iterator, Sequence
 from dataclasses import replace
@@ -19,7 +20,8 @@ from .base import AbstractEmbeddingGenerator
 from .errors import BackendError, BadRequestError, DimensionMismatchError, SpecError, UnknownGeneratorError
 from .factory import build_embeddings_from_model_item
 from .results import Embeddings, GeneratorInfo
-from .specs import SpecSource, SubjectSpec, load_spec, spec_origin
+from .space import SpaceCheck, verify_space
+from .specs import ModelItem, SpecSource, SubjectSpec, load_spec, spec_origin
 from .vectors import InputType, check_text
 
 __all__ = ["EmbeddingGeneratorManager", "GeneratorInfo", "fallback_incompatibility"]
@@ -34,6 +36,7 @@ class EmbeddingGeneratorManager:
         self._generators: dict[str, AbstractEmbeddingGenerator] = {}
         self._aliases: dict[str, str] = {}  # alias -> canonical name
         self._block_ids: dict[str, str] = {}  # canonical name -> llm_block_id
+        self._items: dict[str, ModelItem] = {}  # canonical name -> its spec item
         self._fallbacks: dict[str, str] = {}  # canonical name -> canonical name of its fallback
         self._lock = threading.RLock()
         self.spec: SubjectSpec | None = None
@@ -70,6 +73,7 @@ class EmbeddingGeneratorManager:
             canonical = self._canonical(name)
             self._aliases = {a: n for a, n in self._aliases.items() if n != canonical}
             self._block_ids.pop(canonical, None)
+            self._items.pop(canonical, None)
             self._fallbacks.pop(canonical, None)
             self._fallbacks = {k: v for k, v in self._fallbacks.items() if v != canonical}
             return self._generators.pop(canonical)
@@ -85,6 +89,10 @@ class EmbeddingGeneratorManager:
         """The :meth:`list_generators` row of one generator (by name or alias)."""
         canonical = self._canonical(name)
         return next(i for i in self.list_generators() if i.name == canonical)
+
+    def model_item(self, name: str) -> ModelItem | None:
+        """The spec item a generator was built from (None when registered by hand)."""
+        return self._items.get(self._canonical(name))
 
     def _canonical(self, name: str) -> str:
         if name in self._generators:
@@ -283,6 +291,19 @@ class EmbeddingGeneratorManager:
             out[name] = row
         return out
 
+    def verify_space(self, name: str, manifest: str | os.PathLike[str]) -> SpaceCheck:
+        """Check that ``name`` embeds into the space of an index built by ``agent-embeddings bulk``.
+
+        ``manifest`` is the output directory (or its ``_embedding.json``). The stored identity
+        must be equal and the stored probe sentences must embed to the same vectors (cosine
+        >= 0.9999), which catches a model swapped behind an unchanged endpoint name. Raises
+        :class:`~agent_embeddings.errors.EmbeddingSpaceError` naming each difference.
+
+        >>> manager.verify_space("hf-minilm", "vectors/").ok  # doctest: +SKIP
+        True
+        """
+        return verify_space(self, name, manifest)
+
     # -- life cycle ------------------------------------------------------------------------
     def warm_up(self, names: Sequence[str] | None = None) -> None:
         """Load models / open connections now rather than on first use."""
@@ -322,6 +343,7 @@ class EmbeddingGeneratorManager:
             gen = build_embeddings_from_model_item(item, where=where)
             manager.register_generator(canonical, gen, aliases=aliases)
             manager._block_ids[canonical] = item.llm_block_id
+            manager._items[canonical] = item
         for index, item in spec.embedding_items:
             canonical = plan[index][0]
             gen = manager._generators[canonical]

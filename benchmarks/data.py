@@ -22,3 +22,19 @@ def short_sentences(n: int = 2000, seed: int = 0) -> list[str]:
         f"{rng.choice(_SUBJECTS)} {rng.choice(_VERBS)} {rng.choice(_OBJECTS)}{rng.choice(_TAILS)} (#{i})."
         for i in range(n)
     ]
+
+
+def varied_texts(n: int = 20_000, seed: int = 0) -> list[str]:
+    """``n`` texts of varied length, as a corpus has: mostly one to three sentences, some passages
+    of up to twelve (about 10 to 200 tokens), with a few exact duplicates."""
+    rng = random.Random(seed)
+    pool = short_sentences(max(n, 16), seed=seed + 1)
+    texts = []
+    for i in range(n):
+        if i and rng.random() < 0.02:
+            texts.append(texts[rng.randrange(i)])  # a duplicate, as real corpora have
+            continue
+        count = rng.choice([1, 1, 1, 2, 2, 3, 4, 6, 8, 12])
+        texts.append(" ".join(rng.choice(pool) for _ in range(count)))
+    return texts
+

@@ -64,6 +64,18 @@ def compare(
     return min(cand), min(base), spread
 
 
+def compare_many(fns: dict[str, Callable[[], object]], repeat: int) -> tuple[dict[str, float], float]:
+    """Best seconds of each of ``fns`` over ``repeat`` rounds, each round running them all in a
+    rotated order; and the largest spread of any of them."""
+    runs: dict[str, list[float]] = {name: [] for name in fns}
+    names = list(fns)
+    for i in range(repeat):
+        for name in names[i % len(names):] + names[: i % len(names)]:
+            runs[name].append(timed(fns[name]))
+    spread = max((max(r) - min(r)) / min(r) for r in runs.values())
+    return {name: min(r) for name, r in runs.items()}, spread
+
+
 def write_report(rows: list[Row], out_dir: Path, meta: dict) -> tuple[Path, Path]:
     """Write ``latest.json``; ``latest.md`` (and ``benchmarks/README.md`` for the default folder) are
     rendered from it by :mod:`benchmarks.render`, so the tables never drift from the figures."""

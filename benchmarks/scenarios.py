@@ -12,6 +12,7 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
 
+from . import bulk
 from .data import short_sentences
 from .harness import Row, compare
 
@@ -249,6 +250,9 @@ ALL: dict[str, Callable[..., Iterator[Row]]] = {
     "startup": startup,
     "cache": cache,
     "onnx": onnx,
+    "bulk": bulk.bulk,
+    "memory": bulk.memory,
+    "ray": bulk.ray,
 }
 
 

@@ -33,7 +33,7 @@ PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 ENV = {"HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
 BLOCK = re.compile(r"^(?:(<!-- not run: (?P<reason>.+?) -->)\n)?```(?P<lang>\w*)\n(?P<body>.*?)^```", re.S | re.M)
 CHEAP_COMMANDS = ("agent-embeddings embed", "agent-embeddings validate", "agent-embeddings backends",
-                  "agent-embeddings schema")
+                  "agent-embeddings schema", "agent-embeddings bulk")
 
 
 def blocks(page: Path, *langs: str) -> list[tuple[str, str | None]]:

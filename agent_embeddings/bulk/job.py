@@ -1,0 +1,126 @@
+"""A bulk job's plan (what every engine needs to embed a shard), its report and its progress."""
+
+from __future__ import annotations
+
+import logging
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from ..vectors import InputType
+from .shard import ShardResult, embed_shard, shard_name, write_shard
+from .source import Corpus, Shard
+
+if TYPE_CHECKING:
+    from ..manager import EmbeddingGeneratorManager
+
+__all__ = ["DEFAULT_SHARD_ROWS", "BulkReport", "Job", "Progress", "process_shard"]
+
+log = logging.getLogger("agent_embeddings.bulk")
+
+# Big enough that a shard's Parquet file is a few MB of vectors, small enough that a killed
+# job loses at most a minute or so of CPU work with a small model.
+DEFAULT_SHARD_ROWS = 10_000
+
+
+@dataclass
+class Job:
+    """Everything needed to embed and write one shard; plain data, so Ray can ship it to workers."""
+
+    name: str
+    corpus: Corpus
+    output: Path
+    fingerprint: str
+    shard_rows: int
+    dims: int
+    input_type: InputType | None
+    skip_invalid: bool
+    step: int
+    concurrency: int = 1
+    spec: dict[str, Any] | None = field(default=None, repr=False)  # the subject spec, for Ray workers
+
+    def shard_path(self, index: int) -> Path:
+        return self.output / shard_name(self.fingerprint, index)
+
+
+def process_shard(
+    job: Job, manager: EmbeddingGeneratorManager, shard: Shard, progress: Callable[[int], None] | None = None
+) -> ShardResult:
+    """Embed ``shard`` with the job's generator and write it; the same code on every engine."""
+
+    def embed(texts: list[str]) -> Any:
+        return manager.encode(job.name, texts, input_type=job.input_type)
+
+    table, result = embed_shard(
+        shard, embed, text_column=job.corpus.text_column, id_column=job.corpus.id_column,
+        skip_invalid=job.skip_invalid, dims=job.dims, step=job.step, concurrency=job.concurrency, progress=progress,
+    )
+    write_shard(table, result, job.output, job.shard_path(shard.index).name)
+    return result
+
+
+@dataclass(frozen=True)
+class BulkReport:
+    """What a bulk job did.
+
+    ``rows`` counts every row of this input now in the output; ``embedded`` the rows this run
+    embedded (the rest were in shards completed by an earlier, interrupted run).
+    """
+
+    output: Path
+    manifest: Path
+    generator: str
+    engine: str
+    rows: int
+    embedded: int
+    shards: int
+    resumed_shards: int
+    skipped: int
+    skipped_ids: tuple[Any, ...]
+    seconds: float
+
+    @property
+    def rows_per_s(self) -> float:
+        return self.embedded / self.seconds if self.seconds > 0 else 0.0
+
+    def summary(self) -> str:
+        resumed = f", {self.resumed_shards} resumed" if self.resumed_shards else ""
+        skipped = f"; skipped {self.skipped} invalid rows" if self.skipped else ""
+        shards = f"{self.shards} shard" + ("" if self.shards == 1 else "s")
+        return (
+            f"{self.rows} rows in {shards}{resumed} -> {self.output} "
+            f"({self.embedded} embedded in {self.seconds:.1f}s, {self.rows_per_s:.0f} rows/s){skipped}"
+        )
+
+
+class Progress:
+    """Rows done: a tqdm bar (rate, ETA) on a terminal, a log line every ``every_s`` otherwise."""
+
+    def __init__(self, total: int | None, done: int, *, show: bool | None, every_s: float = 30.0) -> None:
+        from tqdm import tqdm
+
+        tty = sys.stderr.isatty()
+        self._bar = tqdm(
+            total=total, initial=done, unit="row", disable=not (tty if show is None else show), file=sys.stderr,
+            dynamic_ncols=True, smoothing=0.05,
+        )
+        self._log = show is not False and not tty
+        self._every, self._total, self._done = every_s, total, done
+        self._start = self._last = time.monotonic()
+        self._at_start = done
+
+    def update(self, rows: int) -> None:
+        self._bar.update(rows)
+        self._done += rows
+        now = time.monotonic()
+        if self._log and now - self._last >= self._every:
+            self._last = now
+            rate = (self._done - self._at_start) / max(now - self._start, 1e-9)
+            of = f"/{self._total}" if self._total is not None else ""
+            log.info("bulk: %d%s rows, %.0f rows/s", self._done, of, rate)
+
+    def close(self) -> None:
+        self._bar.close()

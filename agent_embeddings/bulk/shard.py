@@ -1,0 +1,165 @@
+"""One shard: check its rows, embed its unique texts in length order, write it atomically.
+
+Both engines call :func:`embed_shard` then :func:`write_shard`; only who calls them differs
+(the local loop, or a Ray Data actor).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .._deps import require
+from ..errors import CorpusError, EmbeddingContractError
+from .source import Shard
+
+__all__ = ["ShardResult", "embed_shard", "shard_name", "write_shard"]
+
+# How many skipped ids a shard remembers (its footer stays small; the count is always exact).
+MAX_SKIPPED_IDS = 1000
+META_KEY = b"agent_embeddings"
+
+
+def shard_name(fingerprint: str, index: int) -> str:
+    """``part-<input>-<index>.parquet``: the input's fingerprint keeps appended inputs apart."""
+    return f"part-{fingerprint[:8]}-{index:06d}.parquet"
+
+
+@dataclass
+class ShardResult:
+    """What a written shard holds: rows written, unique texts embedded, rows skipped (and which)."""
+
+    index: int
+    rows: int
+    unique: int = 0
+    skipped: int = 0
+    skipped_ids: list[Any] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"index": self.index, "rows": self.rows, "unique": self.unique, "skipped": self.skipped,
+                "skipped_ids": self.skipped_ids}
+
+
+def _problems(shard: Shard, text_column: str, id_column: str | None) -> list[tuple[int, str]]:
+    """(row offset, problem) for every row that cannot be embedded."""
+    pa = require("pyarrow", "bulk")
+    pc = require("pyarrow.compute", "bulk")
+    texts = shard.texts
+    if not (pa.types.is_string(texts.type) or pa.types.is_large_string(texts.type)):
+        return [(i, f"text is {texts.type}, not a string") for i in range(len(texts))]
+    bad: dict[int, str] = {}
+    for i in np.flatnonzero(np.asarray(pc.fill_null(pc.equal(pc.utf8_length(texts), 0), False))):
+        bad[int(i)] = "text is empty"
+    for i in np.flatnonzero(np.asarray(texts.is_null())):
+        bad[int(i)] = "text is null"
+    if id_column is not None:
+        for i in np.flatnonzero(np.asarray(shard.ids.is_null())):
+            bad.setdefault(int(i), "id is null")
+    return sorted(bad.items())
+
+
+def _unique_in_length_order(texts: list[str]) -> tuple[list[str], np.ndarray]:
+    """Unique texts sorted by length (less padding per batch), and each row's index into them."""
+    position: dict[str, int] = {}
+    rows = np.fromiter((position.setdefault(t, len(position)) for t in texts), dtype=np.int64, count=len(texts))
+    unique = list(position)
+    order = sorted(range(len(unique)), key=lambda i: len(unique[i]))
+    rank = np.empty(len(unique), dtype=np.int64)
+    rank[order] = np.arange(len(unique))
+    return [unique[i] for i in order], rank[rows]
+
+
+def embed_shard(
+    shard: Shard,
+    embed: Callable[[list[str]], np.ndarray],
+    *,
+    text_column: str,
+    id_column: str | None,
+    skip_invalid: bool,
+    dims: int,
+    step: int,
+    concurrency: int = 1,
+    progress: Callable[[int], None] | None = None,
+) -> tuple[Any, ShardResult]:
+    """Embed one shard; returns the Arrow table to write (``id``, ``embedding``) and its result.
+
+    ``embed`` maps a list of texts to a float32 matrix (the generator, through the manager).
+    Bad rows fail the shard (naming column, id and problem) unless ``skip_invalid``.
+    """
+    pa = require("pyarrow", "bulk")
+    problems = _problems(shard, text_column, id_column)
+    ids, texts = shard.ids, shard.texts
+    skipped_ids: list[Any] = []
+    if problems:
+        if not skip_invalid:
+            offset, problem = problems[0]
+            more = f" (and {len(problems) - 1} more bad rows in this shard)" if len(problems) > 1 else ""
+            raise CorpusError(
+                f"column {text_column!r}, row id {ids[offset].as_py()!r} (row {shard.start + offset}): {problem}{more}; "
+                "fix the input or pass --skip-invalid to leave such rows out"
+            )
+        keep = np.ones(len(shard), dtype=bool)
+        keep[[i for i, _ in problems]] = False
+        skipped_ids = [ids[i].as_py() for i, _ in problems[:MAX_SKIPPED_IDS]]
+        mask = pa.array(keep)
+        ids, texts = ids.filter(mask), texts.filter(mask)
+    ordered, rows = _unique_in_length_order(texts.to_pylist())
+    slices = [ordered[i : i + step] for i in range(0, len(ordered), step)]
+
+    def run(chunk: list[str]) -> np.ndarray:
+        vectors = embed(chunk)
+        if progress is not None:
+            progress(len(chunk))
+        return vectors
+
+    if concurrency > 1 and len(slices) > 1:
+        with ThreadPoolExecutor(concurrency, thread_name_prefix="bulk-embed") as pool:
+            parts = list(pool.map(run, slices))
+    else:
+        parts = [run(chunk) for chunk in slices]
+    if progress is not None and len(shard) > len(ordered):
+        progress(len(shard) - len(ordered))  # duplicates and skipped rows count as done
+    unique = np.concatenate(parts) if parts else np.empty((0, dims), np.float32)
+    if unique.shape[1] != dims:
+        raise EmbeddingContractError(f"shard {shard.index}: the generator returned {unique.shape[1]} dims, the job's probes {dims}")
+    vectors = np.ascontiguousarray(unique[rows], dtype=np.float32)
+    embedding = pa.FixedSizeListArray.from_arrays(pa.array(vectors.reshape(-1), pa.float32()), dims)
+    table = pa.table({"id": ids, "embedding": embedding})
+    result = ShardResult(shard.index, len(ids), len(ordered), len(problems), skipped_ids)
+    return table, result
+
+
+def write_shard(table: Any, result: ShardResult, directory: Path, name: str) -> None:
+    """Write ``table`` as ``directory/name``, visible only once complete.
+
+    It is written under a hidden name (``.name.<pid>.tmp``, which Parquet readers and
+    ``*.parquet`` globs skip), flushed to disk, then renamed: a reader, or a job resumed
+    after SIGKILL, sees a whole shard or none.
+    """
+    pq = require("pyarrow.parquet", "bulk")
+    meta = {**(table.schema.metadata or {}), META_KEY: json.dumps(result.to_json(), default=str).encode()}
+    table = table.replace_schema_metadata(meta)
+    tmp = directory / f".{name}.{os.getpid()}.tmp"
+    pq.write_table(table, str(tmp))
+    with open(tmp, "rb+") as fh:
+        os.fsync(fh.fileno())
+    os.replace(tmp, directory / name)
+
+
+def read_result(path: Path) -> ShardResult:
+    """The :class:`ShardResult` stored in a written shard's footer."""
+    pq = require("pyarrow.parquet", "bulk")
+    meta = pq.read_schema(str(path)).metadata or {}
+    raw = meta.get(META_KEY)
+    if raw is None:
+        rows = pq.ParquetFile(str(path)).metadata.num_rows
+        return ShardResult(int(path.stem.rsplit("-", 1)[-1]), rows)
+    data = json.loads(raw)
+    return ShardResult(data["index"], data["rows"], data["unique"], data["skipped"], data["skipped_ids"])
