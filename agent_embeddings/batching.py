@@ -9,6 +9,12 @@ timeout, rate limited, already retried by the generator's policy), which every c
 
 A lone caller pays no wait: the worker only waits for company when the previous batch had
 more than one request, i.e. when callers are known to be arriving together.
+
+With ``max_batch_tokens`` (TEI's knob of the same name; 16384 by default) the texts the worker took are sorted by
+length and cut into backend calls of similar lengths, each at most that many padded tokens
+(the longest text times the texts): one 200-token passage no longer pads fifteen short queries
+to its length. Lengths are estimated from characters (about four per token), which is enough
+to group texts and costs nothing next to a tokenizer pass.
 """
 
 from __future__ import annotations
@@ -39,6 +45,43 @@ class MicroBatching(BaseModel):
     max_wait_ms: float = Field(
         default=2.0, ge=0, le=1000, description="Longest wait for more callers once calls arrive together."
     )
+    max_batch_tokens: PositiveInt | None = Field(
+        default=16384,
+        description="Padded tokens per backend call (longest text x texts, estimated at 4 characters per "
+        "token); texts are grouped by length under it. None: batches bounded by max_batch_size only.",
+    )
+
+
+#: Characters per token when estimating lengths for max_batch_tokens.
+CHARS_PER_TOKEN = 4
+#: A new group starts when the padding it saves exceeds this many tokens: below it, one more
+#: backend call costs more than the padding it avoids.
+_SPLIT_SAVING_TOKENS = 256
+
+
+def length_groups(lengths: list[int], max_tokens: int) -> list[list[int]]:
+    """Indices grouped for backend calls: ascending length, each group's padded size (longest x
+    count) within ``max_tokens``, and a new group wherever that saves more padding than a call costs.
+
+    >>> length_groups([120, 5, 118, 4, 6], max_tokens=10_000)
+    [[3, 1, 4], [2, 0]]
+    """
+    order = sorted(range(len(lengths)), key=lengths.__getitem__)
+    groups: list[list[int]] = []
+    current: list[int] = []
+    total = 0  # tokens of the current group's texts; its padded size is len(current) * the newest length
+    for i in order:
+        size = lengths[i]
+        over_budget = (len(current) + 1) * size > max_tokens
+        padding = len(current) * size - total  # what the group's texts would be padded by, with this one
+        if current and (over_budget or padding > _SPLIT_SAVING_TOKENS):
+            groups.append(current)
+            current, total = [], 0
+        current.append(i)
+        total += size
+    if current:
+        groups.append(current)
+    return groups
 
 
 @dataclass
@@ -61,6 +104,7 @@ class MicroBatcher:
         #: told (texts, callers) of every backend call the worker makes: the coalescing, visible
         self._on_batch = on_batch
         self.max_batch_size = config.max_batch_size
+        self.max_batch_tokens = config.max_batch_tokens
         self._max_wait_s = config.max_wait_ms / 1000.0
         self._name = name
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
@@ -143,8 +187,7 @@ class MicroBatcher:
             return
         texts = [t for r in batch for t in r.texts]
         try:
-            raw = self._fn(texts)
-            vectors, counts = _as_rows(raw, len(texts))
+            vectors, counts = self._call(texts)
         except BaseException as exc:  # noqa: BLE001 - find whose input failed: each alone
             if getattr(exc, "retryable", False):
                 # The backend is down or overloaded (and was retried already): no one's input is
@@ -163,6 +206,26 @@ class MicroBatcher:
                 BackendResult(vectors[start:end], tokens, None if counts is None else counts[start:end])
             )
             start = end
+
+    def _call(self, texts: list[str]) -> tuple[np.ndarray, list[int] | None]:
+        """One backend call, or one per group of similar lengths under ``max_batch_tokens``."""
+        if self.max_batch_tokens is None:
+            return _as_rows(self._fn(texts), len(texts))
+        lengths = [len(t) // CHARS_PER_TOKEN + 2 for t in texts]  # + the [CLS]/[SEP] a tokenizer adds
+        groups = length_groups(lengths, self.max_batch_tokens)
+        if len(groups) == 1:
+            return _as_rows(self._fn(texts), len(texts))
+        parts = [(group, *_as_rows(self._fn([texts[i] for i in group]), len(group))) for group in groups]
+        vectors = np.empty((len(texts), parts[0][1].shape[1]), dtype=np.float32)
+        counts: list[int] | None = [0] * len(texts)
+        for group, part, part_counts in parts:
+            vectors[group] = part
+            if part_counts is None or counts is None:
+                counts = None
+            else:
+                for i, count in zip(group, part_counts):
+                    counts[i] = count
+        return vectors, counts
 
     def _run_alone(self, request: _Request) -> None:
         try:

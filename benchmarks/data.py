@@ -38,3 +38,10 @@ def varied_texts(n: int = 20_000, seed: int = 0) -> list[str]:
         texts.append(" ".join(rng.choice(pool) for _ in range(count)))
     return texts
 
+
+def mixed_texts(n: int = 2000, seed: int = 0) -> list[str]:
+    """Search traffic of mixed lengths: three short queries (about 14 tokens), then one passage of
+    about 200 tokens (fourteen sentences), repeated; the same for a given seed."""
+    rng = random.Random(seed)
+    pool = short_sentences(max(n, 64), seed=seed + 2)
+    return [rng.choice(pool) if i % 4 else " ".join(rng.choice(pool) for _ in range(14)) for i in range(n)]

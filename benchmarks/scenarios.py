@@ -14,7 +14,7 @@ from pathlib import Path
 
 from . import bulk
 from .data import short_sentences
-from .harness import Row, compare
+from .harness import Row, compare, compare_many
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_SPEC = ROOT / "specs" / "default.json"
@@ -82,6 +82,37 @@ def threads(n: int, batch: int, repeat: int, clients: int = 16) -> Iterator[Row]
         target = 0.8 if gen is batched else None
         yield Row("2 threads", f"{clients} threads x 1 sentence, {variant}", "texts/s", n / cand_s,
                   "st.encode batch", n / base_s, target=target, note=micro_batch_summary(gen), spread=spread)
+
+
+def mixed(n: int, batch: int, repeat: int, clients: int = 16) -> Iterator[Row]:
+    """16 threads x one text of mixed length (short queries, 200-token passages): token-budget
+    batching (texts grouped by length) vs count-only micro-batching, and vs st.encode."""
+    from agent_embeddings import HuggingFaceEmbeddingGenerator
+
+    from .data import mixed_texts
+
+    manager = _manager()
+    texts = mixed_texts(n)
+    baseline = _baseline(manager, texts, batch)
+    model = manager.get("hf").model
+    counted = HuggingFaceEmbeddingGenerator(model_name=model, batch_size=batch,
+                                            micro_batching={"max_batch_size": 64, "max_batch_tokens": None})
+    budget = HuggingFaceEmbeddingGenerator(model_name=model, batch_size=batch,
+                                           micro_batching={"max_batch_size": 64, "max_batch_tokens": 16384})
+    for gen in (counted, budget):
+        gen.generate(texts[0])
+    best, spread = compare_many({
+        "budget": _concurrent_singles(budget.generate, texts, clients),
+        "counted": _concurrent_singles(counted.generate, texts, clients),
+        "st": baseline,
+    }, repeat)
+    yield Row("2b mixed", f"{clients} threads x 1 mixed-length text, token budget 16384 (default)", "texts/s",
+              n / best["budget"], "count-only micro-batching", n / best["counted"], target=1.3, spread=spread,
+              note=micro_batch_summary(budget))
+    yield Row("2b mixed", f"{clients} threads x 1 mixed-length text, token budget 16384 (default)", "texts/s",
+              n / best["budget"], "st.encode batch", n / best["st"], target=0.8, spread=spread)
+    for gen in (counted, budget):
+        gen.close()
 
 
 def micro_batch_summary(gen: object) -> str:
@@ -245,6 +276,7 @@ def cache(n: int, batch: int, repeat: int) -> Iterator[Row]:
 ALL: dict[str, Callable[..., Iterator[Row]]] = {
     "core": core,
     "threads": threads,
+    "mixed": mixed,
     "http": http,
     "grpc": grpc,
     "startup": startup,

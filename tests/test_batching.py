@@ -135,3 +135,38 @@ def test_the_size_of_every_micro_batch_is_recorded_and_exported():
     assert gen.batcher.batches < 32  # concurrent callers were coalesced
     exported = ServerMetrics(manager).render().decode()
     assert 'agent_embeddings_generator_micro_batch_texts_count{generator="slow"} ' + f"{texts['count']}.0" in exported
+
+
+def test_a_token_budget_groups_mixed_lengths_and_keeps_each_caller_s_rows():
+    """Short and long texts taken together go to the backend in calls of similar lengths, within the budget."""
+    budget = MicroBatching(max_batch_size=64, max_wait_ms=20, max_batch_tokens=400)
+    gen = SlowLengths(micro_batching=budget)
+    texts = [("q" * 40 if i % 4 else "p" * 800) + f" {i}" for i in range(32)]  # ~12 vs ~202 estimated tokens
+    with ThreadPoolExecutor(max_workers=16) as pool:
+        results = list(pool.map(gen.generate, texts))
+    assert results == [expected(t) for t in texts]
+    mixed_calls = [c for c in gen.calls if len({len(t) > 100 for t in c}) > 1]
+    assert not mixed_calls, f"a backend call mixed short and long texts: {[len(t) for t in mixed_calls[0]]}"
+    for call in gen.calls:
+        assert len(call) * (max(len(t) for t in call) // 4 + 2) <= 400 or len(call) == 1
+    # and without a budget, the same traffic mixes them (what the budget is for)
+    plain = SlowLengths(micro_batching=MicroBatching(max_batch_size=64, max_wait_ms=20, max_batch_tokens=None))
+    with ThreadPoolExecutor(max_workers=16) as pool:
+        list(pool.map(plain.generate, texts))
+    assert any(len({len(t) > 100 for t in c}) > 1 for c in plain.calls)
+
+
+def test_a_token_budget_gives_the_model_s_own_vectors(hf_manager, st_model):
+    from agent_embeddings import HuggingFaceEmbeddingGenerator
+
+    gen = HuggingFaceEmbeddingGenerator(
+        model_name=hf_manager.get("hf").model, normalize=True,
+        micro_batching={"max_batch_size": 64, "max_wait_ms": 20, "max_batch_tokens": 512},
+    )
+    texts = [f"query {i}" if i % 3 else " ".join(["a longer passage about embeddings"] * 20) + f" {i}" for i in range(24)]
+    with ThreadPoolExecutor(max_workers=12) as pool:
+        vectors = np.array(list(pool.map(gen.generate, texts)))
+    reference = st_model.encode(texts, normalize_embeddings=True, convert_to_numpy=True)
+    assert np.abs(vectors - reference).max() <= 1e-5
+    assert gen.batcher.batches < len(texts)  # they were coalesced, then grouped
+    gen.close()
