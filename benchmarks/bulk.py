@@ -99,7 +99,7 @@ def memory(n: int, batch: int, repeat: int) -> Iterator[Row]:
     spread = max((max(r) - min(r)) / min(r) for r in runs.values())
     yield Row("8b memory", f"peak RSS of a local bulk job, {large:,} rows (hash embedding, row groups of 10,000)", "MB", large_mb,
               f"{small:,} rows", small_mb, higher_is_better=False, target=0.9, spread=spread,
-              note=f"+{large_mb - small_mb:.0f} MB for {large // small}x the rows: the corpus is streamed")
+              note=f"+{large_mb - small_mb:.0f} MB for {large // small}x the rows")
 
 
 def ray(n: int, batch: int, repeat: int) -> Iterator[Row]:

@@ -25,7 +25,7 @@ from agent_embeddings import EmbeddingGeneratorManager
 from agent_embeddings.bulk import MANIFEST, embed_dataset
 from agent_embeddings.bulk.source import Corpus
 from agent_embeddings.cli import main
-from agent_embeddings.errors import BulkOutputError, CorpusError, EmbeddingSpaceError, SpecError
+from agent_embeddings.errors import BulkOutputError, CorpusError, EmbeddingSpaceError, InvalidInputError, SpecError
 from agent_embeddings.server.http import serve_in_thread
 from benchmarks.data import short_sentences
 
@@ -260,6 +260,15 @@ def test_an_output_that_is_a_file_or_locked_or_shards_without_manifest(hf_manage
         fcntl.flock(fh, fcntl.LOCK_EX)
         with pytest.raises(BulkOutputError, match="another bulk job is writing"):
             embed_dataset(hf_manager, "hf", corpus, locked)
+
+
+def test_the_ray_engine_needs_a_spec_not_a_hand_built_manager(tmp_path, corpus):
+    from .fakes import CharStats
+
+    manager = EmbeddingGeneratorManager()
+    manager.register_generator("chars", CharStats())
+    with pytest.raises(InvalidInputError, match="the ray engine builds the generator on every worker from its spec"):
+        embed_dataset(manager, "chars", corpus, tmp_path / "out", engine="ray")
 
 
 def test_resume_with_other_shard_rows_is_refused_and_overwrite_starts_afresh(hf_manager, tmp_path, texts):

@@ -72,16 +72,23 @@ def embed_dataset(
     input_type = check_input_type(input_type)
     started = time.monotonic()
     corpus = Corpus.open(Path(input), text_column=text_column, id_column=id_column)
-    out = _output_dir(Path(output), overwrite=overwrite)
+    out = _output_dir(Path(output))
     owned = not isinstance(spec, EmbeddingGeneratorManager)
     manager = spec if isinstance(spec, EmbeddingGeneratorManager) else EmbeddingGeneratorManager.from_subject_spec(spec)
     try:
+        if engine == "ray" and manager.spec is None:
+            raise InvalidInputError(
+                "the ray engine builds the generator on every worker from its spec: pass the spec "
+                "(a path, a mapping or a SubjectSpec), not a manager whose generators were registered by hand"
+            )
         with _lock(out):
+            if overwrite:
+                _clear(out)
             canonical = manager.resolve(name)
             job, record, manifest = _start(manager, canonical, corpus, out, shard_rows, input_type, skip_invalid,
                                            concurrency)
-            done = {read_result(job.shard_path(i)).index for i in _written(out, job.fingerprint)}
-            before = [read_result(job.shard_path(i)) for i in sorted(done)]
+            before = [read_result(job.shard_path(i)) for i in _written(out, job.fingerprint)]
+            done = {r.index for r in before}
             show = Progress(corpus.count_rows(), sum(r.rows + r.skipped for r in before), show=progress)
             try:
                 if engine == "ray":
@@ -100,13 +107,16 @@ def embed_dataset(
             manager.close()
 
 
-def _output_dir(out: Path, *, overwrite: bool) -> Path:
+def _clear(out: Path) -> None:
+    """``--overwrite``: remove what a bulk job writes (shards, manifest, temporary files); other files stay."""
+    for path in out.iterdir():
+        if path.name == MANIFEST or path.name.startswith(("part-", ".part-", f".{MANIFEST}")):
+            path.unlink()
+
+
+def _output_dir(out: Path) -> Path:
     if out.exists() and not out.is_dir():
         raise BulkOutputError(f"{out}: exists and is not a directory; give --output a directory")
-    if overwrite and out.is_dir():  # only what a bulk job writes: other files stay
-        for path in out.iterdir():
-            if path.name == MANIFEST or (path.name.startswith(("part-", ".part-", f".{MANIFEST}"))):
-                path.unlink()
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
