@@ -118,12 +118,34 @@ class Corpus:
         return [self.text_column] + ([self.id_column] if self.id_column else [])
 
     def _batches(self, files: tuple[Path, ...]) -> Iterator[Any]:
-        """Record batches of the wanted columns, in file and row order."""
+        """Record batches of the wanted columns, in file and row order, read as they are consumed.
+
+        Each file is read by a synchronous streaming reader, not by ``pyarrow.dataset``'s scanner:
+        the scanner reads ahead while the model (the bottleneck) works, and its buffered batches
+        grew a job's memory with the corpus (1 GB over 2,000,000 rows).
+        """
         try:
-            # The scanner keeps file and row order (batches are yielded in sequence, read ahead in parallel).
-            yield from self._dataset(files).to_batches(columns=self.columns, batch_size=_READ_ROWS)
+            for file in files:
+                yield from self._file_batches(file)
         except (OSError, _pa().ArrowException) as exc:
             raise CorpusError(f"{self.path}: cannot read as {self.format}: {exc}") from None
+
+    def _file_batches(self, file: Path) -> Iterator[Any]:
+        pa = _pa()
+        if self.format == "parquet":
+            pq = require("pyarrow.parquet", "bulk")
+            with pq.ParquetFile(str(file)) as reader:
+                yield from reader.iter_batches(batch_size=_READ_ROWS, columns=self.columns, use_threads=False)
+        elif self.format == "csv":
+            csv = require("pyarrow.csv", "bulk")
+            options = csv.ConvertOptions(column_types={self.text_column: pa.string()}, include_columns=self.columns)
+            yield from csv.open_csv(str(file), convert_options=options)
+        else:
+            json = require("pyarrow.json", "bulk")
+            schema = pa.schema([(self.text_column, pa.string())])
+            options = json.ParseOptions(explicit_schema=schema, unexpected_field_behavior="infer")
+            for batch in json.open_json(str(file), parse_options=options):
+                yield batch.select(self.columns)
 
     def _shard_of(self, index: int, start: int, batches: list[Any]) -> Shard:
         pa = _pa()
