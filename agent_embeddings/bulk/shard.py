@@ -65,15 +65,15 @@ def _problems(shard: Shard, text_column: str, id_column: str | None) -> list[tup
     return sorted(bad.items())
 
 
-def _unique_in_length_order(texts: list[str]) -> tuple[list[str], np.ndarray]:
-    """Unique texts sorted by length (less padding per batch), and each row's index into them."""
-    position: dict[str, int] = {}
-    rows = np.fromiter((position.setdefault(t, len(position)) for t in texts), dtype=np.int64, count=len(texts))
-    unique = list(position)
-    order = sorted(range(len(unique)), key=lambda i: len(unique[i]))
-    rank = np.empty(len(unique), dtype=np.int64)
-    rank[order] = np.arange(len(unique))
-    return [unique[i] for i in order], rank[rows]
+def _unique_in_length_order(texts: Any) -> tuple[Any, np.ndarray]:
+    """Unique texts sorted by length (an Arrow array: less padding per batch), and each row's index
+    into them. Arrow compute, not a Python dict: a shard's texts become Python strings one slice
+    at a time, when the model needs them."""
+    pc = require("pyarrow.compute", "bulk")
+    unique = pc.unique(texts)
+    ordered = unique.take(pc.sort_indices(pc.utf8_length(unique)))
+    rows = np.asarray(pc.index_in(texts, value_set=ordered), dtype=np.int64)
+    return ordered, rows
 
 
 def embed_shard(
@@ -110,10 +110,11 @@ def embed_shard(
         skipped_ids = [ids[i].as_py() for i, _ in problems[:MAX_SKIPPED_IDS]]
         mask = pa.array(keep)
         ids, texts = ids.filter(mask), texts.filter(mask)
-    ordered, rows = _unique_in_length_order(texts.to_pylist())
-    slices = [ordered[i : i + step] for i in range(0, len(ordered), step)]
+    ordered, rows = _unique_in_length_order(texts)
+    slices = range(0, len(ordered), step)
 
-    def run(chunk: list[str]) -> np.ndarray:
+    def run(start: int) -> np.ndarray:
+        chunk = ordered.slice(start, step).to_pylist()
         vectors = embed(chunk)
         if progress is not None:
             progress(len(chunk))
