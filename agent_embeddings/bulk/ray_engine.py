@@ -83,8 +83,8 @@ def run_ray(
     address: str | None = None,
     workers: int | None = None,
     gpus_per_worker: float = 0,
-) -> tuple[list[ShardResult], int]:
-    """Embed every shard not in ``done`` on Ray; returns the new shards' results and the shard count.
+) -> int:
+    """Embed and write every shard not in ``done`` on Ray; returns how many shards the input makes.
 
     Uses the Ray instance this process is connected to, else connects to ``address`` (``auto``:
     the local cluster's head), else starts a local Ray for the job and stops it after.
@@ -96,7 +96,7 @@ def run_ray(
     count = plan_shards(job)
     pending = [i for i in range(count) if i not in done]
     if not pending:
-        return [], count
+        return count
     started = not ray.is_initialized()
     if started:
         ray.init(address=address, include_dashboard=False, log_to_driver=False, logging_level=logging.WARNING)
@@ -113,11 +113,9 @@ def run_ray(
                 ShardEmbedder, fn_constructor_args=(job,), batch_size=1, compute=ActorPoolStrategy(size=size),
                 num_cpus=1, num_gpus=gpus_per_worker or None,
             )
-            results = []
             try:
                 for row in embedded.iter_rows():
                     result = ShardResult(**json.loads(row["result"]))
-                    results.append(result)
                     progress.update(result.rows + result.skipped)
             except Exception as exc:
                 raise _our_error(exc) from exc
@@ -126,4 +124,4 @@ def run_ray(
     finally:
         if started:
             ray.shutdown()
-    return results, count
+    return count

@@ -95,10 +95,10 @@ def embed_dataset(
                     from .ray_engine import run_ray
 
                     gpus = gpus_per_worker if gpus_per_worker is not None else _default_gpus(manager, canonical)
-                    _results, count = run_ray(job, done, show, address=ray_address, workers=workers,
+                    count = run_ray(job, done, show, address=ray_address, workers=workers,
                                               gpus_per_worker=gpus)
                 else:
-                    _results, count = run_local(job, manager, done, show)
+                    count = run_local(job, manager, done, show)
             finally:
                 show.close()
             return _finish(job, record, manifest, count, done, engine, started)
@@ -158,7 +158,7 @@ def _start(
     identity = space_identity(generator, input_type)
     manifest = Manifest.read(out)
     if manifest is None:
-        if _any_shards(out):
+        if any(out.glob("part-*.parquet")):
             raise BulkOutputError(f"{out}: holds shards but no {MANIFEST}; pass --overwrite to start afresh")
         item = manager.model_item(name)
         manifest = Manifest(
@@ -202,10 +202,6 @@ def _start(
               dims=manifest.dims, input_type=input_type, skip_invalid=skip_invalid, step=step,
               concurrency=concurrency, spec=manager.spec.model_dump(mode="json") if manager.spec else None)
     return job, record, manifest
-
-
-def _any_shards(out: Path) -> bool:
-    return any(out.glob("part-*.parquet"))
 
 
 def _finish(

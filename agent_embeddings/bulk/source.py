@@ -86,17 +86,22 @@ class Corpus:
     # -- reading -------------------------------------------------------------------------
     def _format(self) -> Any:
         ds = require("pyarrow.dataset", "bulk", who="agent-embeddings bulk")
-        pa = _pa()
-        if self.format == "csv":  # a column of digits must still be read as text
-            csv = require("pyarrow.csv", "bulk")
-            return ds.CsvFileFormat(convert_options=csv.ConvertOptions(column_types={self.text_column: pa.string()}))
+        if self.format == "csv":
+            return ds.CsvFileFormat(convert_options=self._csv_options())
         if self.format == "json":
-            json = require("pyarrow.json", "bulk")
-            schema = pa.schema([(self.text_column, pa.string())])
-            return ds.JsonFileFormat(
-                parse_options=json.ParseOptions(explicit_schema=schema, unexpected_field_behavior="infer")
-            )
+            return ds.JsonFileFormat(parse_options=self._json_options())
         return ds.ParquetFileFormat()
+
+    def _csv_options(self, include_columns: list[str] | None = None) -> Any:
+        """A column of digits must still be read as text."""
+        csv = require("pyarrow.csv", "bulk")
+        types = {self.text_column: _pa().string()}
+        return csv.ConvertOptions(column_types=types, include_columns=include_columns or [])
+
+    def _json_options(self) -> Any:
+        json = require("pyarrow.json", "bulk")
+        schema = _pa().schema([(self.text_column, _pa().string())])
+        return json.ParseOptions(explicit_schema=schema, unexpected_field_behavior="infer")
 
     def _dataset(self, files: tuple[Path, ...] | None = None) -> Any:
         ds = require("pyarrow.dataset", "bulk", who="agent-embeddings bulk")
@@ -131,20 +136,16 @@ class Corpus:
             raise CorpusError(f"{self.path}: cannot read as {self.format}: {exc}") from None
 
     def _file_batches(self, file: Path) -> Iterator[Any]:
-        pa = _pa()
         if self.format == "parquet":
             pq = require("pyarrow.parquet", "bulk")
             with pq.ParquetFile(str(file)) as reader:
                 yield from reader.iter_batches(batch_size=_READ_ROWS, columns=self.columns, use_threads=False)
         elif self.format == "csv":
             csv = require("pyarrow.csv", "bulk")
-            options = csv.ConvertOptions(column_types={self.text_column: pa.string()}, include_columns=self.columns)
-            yield from csv.open_csv(str(file), convert_options=options)
+            yield from csv.open_csv(str(file), convert_options=self._csv_options(self.columns))
         else:
             json = require("pyarrow.json", "bulk")
-            schema = pa.schema([(self.text_column, pa.string())])
-            options = json.ParseOptions(explicit_schema=schema, unexpected_field_behavior="infer")
-            for batch in json.open_json(str(file), parse_options=options):
+            for batch in json.open_json(str(file), parse_options=self._json_options()):
                 yield batch.select(self.columns)
 
     def _shard_of(self, index: int, start: int, batches: list[Any]) -> Shard:
