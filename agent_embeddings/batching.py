@@ -7,8 +7,13 @@ rows. When a shared call fails, each request is retried alone so that an error r
 the caller it belongs to — unless the error is a transient backend failure (unavailable,
 timeout, rate limited, already retried by the generator's policy), which every caller gets.
 
-A lone caller pays no wait: the worker only waits for company when the previous batch had
-more than one request, i.e. when callers are known to be arriving together.
+Batches fill to the callers in flight: when a batch ends, the worker remembers how many calls
+were in the system (those it just answered plus those queued behind them) and, for the next
+batch, waits — at most ``max_wait_ms`` — until that many have arrived, closing at once when they
+have. Closed-loop callers (a pool of threads, a server's keep-alive clients) come back right after
+their answer, so batches hold all of them instead of splitting into cohorts that alternate; a lone
+caller (one call in the system) never waits. ``fill: false`` keeps the plain window: wait
+``max_wait_ms`` whenever the previous batch had more than one call.
 
 With ``max_batch_tokens`` (TEI's knob of the same name; 16384 by default) the texts the worker took are sorted by
 length and cut into backend calls of similar lengths, each at most that many padded tokens
@@ -44,6 +49,11 @@ class MicroBatching(BaseModel):
     max_batch_size: PositiveInt = Field(default=64, description="Texts per coalesced backend call.")
     max_wait_ms: float = Field(
         default=2.0, ge=0, le=1000, description="Longest wait for more callers once calls arrive together."
+    )
+    fill: bool = Field(
+        default=True,
+        description="Wait (up to max_wait_ms) for as many calls as were in flight at the end of the last batch, "
+        "closing as soon as they are in. False: wait max_wait_ms whenever the last batch had company.",
     )
     max_batch_tokens: PositiveInt | None = Field(
         default=16384,
@@ -106,6 +116,7 @@ class MicroBatcher:
         self.max_batch_size = config.max_batch_size
         self.max_batch_tokens = config.max_batch_tokens
         self._max_wait_s = config.max_wait_ms / 1000.0
+        self._fill = config.fill
         self._name = name
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
@@ -114,6 +125,9 @@ class MicroBatcher:
         self.batches = 0  # backend calls made, for tests and stats
         self.requests = 0
         self._last_batch_requests = 0
+        #: calls in the system when the last batch ended: answered by it, or queued behind it
+        self._in_flight = 0
+        self._carried = False
 
     def submit(self, texts: list[str]) -> Future[Any]:
         """Queue ``texts``; the future resolves to the backend's output for exactly these texts.
@@ -154,11 +168,13 @@ class MicroBatcher:
             if first is _STOP:
                 return
             batch, size, stop = [first], len(first.texts), False
-            wait = self._max_wait_s if self._last_batch_requests > 1 else 0.0
-            deadline = time.monotonic() + wait
+            # How many calls to wait for: with `fill`, the calls in the system when the last batch
+            # ended (its callers come back); else anyone, while callers arrive together.
+            expected = self._in_flight if self._fill else (self.max_batch_size if self._last_batch_requests > 1 else 1)
+            deadline = time.monotonic() + self._max_wait_s
             while size < self.max_batch_size:
                 try:
-                    remaining = deadline - time.monotonic()
+                    remaining = deadline - time.monotonic() if len(batch) < expected else 0.0
                     item = self._queue.get(timeout=remaining) if remaining > 0 else self._queue.get_nowait()
                 except queue.Empty:
                     break
@@ -170,6 +186,7 @@ class MicroBatcher:
                     break
                 batch.append(item)
                 size += len(item.texts)
+            self._carried = carry is not None
             self._run([r for r in batch if r.future.set_running_or_notify_cancel()])
             if stop:
                 return
@@ -183,12 +200,13 @@ class MicroBatcher:
         if self._on_batch is not None:
             self._on_batch(sum(len(r.texts) for r in batch), len(batch))
         if len(batch) == 1:  # nothing to split: the caller checks the raw output itself
-            self._run_alone(batch[0])
+            self._run_alone(batch[0], ended=True)
             return
         texts = [t for r in batch for t in r.texts]
         try:
             vectors, counts = self._call(texts)
         except BaseException as exc:  # noqa: BLE001 - find whose input failed: each alone
+            self._ended(len(batch))
             if getattr(exc, "retryable", False):
                 # The backend is down or overloaded (and was retried already): no one's input is
                 # to blame, so every caller gets the error now instead of n more tries, one by one.
@@ -198,6 +216,7 @@ class MicroBatcher:
             for request in batch:
                 self._run_alone(request)
             return
+        self._ended(len(batch))
         start = 0
         for request in batch:
             end = start + len(request.texts)
@@ -227,11 +246,23 @@ class MicroBatcher:
                     counts[i] = count
         return vectors, counts
 
-    def _run_alone(self, request: _Request) -> None:
+    def _ended(self, answered: int) -> None:
+        """Before answering: note the calls in the system, those about to be answered and those
+        queued behind them (counted now, before the answered ones can come back and be counted
+        twice). ``qsize`` is approximate, which is all an expectation needs."""
+        self._in_flight = answered + self._queue.qsize() + self._carried
+
+    def _run_alone(self, request: _Request, ended: bool = False) -> None:
         try:
-            request.future.set_result(self._fn(request.texts))
+            result = self._fn(request.texts)
         except BaseException as exc:  # noqa: BLE001 - delivered to its caller
+            if ended:
+                self._ended(1)
             request.future.set_exception(exc)
+            return
+        if ended:
+            self._ended(1)
+        request.future.set_result(result)
 
 
 def _as_rows(raw: Any, rows: int) -> tuple[np.ndarray, list[int] | None]:

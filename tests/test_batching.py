@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
@@ -64,6 +65,38 @@ def test_a_lone_caller_is_not_delayed_and_not_batched():
         assert gen.generate(f"x{i}") == expected(f"x{i}")
     assert time.perf_counter() - start < 1.0  # 3 x 30 ms of backend, no 1 s wait
     assert gen.calls == [["x0"], ["x1"], ["x2"]]
+
+
+def _closed_loop_batches(config: MicroBatching, callers: int = 8, rounds: int = 6) -> list[int]:
+    """Callers in a closed loop, each thinking 10 ms between its answer and its next call (a server's
+    keep-alive clients do: the response, the client, the next request); the callers per backend call."""
+    gen = SlowLengths(micro_batching=config)
+    barrier = threading.Barrier(callers)
+
+    def client(k: int) -> None:
+        barrier.wait()
+        for r in range(rounds):
+            assert gen.generate(f"c{k} r{r}") == expected(f"c{k} r{r}")
+            time.sleep(0.01)
+
+    with ThreadPoolExecutor(max_workers=callers) as pool:
+        list(pool.map(client, range(callers)))
+    sizes = [len(c) for c in gen.calls]
+    gen.close()
+    return sizes
+
+
+def test_batches_fill_to_the_callers_in_flight():
+    # With `fill`, the worker waits for as many calls as were in the system when the last batch
+    # ended (here all 8), closing as soon as they are in: between the first call (nothing expected
+    # yet; its caller stays one round ahead) and the last, every backend call holds all 8 callers,
+    # although each comes back 10 ms after its answer.
+    sizes = _closed_loop_batches(MicroBatching(max_batch_size=64, max_wait_ms=500))
+    assert sum(sizes) == 8 * 6
+    assert sizes[1:-1] == [8] * (len(sizes) - 2), sizes
+    # The plain window (1 ms) closes before they come back: the callers split into smaller batches.
+    window = _closed_loop_batches(MicroBatching(max_batch_size=64, max_wait_ms=1, fill=False))
+    assert sum(window) == 8 * 6 and len(window) > len(sizes), (window, sizes)
 
 
 def test_large_batches_bypass_the_queue():
