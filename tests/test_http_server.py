@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import json
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -60,6 +61,17 @@ def test_http_raw_response_shape_base64(server, hf_manager):
     assert body["data"][1]["object"] == "embedding" and body["data"][1]["index"] == 1
     vec = np.frombuffer(base64.b64decode(body["data"][1]["embedding"]), dtype="<f4")
     assert np.abs(vec - hf_manager.encode("hf", ["two"])[0]).max() <= 1e-5
+
+
+def test_http_float_response_is_exactly_the_float32_values(server, hf_manager):
+    # Written by orjson, not json.dumps: the same document (key order, float64 of each float32
+    # value, so a client's float32 round trip is exact), whatever the digits' spelling.
+    raw = _post(server, {"model": "hf", "input": ["one", "two"], "encoding_format": "float"})
+    assert raw.status_code == 200 and raw.headers["content-type"] == "application/json"
+    body = json.loads(raw.content)
+    assert list(body) == ["object", "data", "model", "usage"]
+    assert list(body["data"][0]) == ["object", "embedding", "index"]
+    assert [d["embedding"] for d in body["data"]] == hf_manager.encode("hf", ["one", "two"]).tolist()
 
 
 def test_http_dimensions_shorten_and_renormalize(client, hf_manager):

@@ -19,9 +19,11 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import orjson
 from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
+from pydantic import ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ..errors import InvalidInputError, RateLimitError, UnknownGeneratorError
@@ -29,7 +31,7 @@ from ..manager import EmbeddingGeneratorManager
 from ..vectors import check_text, l2_normalize, to_float32_bytes
 from ..version import __version__
 from .config import ServerConfig
-from .http_middleware import BodyLimit, RequestMetrics
+from .http_middleware import BodyLimit, RequestMetrics, Shortcut
 from .openai_schema import EmbeddingRequest, EmbeddingResponse, ErrorResponse, ModelCard, ModelList, error_body
 
 __all__ = ["ApiError", "create_app"]
@@ -101,6 +103,8 @@ def create_app(
     )
     app.state.embeddings = state
     app.state.metrics = metrics
+    # Innermost first: the shortcut answers POST /v1/embeddings inside the limit and the metrics.
+    app.add_middleware(Shortcut, method="POST", path="/v1/embeddings", handler=lambda scope, body: shortcut(scope, body))
     app.add_middleware(BodyLimit, max_bytes=config.max_request_bytes)
     app.add_middleware(RequestMetrics, metrics=metrics)  # outermost: counts 413s too
     if config.cors_origins:  # off unless origins are configured
@@ -114,13 +118,7 @@ def create_app(
     # async although it awaits nothing: FastAPI runs a plain `def` dependency in its thread pool,
     # a thread hop per request (measured: 7% of the event loop's busy time) for a header check.
     async def authorize(request: Request) -> None:
-        if not config.api_keys:
-            return
-        scheme, _, key = request.headers.get("authorization", "").partition(" ")
-        if scheme.lower() != "bearer" or not config.accepts_key(key.strip() or None):
-            raise ApiError(
-                401, "Missing or incorrect API key: send 'Authorization: Bearer <key>'.", code="invalid_api_key"
-            )
+        _check_key(config, request.headers.get("authorization", ""))
 
     @app.exception_handler(ApiError)
     async def _api_error(request: Request, exc: ApiError) -> JSONResponse:
@@ -128,7 +126,7 @@ def create_app(
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
-        return _validation_error(exc).response()
+        return _validation_error(exc.errors()).response()
 
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
@@ -163,6 +161,21 @@ def create_app(
     @app.post("/v1/embeddings", response_model=EmbeddingResponse, responses=_ERRORS,
               dependencies=[Depends(authorize)], tags=["embeddings"], summary="Embed a text or a list of texts")
     async def embeddings(body: EmbeddingRequest) -> Response:
+        # Declared for the schema and /docs; requests are answered by `shortcut` (the Shortcut
+        # middleware), which ends in the same `serve`.
+        return await serve(body)
+
+    async def shortcut(scope: Any, raw: bytes) -> Response:
+        try:
+            _check_key(config, _header(scope, b"authorization"))
+            return await serve(_parse(raw))
+        except ApiError as exc:
+            return exc.response()
+        except Exception:  # noqa: BLE001 - as the app's catch-all handler: logged, a 500, still serving
+            log.exception("unexpected error on POST /v1/embeddings")
+            return ApiError(500, "Internal server error; see the server log.", "server_error").response()
+
+    async def serve(body: EmbeddingRequest) -> Response:
         name = _resolve(manager, body.model, param="model")
         texts = _texts(body, config)
         metrics.batch.labels("http").observe(len(texts))
@@ -226,14 +239,53 @@ def _render(vectors: np.ndarray, encoding: str, model: str, tokens: int) -> byte
             base64.b64encode(packed[i : i + step]).decode("ascii") for i in range(0, len(packed), step)
         ]
     else:
-        embeddings = vectors.tolist()  # float32 -> the float64 of the same value: round-trips exactly
+        # float32 -> the float64 of the same value (round-trips exactly), written by orjson: the
+        # same JSON document as json.dumps of the lists (shortest digits), 14x faster at 64 x 384.
+        embeddings = list(vectors.astype(np.float64))
     body = {
         "object": "list",
         "data": [{"object": "embedding", "embedding": e, "index": i} for i, e in enumerate(embeddings)],
         "model": model,
         "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
     }
-    return json.dumps(body, separators=(",", ":")).encode()
+    return orjson.dumps(body, option=orjson.OPT_SERIALIZE_NUMPY)
+
+
+def _check_key(config: ServerConfig, authorization: str) -> None:
+    if not config.api_keys:
+        return
+    scheme, _, key = authorization.partition(" ")
+    if scheme.lower() != "bearer" or not config.accepts_key(key.strip() or None):
+        raise ApiError(401, "Missing or incorrect API key: send 'Authorization: Bearer <key>'.", code="invalid_api_key")
+
+
+def _header(scope: Any, name: bytes) -> str:
+    for key, value in scope["headers"]:
+        if key == name:
+            return str(value.decode("latin-1"))
+    return ""
+
+
+def _parse(raw: bytes) -> EmbeddingRequest:
+    """The request body, validated as FastAPI's route would (same messages), straight from JSON."""
+    if not raw.strip():
+        raise ApiError(400, "A JSON request body is required.")
+    try:
+        return EmbeddingRequest.model_validate_json(raw)
+    except ValidationError as exc:
+        errors = exc.errors(include_url=False)
+    if errors and errors[0].get("type") == "json_invalid":
+        # pydantic's parser also refuses JSON that the json module takes (an escaped lone surrogate):
+        # parse it that way, so that the text check names the bad input as it does elsewhere.
+        try:
+            data = json.loads(raw)
+        except ValueError:
+            raise _validation_error(errors) from None
+        try:
+            return EmbeddingRequest.model_validate(data)
+        except ValidationError as exc:
+            errors = exc.errors(include_url=False)
+    raise _validation_error(errors)
 
 
 def _texts(body: EmbeddingRequest, config: ServerConfig) -> list[str]:
@@ -285,8 +337,7 @@ def _card(info: Any, state: _State) -> ModelCard:
     )
 
 
-def _validation_error(exc: RequestValidationError) -> ApiError:
-    errors = exc.errors()
+def _validation_error(errors: Any) -> ApiError:
     first = errors[0] if errors else {}
     if first.get("type") == "json_invalid":
         return ApiError(400, "The request body is not valid JSON.", code="invalid_json")
