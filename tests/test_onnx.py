@@ -67,8 +67,74 @@ def test_int8_accuracy_guard(int8, hf_manager, record_property):
     record_property("int8_mean_cosine", float(cos.mean()))
     record_property("int8_min_cosine", float(cos.min()))
     print(f"int8 vs fp32 torch on {len(GUARD)} sentences: mean cosine {cos.mean():.4f}, min {cos.min():.4f}")
-    assert cos.mean() >= 0.99
-    assert cos.min() >= 0.9  # a sanity floor; short texts padded in a batch of longer ones score lowest (~0.95)
+    # measured with AVX512-VNNI (recipe 2): mean 0.998, min 0.993 on the 200, 0.986 for "ok" padded in a
+    # batch of longer texts; recipe 1 (no smoothing) fails all three: 0.9916, 0.983, 0.952
+    assert cos.mean() >= 0.995
+    assert cos[:200].min() >= 0.99
+    assert cos.min() >= 0.97
+
+
+def test_smoothing_is_exact_whatever_the_names():
+    """The int8 recipe's rewrite keeps an fp32 graph's outputs, found by structure on any node names."""
+    onnx = pytest.importorskip("onnx")
+    import onnxruntime as ort
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+    gamma = np.ones(8, np.float32)
+    gamma[3] = 30.0  # an outlier channel, as after a BERT LayerNorm
+    weights = {
+        name: rng.normal(size=shape).astype(np.float32) for name, shape in (("p", (8, 6)), ("q", (8, 6)), ("r", (6, 4)))
+    }
+    inits = [numpy_helper.from_array(v, k) for k, v in {**weights, "g": gamma, "b": np.zeros(8, np.float32)}.items()]
+    nodes = [
+        helper.make_node("LayerNormalization", ["x", "g", "b"], ["h"], name="zz", axis=-1),
+        helper.make_node("MatMul", ["h", "p"], ["u"], name="first"),
+        helper.make_node("MatMul", ["h", "q"], ["v"], name=""),
+        helper.make_node("Add", ["u", "v"], ["w"], name="plus"),
+        helper.make_node("Relu", ["w"], ["z"], name="act"),
+        helper.make_node("MatMul", ["z", "r"], ["y"], name="last"),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 5, 8])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 5, 4])],
+        inits,
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    x = rng.normal(size=(2, 5, 8)).astype(np.float32)
+
+    def run(m):
+        return ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+
+    before = run(model)
+    measured = []
+
+    def measure(tensors):
+        measured.extend(tensors)
+        return {"h": np.abs(gamma).astype(np.float64), "z": np.ones(6)}
+
+    assert onnx_runtime._smooth(onnx, model, measure) == 2  # h (read by two MatMuls) and z
+    assert sorted(measured) == ["h", "z"]
+    assert sum(n.op_type == "Mul" for n in model.graph.node) == 2
+    onnx.checker.check_model(model)
+    np.testing.assert_allclose(run(model), before, rtol=1e-4, atol=1e-4)
+
+
+def test_int8_falls_back_to_plain_quantization(int8, onnx_cache, tmp_path, monkeypatch, caplog):
+    def broken(*args, **kwargs):
+        raise RuntimeError("no calibration today")
+
+    monkeypatch.setattr(onnx_runtime, "_calibrate", broken)
+    [source] = onnx_cache.glob("*/fp32/model.onnx")
+    onnx_runtime._quantize(source, tmp_path / "int8", who="test")
+    assert "int8 without smoothing" in caplog.text and "no calibration today" in caplog.text
+    onnx = pytest.importorskip("onnx")
+    model = onnx.load(str(tmp_path / "int8" / "model.onnx"))
+    assert any(n.op_type == "MatMulInteger" for n in model.graph.node)
+    assert not any(n.name.startswith("agent_embeddings.smooth") for n in model.graph.node)
+    assert sorted(p.name for p in (tmp_path / "int8").iterdir()) == ["model.onnx"]
 
 
 def test_fp32_onnx_reproduces_torch(int8, onnx_cache, hf_manager, sentences):
