@@ -9,11 +9,12 @@ timeout, rate limited, already retried by the generator's policy), which every c
 
 Batches fill to the callers in flight: when a batch ends, the worker remembers how many calls
 were in the system (those it just answered plus those queued behind them) and, for the next
-batch, waits — at most ``max_wait_ms`` — until that many have arrived, closing at once when they
-have. Closed-loop callers (a pool of threads, a server's keep-alive clients) come back right after
-their answer, so batches hold all of them instead of splitting into cohorts that alternate; a lone
-caller (one call in the system) never waits. ``fill: false`` keeps the plain window: wait
-``max_wait_ms`` whenever the previous batch had more than one call.
+batch, waits until that many have arrived, closing at once when they have, or when none came for
+``max_wait_ms``, or after ``max_fill_ms`` in all. Closed-loop callers (a pool of threads, a
+server's keep-alive clients) come back right after their answer, so batches hold all of them
+instead of splitting into cohorts that take turns; a lone caller (one call in the system) never
+waits. ``fill: false`` keeps the plain window: wait ``max_wait_ms`` whenever the previous batch
+had more than one call.
 
 With ``max_batch_tokens`` (TEI's knob of the same name; 16384 by default) the texts the worker took are sorted by
 length and cut into backend calls of similar lengths, each at most that many padded tokens
@@ -48,12 +49,17 @@ class MicroBatching(BaseModel):
     enabled: bool = Field(default=True, description="Coalesce concurrent calls (default depends on the backend).")
     max_batch_size: PositiveInt = Field(default=64, description="Texts per coalesced backend call.")
     max_wait_ms: float = Field(
-        default=2.0, ge=0, le=1000, description="Longest wait for more callers once calls arrive together."
+        default=5.0, ge=0, le=1000,
+        description="Longest wait for the next call while a batch fills (fill: false: for all of them).",
     )
     fill: bool = Field(
         default=True,
-        description="Wait (up to max_wait_ms) for as many calls as were in flight at the end of the last batch, "
-        "closing as soon as they are in. False: wait max_wait_ms whenever the last batch had company.",
+        description="Wait for as many calls as were in flight at the end of the last batch, closing as soon as "
+        "they are in, or when none came for max_wait_ms, or after max_fill_ms. False: wait max_wait_ms whenever "
+        "the last batch had company.",
+    )
+    max_fill_ms: float = Field(
+        default=20.0, ge=0, le=1000, description="With fill: the longest a batch waits in all for the calls it expects."
     )
     max_batch_tokens: PositiveInt | None = Field(
         default=16384,
@@ -117,6 +123,7 @@ class MicroBatcher:
         self.max_batch_tokens = config.max_batch_tokens
         self._max_wait_s = config.max_wait_ms / 1000.0
         self._fill = config.fill
+        self._max_fill_s = config.max_fill_ms / 1000.0
         self._name = name
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
@@ -171,10 +178,11 @@ class MicroBatcher:
             # How many calls to wait for: with `fill`, the calls in the system when the last batch
             # ended (its callers come back); else anyone, while callers arrive together.
             expected = self._in_flight if self._fill else (self.max_batch_size if self._last_batch_requests > 1 else 1)
-            deadline = time.monotonic() + self._max_wait_s
+            deadline = time.monotonic() + (self._max_fill_s if self._fill else self._max_wait_s)
             while size < self.max_batch_size:
                 try:
-                    remaining = deadline - time.monotonic() if len(batch) < expected else 0.0
+                    # with fill, while calls keep coming: each wait for the next is at most max_wait_ms
+                    remaining = min(deadline - time.monotonic(), self._max_wait_s) if len(batch) < expected else 0.0
                     item = self._queue.get(timeout=remaining) if remaining > 0 else self._queue.get_nowait()
                 except queue.Empty:
                     break

@@ -91,7 +91,7 @@ def test_batches_fill_to_the_callers_in_flight():
     # ended (here all 8), closing as soon as they are in: between the first call (nothing expected
     # yet; its caller stays one round ahead) and the last, every backend call holds all 8 callers,
     # although each comes back 10 ms after its answer.
-    sizes = _closed_loop_batches(MicroBatching(max_batch_size=64, max_wait_ms=500))
+    sizes = _closed_loop_batches(MicroBatching(max_batch_size=64, max_wait_ms=500, max_fill_ms=500))
     assert sum(sizes) == 8 * 6
     assert sizes[1:-1] == [8] * (len(sizes) - 2), sizes
     # The plain window (1 ms) closes before they come back: the callers split into smaller batches.
