@@ -13,8 +13,11 @@ batch, waits until that many have arrived, closing at once when they have, or wh
 ``max_wait_ms``, or after ``max_fill_ms`` in all. Closed-loop callers (a pool of threads, a
 server's keep-alive clients) come back right after their answer, so batches hold all of them
 instead of splitting into cohorts that take turns; a lone caller (one call in the system) never
-waits. ``fill: false`` keeps the plain window: wait ``max_wait_ms`` whenever the previous batch
-had more than one call.
+waits. Calls that arrive whatever the answers do (independent clients: open-loop traffic) would
+only idle the model meanwhile, so the worker keeps a score of whether the calls after a batch
+came in a burst (more than twice the long-run arrival rate) and stops waiting while they do not,
+looking again every 8th batch. ``fill: false`` keeps the plain window: wait ``max_wait_ms``
+whenever the previous batch had more than one call.
 
 With ``max_batch_tokens`` (TEI's knob of the same name; 16384 by default) the texts the worker took are sorted by
 length and cut into backend calls of similar lengths, each at most that many padded tokens
@@ -135,6 +138,12 @@ class MicroBatcher:
         #: calls in the system when the last batch ended: answered by it, or queued behind it
         self._in_flight = 0
         self._carried = False
+        # whether waiting for answered callers pays (see _note_returns); 1: until shown otherwise
+        self._returns = 1.0
+        self._rate: float | None = None
+        self._started_at: float | None = None
+        self._queued_at_end = 0
+        self._ended_at = 0.0
 
     def submit(self, texts: list[str]) -> Future[Any]:
         """Queue ``texts``; the future resolves to the backend's output for exactly these texts.
@@ -153,6 +162,11 @@ class MicroBatcher:
                 self._thread = threading.Thread(target=self._loop, name=f"microbatch-{self._name}", daemon=True)
                 self._thread.start()
         return future
+
+    @property
+    def filling(self) -> bool:
+        """Whether the worker waits for answered callers to come back (``fill``, and seen to pay)."""
+        return self._fill and self._returns >= 0.5
 
     def close(self) -> None:
         """Finish queued work, then stop the worker; later submits fail at once."""
@@ -175,10 +189,18 @@ class MicroBatcher:
             if first is _STOP:
                 return
             batch, size, stop = [first], len(first.texts), False
+            started = time.monotonic()
+            self._note_rate(started)
             # How many calls to wait for: with `fill`, the calls in the system when the last batch
-            # ended (its callers come back); else anyone, while callers arrive together.
-            expected = self._in_flight if self._fill else (self.max_batch_size if self._last_batch_requests > 1 else 1)
-            deadline = time.monotonic() + (self._max_fill_s if self._fill else self._max_wait_s)
+            # ended, while its callers are seen to come back (else, or every 8th batch, to look
+            # again: none); without, anyone while callers arrive together.
+            filling = self._fill and (self._returns >= 0.5 or self.batches % 8 == 0)
+            if self._fill:
+                expected = self._in_flight if filling else 1
+            else:
+                expected = self.max_batch_size if self._last_batch_requests > 1 else 1
+            deadline = started + (self._max_fill_s if self._fill else self._max_wait_s)
+            waited = len(batch) < expected
             while size < self.max_batch_size:
                 try:
                     # with fill, while calls keep coming: each wait for the next is at most max_wait_ms
@@ -194,6 +216,8 @@ class MicroBatcher:
                     break
                 batch.append(item)
                 size += len(item.texts)
+            if filling and waited:  # the calls beyond those queued when the last batch ended came back since
+                self._note_returns(len(batch) - self._queued_at_end, time.monotonic() - self._ended_at)
             self._carried = carry is not None
             self._run([r for r in batch if r.future.set_running_or_notify_cancel()])
             if stop:
@@ -254,11 +278,27 @@ class MicroBatcher:
                     counts[i] = count
         return vectors, counts
 
+    def _note_rate(self, now: float) -> None:
+        """The long-run arrival rate: calls per second between batch starts (a moving average)."""
+        if self._started_at is not None and now > self._started_at:
+            rate = self._last_batch_requests / (now - self._started_at)
+            self._rate = rate if self._rate is None else 0.8 * self._rate + 0.2 * rate
+        self._started_at = now
+
+    def _note_returns(self, arrived: int, waited_s: float) -> None:
+        """Did the wait pay? Answered callers coming back arrive in a burst, well above the long-run
+        rate (closed loop); arrivals that ignore the answers (open loop) come at that rate, and
+        waiting for them only idles the model. A moving score of bursts decides the next waits."""
+        burst = self._rate is None or max(arrived, 0) / max(waited_s, 1e-4) >= 2 * self._rate
+        self._returns = 0.7 * self._returns + 0.3 * burst
+
     def _ended(self, answered: int) -> None:
         """Before answering: note the calls in the system, those about to be answered and those
         queued behind them (counted now, before the answered ones can come back and be counted
         twice). ``qsize`` is approximate, which is all an expectation needs."""
-        self._in_flight = answered + self._queue.qsize() + self._carried
+        self._queued_at_end = self._queue.qsize() + self._carried
+        self._in_flight = answered + self._queued_at_end
+        self._ended_at = time.monotonic()
 
     def _run_alone(self, request: _Request, ended: bool = False) -> None:
         try:

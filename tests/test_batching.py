@@ -82,6 +82,7 @@ def _closed_loop_batches(config: MicroBatching, callers: int = 8, rounds: int = 
     with ThreadPoolExecutor(max_workers=callers) as pool:
         list(pool.map(client, range(callers)))
     sizes = [len(c) for c in gen.calls]
+    assert gen.batcher.filling == config.fill  # with fill: still waiting, the returns came in bursts
     gen.close()
     return sizes
 
@@ -97,6 +98,23 @@ def test_batches_fill_to_the_callers_in_flight():
     # The plain window (1 ms) closes before they come back: the callers split into smaller batches.
     window = _closed_loop_batches(MicroBatching(max_batch_size=64, max_wait_ms=1, fill=False))
     assert sum(window) == 8 * 6 and len(window) > len(sizes), (window, sizes)
+
+
+def test_open_loop_arrivals_stop_the_waiting():
+    # Calls that arrive on a clock, whatever the answers do (independent clients of a server):
+    # waiting for the answered ones to come back would only idle the model, and the batcher sees
+    # that the arrivals after a batch are no burst. A closed loop keeps it waiting (test above).
+    gen = SlowLengths(micro_batching=MicroBatching(max_batch_size=64, max_wait_ms=500, max_fill_ms=500))
+    gen.generate("first")
+    assert gen.batcher.filling  # until shown otherwise
+    with ThreadPoolExecutor(max_workers=32) as pool:
+        calls = []
+        for i in range(40):
+            calls.append(pool.submit(gen.generate, f"t{i}"))
+            time.sleep(0.012)
+        assert [c.result() for c in calls] == [expected(f"t{i}") for i in range(40)]
+    assert not gen.batcher.filling
+    gen.close()
 
 
 def test_large_batches_bypass_the_queue():
