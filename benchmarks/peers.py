@@ -25,7 +25,8 @@ from contextlib import contextmanager
 
 from .data import short_sentences
 from .harness import Row, compare
-from .scenarios import ROOT, _baseline, _concurrent_singles, _manager, _server
+from .scenarios import ROOT, _baseline, _manager, _server
+from .traffic import closed_loop
 
 PEER_VENV = ROOT / ".venv-peer"
 PEER_NAME = "infinity-emb"
@@ -145,7 +146,7 @@ def peer(n: int, batch: int, repeat: int) -> Iterator[Row]:
             return lambda: [post(texts[i : i + batch]) for i in range(0, n, batch)]
 
         workloads: dict[str, Callable[[Callable[[object], list]], Callable[[], object]]] = {
-            f"{CLIENTS} concurrent singles": lambda post: _concurrent_singles(post, texts, CLIENTS),
+            f"{CLIENTS} concurrent singles": lambda post: closed_loop(post, texts, CLIENTS),
             f"batches of {batch}": in_batches,
         }
         for variant, make in workloads.items():

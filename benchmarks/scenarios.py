@@ -8,13 +8,13 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
 
 from . import bulk
 from .data import short_sentences
 from .harness import Row, compare, compare_many
+from .traffic import closed_loop, open_loop
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_SPEC = ROOT / "specs" / "default.json"
@@ -55,17 +55,6 @@ def _baseline(manager, texts: list[str], batch: int) -> Callable[[], object]:
     return lambda: st.encode(texts, batch_size=batch, normalize_embeddings=True, convert_to_numpy=True)
 
 
-def _concurrent_singles(call: Callable[[str], object], texts: list[str], clients: int) -> Callable[[], object]:
-    """``clients`` threads, each sending one sentence per call until ``texts`` are done."""
-
-    def run() -> None:
-        with ThreadPoolExecutor(max_workers=clients) as pool:
-            for _ in pool.map(call, texts):
-                pass
-
-    return run
-
-
 def threads(n: int, batch: int, repeat: int, clients: int = 16) -> Iterator[Row]:
     """16 threads calling generate() with one sentence, with and without micro-batching."""
     from agent_embeddings import HuggingFaceEmbeddingGenerator
@@ -78,8 +67,8 @@ def threads(n: int, batch: int, repeat: int, clients: int = 16) -> Iterator[Row]
     plain = HuggingFaceEmbeddingGenerator(model_name=model, batch_size=batch, micro_batching=False)
     for variant, gen in (("with micro-batching", batched), ("without micro-batching", plain)):
         gen.generate(texts[0])
-        cand_s, base_s, spread = compare(_concurrent_singles(gen.generate, texts, clients), baseline, repeat)
-        target = 0.8 if gen is batched else None
+        cand_s, base_s, spread = compare(closed_loop(gen.generate, texts, clients), baseline, repeat)
+        target = 0.85 if gen is batched else None
         yield Row("2 threads", f"{clients} threads x 1 sentence, {variant}", "texts/s", n / cand_s,
                   "st.encode batch", n / base_s, target=target, note=micro_batch_summary(gen), spread=spread)
 
@@ -102,8 +91,8 @@ def mixed(n: int, batch: int, repeat: int, clients: int = 16) -> Iterator[Row]:
     for gen in (counted, budget):
         gen.generate(texts[0])
     best, spread = compare_many({
-        "budget": _concurrent_singles(budget.generate, texts, clients),
-        "counted": _concurrent_singles(counted.generate, texts, clients),
+        "budget": closed_loop(budget.generate, texts, clients),
+        "counted": closed_loop(counted.generate, texts, clients),
         "st": baseline,
     }, repeat)
     yield Row("2b mixed", f"{clients} threads x 1 mixed-length text, token budget 16384 (default)", "texts/s",
@@ -113,6 +102,74 @@ def mixed(n: int, batch: int, repeat: int, clients: int = 16) -> Iterator[Row]:
               n / best["budget"], "st.encode batch", n / best["st"], target=0.8, spread=spread)
     for gen in (counted, budget):
         gen.close()
+
+
+def fill(n: int, batch: int, repeat: int, clients: int = 16) -> Iterator[Row]:
+    """The batch-filling policy (the default) vs the plain 2 ms window (the default before): closed-loop
+    threads, a lone caller's latency, and open-loop Poisson arrivals at 50% and 80% of capacity."""
+    from agent_embeddings import HuggingFaceEmbeddingGenerator
+
+    manager = _manager()
+    texts = short_sentences(n)
+    model = manager.get("hf").model
+    filled = HuggingFaceEmbeddingGenerator(model_name=model, batch_size=batch, micro_batching={"max_batch_size": 64})
+    window = HuggingFaceEmbeddingGenerator(model_name=model, batch_size=batch,
+                                           micro_batching={"max_batch_size": 64, "fill": False, "max_wait_ms": 2})
+    gens = {"fill": filled, "window": window}
+    for gen in gens.values():
+        gen.generate(texts[0])
+    marks = {k: _hist(g) for k, g in gens.items()}
+    best, spread = compare_many({
+        "fill": closed_loop(filled.generate, texts, clients),
+        "window": closed_loop(window.generate, texts, clients),
+        "st": _baseline(manager, texts, batch),
+    }, repeat)
+    shown = {k: _mean_batch(g, marks[k]) for k, g in gens.items()}
+    yield Row("2c fill", f"{clients} threads x 1 sentence, batches filled to the callers (default)", "texts/s",
+              n / best["fill"], "plain 2 ms window", n / best["window"], spread=spread,
+              note=f"mean texts per micro-batch: fill {shown['fill']}, window {shown['window']}")
+    yield Row("2c fill", f"{clients} threads x 1 sentence, batches filled to the callers (default)", "texts/s",
+              n / best["fill"], "st.encode batch", n / best["st"], target=0.85, spread=spread)
+
+    probe = texts[: min(200, n)]
+    p50: dict[str, float] = {}
+    for i in range(repeat):  # interleaved, as every other row: drift hits both sides alike
+        for k in (("fill", "window") if i % 2 == 0 else ("window", "fill")):
+            p50[k] = min(p50.get(k, float("inf")), _p50_ms(gens[k].generate, probe))
+    yield Row("2c fill", "lone caller, p50 latency", "ms", p50["fill"], "plain 2 ms window", p50["window"],
+              higher_is_better=False, note=f"p50 {p50['fill']:.2f} ms vs {p50['window']:.2f} ms "
+              f"({p50['fill'] - p50['window']:+.2f} ms; the issue allows +1 ms)")
+
+    capacity = n / best["window"]
+    arrivals = texts[: min(n, 1000)]
+    for load in (0.5, 0.8):
+        runs: dict[str, list] = {k: [] for k in gens}
+        marks = {k: _hist(g) for k, g in gens.items()}
+        for i in range(repeat):
+            for k in (("fill", "window") if i % 2 == 0 else ("window", "fill")):
+                runs[k].append(open_loop(gens[k].generate, arrivals, rate=load * capacity, seed=i))
+        p99 = {k: min(r.percentile(99) for r in rs) for k, rs in runs.items()}
+        p50 = {k: min(r.percentile(50) for r in rs) for k, rs in runs.items()}
+        rate = {k: max(r.throughput for r in rs) for k, rs in runs.items()}
+        shown = {k: _mean_batch(g, marks[k]) for k, g in gens.items()}
+        yield Row("2c fill", f"open loop, Poisson arrivals at {load:.0%} of capacity, p99 latency", "ms", p99["fill"],
+                  "plain 2 ms window", p99["window"], higher_is_better=False,
+                  note=f"{load:.0%} of {capacity:.0f} texts/s: p50 {p50['fill']:.1f} vs {p50['window']:.1f} ms, "
+                       f"p99 {p99['fill']:.1f} vs {p99['window']:.1f} ms, served {rate['fill']:.0f} vs "
+                       f"{rate['window']:.0f} texts/s, mean texts per micro-batch {shown['fill']} vs {shown['window']}")
+    for gen in gens.values():
+        gen.close()
+
+
+def _hist(gen: object) -> tuple[int, float]:
+    hist = gen.stats.snapshot()["micro_batch_texts"]  # type: ignore[attr-defined]
+    return hist["count"], hist["sum"]
+
+
+def _mean_batch(gen: object, since: tuple[int, float]) -> str:
+    count, total = _hist(gen)
+    count, total = count - since[0], total - since[1]
+    return f"{total / count:.1f}" if count else "-"
 
 
 def micro_batch_summary(gen: object) -> str:
@@ -156,7 +213,7 @@ def _server_rows(scenario: str, n: int, batch: int, repeat: int, single, batched
         return lambda: [fn(texts[i : i + batch]) for i in range(0, n, batch)]
 
     runs = (
-        ("16 clients x 1 sentence", _concurrent_singles(single, texts, 16), baseline, "st.encode batch", targets[0]),
+        ("16 clients x 1 sentence", closed_loop(single, texts, 16), baseline, "st.encode batch", targets[0]),
         (f"1 client, batches of {batch}", in_batches(batched), baseline, "st.encode batch", targets[1]),
         (f"1 client, batches of {batch}", in_batches(batched), in_batches(lambda b: manager.encode("hf", b)),
          f"in-process manager.encode, batches of {batch}", targets[2]),
@@ -191,7 +248,7 @@ def http(n: int, batch: int, repeat: int) -> Iterator[Row]:
 
     with _server("http") as address:
         base_url = f"http://{address}"
-        yield from _server_rows("3 http", n, batch, repeat, post, post, (0.65, 0.9, 0.9))
+        yield from _server_rows("3 http", n, batch, repeat, post, post, (0.7, None, 0.95))
 
 
 def grpc(n: int, batch: int, repeat: int) -> Iterator[Row]:
@@ -200,7 +257,7 @@ def grpc(n: int, batch: int, repeat: int) -> Iterator[Row]:
 
     with _server("grpc") as address:
         with AIOSEmbeddings(grpc_url=address, batch_size=batch) as client:
-            yield from _server_rows("4 grpc", n, batch, repeat, client.generate, client.encode, (0.7, 0.95, 0.95))
+            yield from _server_rows("4 grpc", n, batch, repeat, client.generate, client.encode, (0.8, 0.95, 0.95))
 
 
 def startup(n: int, batch: int, repeat: int) -> Iterator[Row]:
@@ -232,20 +289,28 @@ def onnx(n: int, batch: int, repeat: int) -> Iterator[Row]:
     torch_gen = HuggingFaceEmbeddingGenerator(model_name=model, batch_size=batch)
     int8 = HuggingFaceEmbeddingGenerator(model_name=model, batch_size=batch, backend="onnx-int8")
     fp32 = HuggingFaceEmbeddingGenerator(model_name=model, batch_size=batch, backend="onnx")
+    from .accuracy import cosines, retrieval_agreement
+
     texts = short_sentences(n)
     reference = torch_gen.encode(texts)  # also warms the torch side
-    cos = (int8.encode(texts) * reference).sum(axis=1)  # unit vectors: dot = cosine
+    cos = cosines(reference, int8.encode(texts))
     fp32_diff = float(np.abs(fp32.encode(texts) - reference).max())
     threads = int8._model().model.threads
+    # Retrieval: queries against a corpus of other sentences, the same top hits under int8 as fp32?
+    corpus, queries = short_sentences(n, seed=11), short_sentences(max(1, n // 10), seed=7)
+    agree = retrieval_agreement(torch_gen.encode(corpus), int8.encode(corpus), torch_gen.encode(queries),
+                                int8.encode(queries), corpus_texts=corpus)
 
     def baseline() -> object:
         return torch_gen.encode(texts)
 
     cand_s, base_s, spread = compare(lambda: int8.encode(texts), baseline, repeat)
     yield Row("5 onnx int8", "hf backend=onnx-int8 encode", "texts/s", n / cand_s, "hf backend=torch (fp32)",
-              n / base_s, target=2.0, spread=spread,
-              note=f"int8 vs fp32 torch on these {n} sentences: mean cosine {cos.mean():.4f}, min {cos.min():.4f}; "
-                   f"ONNX Runtime with {threads} threads, batch {batch}")
+              n / base_s, target=3.0, spread=spread,
+              note=f"int8 vs fp32 torch on these {n} sentences: mean cosine {cos.mean():.4f}, min {cos.min():.4f} "
+                   f"(target >= 0.99); retrieval, {len(queries)} queries vs {n} other sentences: top-1 the same "
+                   f"{agree['top1']:.3f}, top-10 overlap {agree['overlap']:.3f}; ONNX Runtime with {threads} "
+                   f"threads, batch {batch}")
     cand_s, base_s, spread = compare(lambda: fp32.encode(texts), baseline, repeat)
     yield Row("5 onnx int8", "hf backend=onnx (fp32) encode", "texts/s", n / cand_s, "hf backend=torch (fp32)",
               n / base_s, spread=spread, note=f"fp32 ONNX vs torch: max abs difference {fp32_diff:.1e}")
@@ -277,6 +342,7 @@ ALL: dict[str, Callable[..., Iterator[Row]]] = {
     "core": core,
     "threads": threads,
     "mixed": mixed,
+    "fill": fill,
     "http": http,
     "grpc": grpc,
     "startup": startup,
