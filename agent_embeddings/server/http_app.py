@@ -162,7 +162,8 @@ def create_app(
               dependencies=[Depends(authorize)], tags=["embeddings"], summary="Embed a text or a list of texts")
     async def embeddings(body: EmbeddingRequest) -> Response:
         # Declared for the schema and /docs; requests are answered by `shortcut` (the Shortcut
-        # middleware), which ends in the same `serve`.
+        # middleware), which ends in the same `serve`. FastAPI's dependencies do not run for it:
+        # what this route needs goes into `shortcut`/`serve`.
         return await serve(body)
 
     async def shortcut(scope: Any, raw: bytes) -> Response:
