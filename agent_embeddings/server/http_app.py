@@ -24,6 +24,7 @@ from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from pydantic import ValidationError
+from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ..errors import InvalidInputError, RateLimitError, UnknownGeneratorError
@@ -168,7 +169,7 @@ def create_app(
 
     async def shortcut(scope: Any, raw: bytes) -> Response:
         try:
-            _check_key(config, _header(scope, b"authorization"))
+            _check_key(config, Headers(scope=scope).get("authorization", ""))
             return await serve(_parse(raw))
         except ApiError as exc:
             return exc.response()
@@ -258,13 +259,6 @@ def _check_key(config: ServerConfig, authorization: str) -> None:
     scheme, _, key = authorization.partition(" ")
     if scheme.lower() != "bearer" or not config.accepts_key(key.strip() or None):
         raise ApiError(401, "Missing or incorrect API key: send 'Authorization: Bearer <key>'.", code="invalid_api_key")
-
-
-def _header(scope: Any, name: bytes) -> str:
-    for key, value in scope["headers"]:
-        if key == name:
-            return str(value.decode("latin-1"))
-    return ""
 
 
 def _parse(raw: bytes) -> EmbeddingRequest:

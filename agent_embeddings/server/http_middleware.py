@@ -100,8 +100,8 @@ class Shortcut:
     in front of the framework's router, dependency injection and exception middlewares; every
     other request goes on to ``app``.
 
-    The route stays declared on the FastAPI app (its schema, its docs); a single-sentence
-    ``POST /v1/embeddings`` costs about a third of what it did through the router.
+    The route stays declared on the FastAPI app (its schema, its docs); the app's own time for a
+    single-sentence ``POST /v1/embeddings`` fell by about a third (~310 to ~200 us) without the router.
     """
 
     def __init__(
