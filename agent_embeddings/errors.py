@@ -28,6 +28,8 @@ the library is called, with the original chained as ``__cause__``.
 
 from __future__ import annotations
 
+from typing import Self
+
 __all__ = [
     "AgentEmbeddingsError",
     "AuthenticationError",
@@ -53,7 +55,23 @@ __all__ = [
 
 
 class AgentEmbeddingsError(Exception):
-    """Root of every error raised by agent-embeddings."""
+    """Root of every error raised by agent-embeddings.
+
+    The message is one line. ``detail`` holds what a library said at length (a multi-line
+    pyarrow message, say), for logs and ``AGENT_EMBEDDINGS_DEBUG=1``; None when there is none.
+    """
+
+    detail: str | None = None
+
+    @classmethod
+    def from_library(cls, summary: str, exc: BaseException) -> Self:
+        """``summary: <first line of exc>``, with the library's whole text as ``detail``."""
+        text = str(exc).strip()
+        first = text.splitlines()[0].strip() if text else type(exc).__name__
+        error = cls(f"{summary}: {first}")
+        if text != first:
+            error.detail = text
+        return error
 
 
 class SpecError(AgentEmbeddingsError, ValueError):

@@ -20,7 +20,7 @@ from .base import AbstractEmbeddingGenerator
 from .errors import BackendError, BadRequestError, DimensionMismatchError, SpecError, UnknownGeneratorError
 from .factory import build_embeddings_from_model_item
 from .results import Embeddings, GeneratorInfo
-from .space import SpaceCheck, verify_space
+from .space import SpaceCheck
 from .specs import ModelItem, SpecSource, SubjectSpec, load_spec, spec_origin
 from .vectors import InputType, check_text
 
@@ -302,6 +302,8 @@ class EmbeddingGeneratorManager:
         >>> manager.verify_space("hf-minilm", "vectors/").ok  # doctest: +SKIP
         True
         """
+        from .bulk.verify import verify_space
+
         return verify_space(self, name, manifest)
 
     # -- life cycle ------------------------------------------------------------------------

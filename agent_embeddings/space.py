@@ -9,30 +9,26 @@ generator still produces the space an index was built in:
   behind the same endpoint name (``openai:``, ``aios:``) keeps its identity but moves its
   probes, and only the probes can catch that.
 
-``agent-embeddings bulk`` stores both in the ``_embedding.json`` manifest of its output;
-:meth:`EmbeddingGeneratorManager.verify_space` checks a generator against it.
+``agent-embeddings bulk`` stores both in the ``_embedding.json`` manifest of its output
+(:mod:`agent_embeddings.bulk.manifest`); :meth:`EmbeddingGeneratorManager.verify_space` checks a
+generator against it.
 """
 
 from __future__ import annotations
 
-import json
-import os
 from collections.abc import Mapping
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .errors import EmbeddingSpaceError, SpecError
 from .vectors import InputType
 
 if TYPE_CHECKING:
     from .base import AbstractEmbeddingGenerator
-    from .manager import EmbeddingGeneratorManager
 
-__all__ = ["MANIFEST", "MIN_PROBE_COSINE", "PROBES", "SpaceCheck", "compare_identity", "probe_cosines", "space_identity",
-           "verify_space"]
+__all__ = ["MIN_PROBE_COSINE", "PROBES", "SpaceCheck", "check_space", "compare_identity", "probe_cosines",
+           "space_identity"]
 
 # Fixed forever: a manifest's probes are only comparable with the same sentences.
 PROBES: tuple[str, ...] = (
@@ -44,10 +40,6 @@ PROBES: tuple[str, ...] = (
 # float32 vectors of one model on two machines agree far above this; another model (or another
 # prompt, or int8 weights) falls below it on at least one probe.
 MIN_PROBE_COSINE = 0.9999
-
-# The manifest's name in a bulk output directory: a leading "_" (as Hive's _metadata) makes every
-# Parquet reader skip it, so pandas, pyarrow or DuckDB read the directory as plain Parquet.
-MANIFEST = "_embedding.json"
 
 # Generator parameters that change the vectors, when a backend has them.
 _VECTOR_SETTINGS = ("backend", "prompt", "prompt_name", "max_seq_length", "revision")
@@ -120,29 +112,6 @@ class SpaceCheck:
         return "; ".join(lines)
 
 
-def read_manifest_space(path: str | os.PathLike[str]) -> dict[str, Any]:
-    """The identity, input type and probes stored in a bulk manifest (the file, or its directory)."""
-    path = Path(path)
-    if path.is_dir():
-        path = path / MANIFEST
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise SpecError(f"{path}: no bulk manifest here (bulk writes {MANIFEST} into its output directory)") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise SpecError(f"{path}: not a readable manifest: {exc}") from None
-    try:
-        return {
-            "path": str(path),
-            "identity": dict(data["identity"]),
-            "input_type": data.get("input_type"),
-            "probes": np.asarray(data["probes"]["vectors"], dtype=np.float32),
-            "probe_texts": list(data["probes"]["texts"]),
-        }
-    except (KeyError, TypeError, ValueError) as exc:
-        raise SpecError(f"{path}: not a bulk manifest (missing or malformed {exc})") from None
-
-
 def check_space(
     generator: AbstractEmbeddingGenerator,
     *,
@@ -161,22 +130,3 @@ def check_space(
         min_cosine=float(cosines.min()) if len(cosines) else 0.0,
         identity_differences=tuple(compare_identity(identity, space_identity(generator, input_type))),
     )
-
-
-def verify_space(manager: EmbeddingGeneratorManager, name: str, manifest: str | os.PathLike[str]) -> SpaceCheck:
-    """Check that generator ``name`` embeds into the space of the index described by ``manifest``.
-
-    Raises :class:`EmbeddingSpaceError` naming every difference; returns the :class:`SpaceCheck`
-    when the identity is equal and every probe is within ``MIN_PROBE_COSINE``.
-    """
-    stored = read_manifest_space(manifest)
-    generator = manager.get(name)
-    result = check_space(
-        generator, identity=stored["identity"], probes=stored["probes"], probe_texts=stored["probe_texts"],
-        input_type=stored["input_type"], where=stored["path"],
-    )
-    if not result.ok:
-        raise EmbeddingSpaceError(
-            f"generator {name!r} does not embed into the space of {stored['path']}: {result.explain()}"
-        )
-    return result

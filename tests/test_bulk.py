@@ -125,7 +125,7 @@ def test_verify_space_passes_for_the_same_generator_and_fails_for_another(hf_man
     with EmbeddingGeneratorManager.from_subject_spec(spec) as other:
         with pytest.raises(EmbeddingSpaceError, match="normalize: True vs False"):
             other.verify_space("hf-minilm", out)
-    with pytest.raises(SpecError, match="no bulk manifest"):
+    with pytest.raises(BulkOutputError, match="no bulk manifest"):
         hf_manager.verify_space("hf", out.parent)
 
 
@@ -236,13 +236,6 @@ def test_skip_invalid_leaves_bad_rows_out_and_reports_them(hf_manager, tmp_path)
     assert (report.rows, report.skipped, report.skipped_ids) == (2, 4, ("b", "c", "e", None))
     assert read_vectors(tmp_path / "out")[0] == ["a", "d"]
     assert json.loads((tmp_path / "out" / MANIFEST).read_text())["inputs"][0]["skipped"] == 4
-
-
-def test_non_string_text_is_a_bad_row(hf_manager, tmp_path):
-    source = tmp_path / "numbers.parquet"
-    pq.write_table(pa.table({"text": [1, 2]}), source)
-    with pytest.raises(CorpusError, match="text is int64, not a string"):
-        embed_dataset(hf_manager, "hf", source, tmp_path / "out")
 
 
 def test_an_output_that_is_a_file_or_locked_or_shards_without_manifest(hf_manager, tmp_path, corpus):

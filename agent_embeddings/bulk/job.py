@@ -81,6 +81,8 @@ class BulkReport:
     skipped: int
     skipped_ids: tuple[Any, ...]
     seconds: float
+    #: shards of an earlier run that did not read back whole (truncated, damaged): embedded again
+    damaged_shards: tuple[str, ...] = ()
 
     @property
     def rows_per_s(self) -> float:
@@ -88,6 +90,8 @@ class BulkReport:
 
     def summary(self) -> str:
         resumed = f", {self.resumed_shards} resumed" if self.resumed_shards else ""
+        if self.damaged_shards:
+            resumed += f", {len(self.damaged_shards)} damaged and embedded again ({', '.join(self.damaged_shards)})"
         skipped = f"; skipped {self.skipped} invalid rows" if self.skipped else ""
         shards = f"{self.shards} shard" + ("" if self.shards == 1 else "s")
         return (

@@ -10,14 +10,15 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from ..errors import BulkOutputError, EmbeddingSpaceError, InvalidInputError
+from .._deps import require
+from ..errors import BulkOutputError, CorpusError, EmbeddingSpaceError, InvalidInputError
 from ..redaction import redact_params
 from ..space import PROBES, check_space, space_identity
 from ..vectors import InputType, check_input_type
 from .job import DEFAULT_SHARD_ROWS, BulkReport, Job, Progress
 from .local import run_local
 from .manifest import MANIFEST, InputRecord, Manifest, Probes
-from .shard import ShardResult, read_result
+from .shard import ShardResult, read_result, write_error
 from .source import Corpus
 
 if TYPE_CHECKING:
@@ -63,15 +64,16 @@ def embed_dataset(
     """
     from ..manager import EmbeddingGeneratorManager
 
-    if engine not in ("local", "ray"):
-        raise InvalidInputError(f"unknown engine {engine!r}; use 'local' or 'ray'")
-    if not isinstance(shard_rows, int) or shard_rows < 1:
-        raise InvalidInputError(f"shard_rows must be a positive integer, got {shard_rows!r}")
-    if not isinstance(concurrency, int) or concurrency < 1:
-        raise InvalidInputError(f"concurrency must be a positive integer, got {concurrency!r}")
+    _check_arguments(
+        engine=engine, shard_rows=shard_rows, concurrency=concurrency, workers=workers, text_column=text_column,
+        id_column=id_column, skip_invalid=skip_invalid, overwrite=overwrite, gpus_per_worker=gpus_per_worker,
+    )
     input_type = check_input_type(input_type)
     started = time.monotonic()
     corpus = Corpus.open(Path(input), text_column=text_column, id_column=id_column)
+    _check_not_inside(Path(output), corpus.path)
+    _refuse_duplicate_ids(corpus)
+    created = not Path(output).exists()
     out = _output_dir(Path(output))
     owned = not isinstance(spec, EmbeddingGeneratorManager)
     manager = spec if isinstance(spec, EmbeddingGeneratorManager) else EmbeddingGeneratorManager.from_subject_spec(spec)
@@ -84,27 +86,105 @@ def embed_dataset(
         with _lock(out):
             if overwrite:
                 _clear(out)
+            fresh = Manifest.read(out) is None
             canonical = manager.resolve(name)
-            job, record, manifest = _start(manager, canonical, corpus, out, shard_rows, input_type, skip_invalid,
-                                           concurrency)
-            before = [read_result(job.shard_path(i)) for i in _written(out, job.fingerprint)]
-            done = {r.index for r in before}
-            show = Progress(corpus.count_rows(), sum(r.rows + r.skipped for r in before), show=progress)
             try:
-                if engine == "ray":
-                    from .ray_engine import run_ray
+                job, record, manifest = _start(manager, canonical, corpus, out, shard_rows, input_type, skip_invalid,
+                                               concurrency)
+                done, damaged = _resumable(job)
+                before = [r for r in (read_result(job.shard_path(i)) for i in sorted(done)) if r is not None]
+                show = Progress(corpus.count_rows(), sum(r.rows + r.skipped for r in before), show=progress)
+                try:
+                    if engine == "ray":
+                        from .ray_engine import run_ray
 
-                    gpus = gpus_per_worker if gpus_per_worker is not None else _default_gpus(manager, canonical)
-                    count = run_ray(job, done, show, address=ray_address, workers=workers,
-                                              gpus_per_worker=gpus)
-                else:
-                    count = run_local(job, manager, done, show)
-            finally:
-                show.close()
-            return _finish(job, record, manifest, count, done, engine, started)
+                        gpus = gpus_per_worker if gpus_per_worker is not None else _default_gpus(manager, canonical)
+                        count = run_ray(job, done, show, address=ray_address, workers=workers,
+                                        gpus_per_worker=gpus)
+                    else:
+                        count = run_local(job, manager, done, show)
+                finally:
+                    show.close()
+            except BaseException:
+                if fresh and not any(out.glob("part-*.parquet")):
+                    _forget(out, created)  # a job that failed before any shard leaves nothing behind
+                raise
+            return _finish(job, record, manifest, count, done, damaged, engine, started)
     finally:
         if owned:
             manager.close()
+
+
+def _check_arguments(**values: Any) -> None:
+    """The Python API's arguments, checked as the CLI's parser checks its flags."""
+    if values["engine"] not in ("local", "ray"):
+        raise InvalidInputError(f"unknown engine {values['engine']!r}; use 'local' or 'ray'")
+    for key in ("shard_rows", "concurrency", "workers"):
+        value = values[key]
+        if (value is not None or key != "workers") and (
+            isinstance(value, bool) or not isinstance(value, int) or value < 1
+        ):
+            raise InvalidInputError(f"{key} must be a positive integer, got {value!r}")
+    gpus = values["gpus_per_worker"]
+    if gpus is not None and (isinstance(gpus, bool) or not isinstance(gpus, (int, float)) or not 0 <= gpus < 1e6):
+        raise InvalidInputError(f"gpus_per_worker must be a number >= 0, got {gpus!r}")
+    for key in ("text_column", "id_column"):
+        value = values[key]
+        if (value is not None or key == "text_column") and (not isinstance(value, str) or not value):
+            raise InvalidInputError(f"{key} must be a column name, got {value!r}")
+    for key in ("skip_invalid", "overwrite"):
+        if not isinstance(values[key], bool):
+            raise InvalidInputError(f"{key} must be True or False, got {values[key]!r}")
+
+
+def _check_not_inside(output: Path, source: Path) -> None:
+    """An output in (or equal to) its own input would be read back as input on the next run."""
+    out, inp = output.resolve(), source.resolve()
+    if out == inp or (inp.is_dir() and inp in out.parents):
+        raise BulkOutputError(
+            f"{output}: the output is inside the input {source} (a rerun would read its own shards as input); "
+            "give --output a directory outside the input"
+        )
+
+
+def _refuse_duplicate_ids(corpus: Corpus, shown: int = 5) -> None:
+    """Ids name rows: two rows with one id make an output that no reader can key by id."""
+    if corpus.id_column is None:
+        return
+    pc = require("pyarrow.compute", "bulk")
+    counts = pc.value_counts(corpus.ids())
+    repeated = counts.filter(pc.greater(counts.field("counts"), 1))
+    if len(repeated):
+        values = repeated.field("values").to_pylist()
+        more = f" and {len(values) - shown} more" if len(values) > shown else ""
+        listed = ", ".join(repr(v) for v in values[:shown] if v is not None) or "null"
+        raise CorpusError(
+            f"{corpus.path}: id column {corpus.id_column!r} has duplicate ids: {listed}{more}; ids must be unique"
+        )
+
+
+def _forget(out: Path, created: bool) -> None:
+    """Remove what a failed first run wrote: its manifest, lock and temporary files (and the folder it made)."""
+    for path in out.iterdir():
+        if path.name in (MANIFEST, ".lock") or path.name.startswith((".part-", f".{MANIFEST}")):
+            path.unlink(missing_ok=True)
+    if created:
+        with contextlib.suppress(OSError):
+            out.rmdir()
+
+
+def _resumable(job: Job) -> tuple[set[int], list[str]]:
+    """Shards of this input already written whole; those that do not read back (truncated, damaged)
+    are removed, to be embedded again, and named."""
+    done, damaged = set(), []
+    for index in _written(job.output, job.fingerprint):
+        path = job.shard_path(index)
+        if read_result(path) is None:
+            damaged.append(path.name)
+            path.unlink(missing_ok=True)
+        else:
+            done.add(index)
+    return done, damaged
 
 
 def _clear(out: Path) -> None:
@@ -186,7 +266,7 @@ def _start(
                     f"{out}: {corpus.path} changed since the interrupted run that started this output; "
                     "pass --overwrite to start afresh"
                 )
-        record = InputRecord(source=str(corpus.path), fingerprint=fingerprint, format=corpus.format,
+        record = InputRecord(source=str(corpus.path), fingerprint=fingerprint, format=corpus.format,  # type: ignore[arg-type]
                              text_column=corpus.text_column, id_column=corpus.id_column, shard_rows=shard_rows)
         manifest.inputs.append(record)
     elif record.shard_rows != shard_rows:
@@ -194,7 +274,7 @@ def _start(
             f"{out}: this input was split into shards of {record.shard_rows} rows; resume with "
             f"--shard-rows {record.shard_rows}, or pass --overwrite"
         )
-    manifest.write(out)  # before any shard: a shard never exists without its manifest
+    _write_manifest(manifest, out)  # before any shard: a shard never exists without its manifest
     for stale in out.glob(f".part-{fingerprint[:8]}-*.tmp"):  # half-written by a killed run
         stale.unlink(missing_ok=True)
     step = max(generator.batch_size, 256)
@@ -205,22 +285,32 @@ def _start(
 
 
 def _finish(
-    job: Job, record: InputRecord, manifest: Manifest, count: int, done: set[int], engine: str, started: float
+    job: Job, record: InputRecord, manifest: Manifest, count: int, done: set[int], damaged: list[str], engine: str,
+    started: float,
 ) -> BulkReport:
     written = _written(job.output, job.fingerprint)
-    results: list[ShardResult] = [read_result(job.shard_path(i)) for i in written]
-    missing = sorted(set(range(count)) - set(written))
+    read = [read_result(job.shard_path(i)) for i in written]
+    results: list[ShardResult] = [r for r in read if r is not None]
+    missing = sorted(set(range(count)) - {r.index for r in results})
     if missing:
         raise BulkOutputError(f"{job.output}: shards {missing[:10]} of this input were not written; run again")
     record.shards, record.rows = count, sum(r.rows for r in results)
     record.skipped, record.complete = sum(r.skipped for r in results), True
-    manifest.write(job.output)
+    _write_manifest(manifest, job.output)
     new = [r for r in results if r.index not in done]
     return BulkReport(
         output=job.output, manifest=job.output / MANIFEST, generator=job.name, engine=engine, rows=record.rows,
         embedded=sum(r.rows for r in new), shards=count, resumed_shards=len(done), skipped=record.skipped,
         skipped_ids=tuple(i for r in results for i in r.skipped_ids), seconds=time.monotonic() - started,
+        damaged_shards=tuple(damaged),
     )
+
+
+def _write_manifest(manifest: Manifest, out: Path) -> None:
+    try:
+        manifest.write(out)
+    except OSError as exc:
+        raise write_error(out, MANIFEST, exc) from None
 
 
 def _default_gpus(manager: EmbeddingGeneratorManager, name: str) -> float:

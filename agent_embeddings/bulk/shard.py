@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from .._deps import require
-from ..errors import CorpusError, EmbeddingContractError
+from ..errors import BulkOutputError, CorpusError, EmbeddingContractError
 from .source import Shard
 
 __all__ = ["ShardResult", "embed_shard", "shard_name", "write_shard"]
@@ -49,11 +49,8 @@ class ShardResult:
 
 def _problems(shard: Shard, text_column: str, id_column: str | None) -> list[tuple[int, str]]:
     """(row offset, problem) for every row that cannot be embedded."""
-    pa = require("pyarrow", "bulk")
     pc = require("pyarrow.compute", "bulk")
-    texts = shard.texts
-    if not (pa.types.is_string(texts.type) or pa.types.is_large_string(texts.type)):
-        return [(i, f"text is {texts.type}, not a string") for i in range(len(texts))]
+    texts = shard.texts  # a string column: the corpus casts every file's text column to one
     bad: dict[int, str] = {}
     for i in np.flatnonzero(np.asarray(pc.fill_null(pc.equal(pc.utf8_length(texts), 0), False))):
         bad[int(i)] = "text is empty"
@@ -142,25 +139,50 @@ def write_shard(table: Any, result: ShardResult, directory: Path, name: str) -> 
 
     It is written under a hidden name (``.name.<pid>.tmp``, which Parquet readers and
     ``*.parquet`` globs skip), flushed to disk, then renamed: a reader, or a job resumed
-    after SIGKILL, sees a whole shard or none.
+    after SIGKILL, sees a whole shard or none. A failed write (a full disk) is a
+    :class:`BulkOutputError` that says a rerun resumes: the shards written before it stay.
     """
     pq = require("pyarrow.parquet", "bulk")
+    pa = require("pyarrow", "bulk")
     meta = {**(table.schema.metadata or {}), META_KEY: json.dumps(result.to_json(), default=str).encode()}
     table = table.replace_schema_metadata(meta)
     tmp = directory / f".{name}.{os.getpid()}.tmp"
-    pq.write_table(table, str(tmp))
-    with open(tmp, "rb+") as fh:
-        os.fsync(fh.fileno())
-    os.replace(tmp, directory / name)
+    try:
+        pq.write_table(table, str(tmp))
+        with open(tmp, "rb+") as fh:
+            os.fsync(fh.fileno())
+        os.replace(tmp, directory / name)
+    except (OSError, pa.ArrowException) as exc:
+        tmp.unlink(missing_ok=True)
+        raise write_error(directory, name, exc) from None
 
 
-def read_result(path: Path) -> ShardResult:
-    """The :class:`ShardResult` stored in a written shard's footer."""
+def write_error(directory: Path, name: str, exc: BaseException) -> BulkOutputError:
+    """A failed write into the output, in one line: where, why, and that nothing written is lost."""
+    errno = getattr(exc, "errno", None)
+    why = os.strerror(errno) if isinstance(errno, int) else str(exc).strip().splitlines()[0]
+    if errno is None and "errno 28" in str(exc).lower():  # pyarrow's wording of ENOSPC
+        why = os.strerror(28)
+    error = BulkOutputError(
+        f"{directory}: cannot write {name}: {why}; the shards already written are kept, so running the "
+        "same command again resumes the job"
+    )
+    error.detail = str(exc)
+    return error
+
+
+def read_result(path: Path) -> ShardResult | None:
+    """The :class:`ShardResult` stored in a written shard's footer; None when the file does not read
+    back whole (truncated or damaged: its footer is gone, or it holds another number of rows)."""
     pq = require("pyarrow.parquet", "bulk")
-    meta = pq.read_schema(str(path)).metadata or {}
-    raw = meta.get(META_KEY)
-    if raw is None:
-        rows = pq.ParquetFile(str(path)).metadata.num_rows
-        return ShardResult(int(path.stem.rsplit("-", 1)[-1]), rows)
-    data = json.loads(raw)
-    return ShardResult(data["index"], data["rows"], data["unique"], data["skipped"], data["skipped_ids"])
+    pa = require("pyarrow", "bulk")
+    try:
+        metadata = pq.read_metadata(str(path))
+        raw = (metadata.schema.to_arrow_schema().metadata or {}).get(META_KEY)
+        if raw is None:
+            return ShardResult(int(path.stem.rsplit("-", 1)[-1]), metadata.num_rows)
+        data = json.loads(raw)
+        result = ShardResult(data["index"], data["rows"], data["unique"], data["skipped"], data["skipped_ids"])
+    except (OSError, ValueError, KeyError, TypeError, pa.ArrowException):
+        return None
+    return result if result.rows == metadata.num_rows else None
