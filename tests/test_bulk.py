@@ -25,7 +25,7 @@ from agent_embeddings import EmbeddingGeneratorManager
 from agent_embeddings.bulk import MANIFEST, embed_dataset
 from agent_embeddings.bulk.source import Corpus
 from agent_embeddings.cli import main
-from agent_embeddings.errors import BulkOutputError, CorpusError, EmbeddingSpaceError, InvalidInputError, SpecError
+from agent_embeddings.errors import BulkOutputError, CorpusError, EmbeddingSpaceError, InvalidInputError
 from agent_embeddings.server.http import serve_in_thread
 from benchmarks.data import short_sentences
 
