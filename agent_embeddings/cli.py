@@ -219,9 +219,10 @@ def build_parser() -> argparse.ArgumentParser:
                         "the HTTP server answers /metrics itself")
     p.set_defaults(func=cmd_serve)
 
-    from .bulk.cli import add_bulk_parser
+    from .bulk.cli import add_bulk_parser, add_search_parser
 
     add_bulk_parser(sub)
+    add_search_parser(sub)
     return parser
 
 

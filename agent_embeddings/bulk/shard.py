@@ -18,6 +18,7 @@ import numpy as np
 
 from .._deps import require
 from ..errors import BulkOutputError, CorpusError, EmbeddingContractError
+from .donor import Donor, content_hashes
 from .source import Shard
 
 __all__ = ["ShardResult", "embed_shard", "shard_name", "write_shard"]
@@ -25,26 +26,32 @@ __all__ = ["ShardResult", "embed_shard", "shard_name", "write_shard"]
 # How many skipped ids a shard remembers (its footer stays small; the count is always exact).
 MAX_SKIPPED_IDS = 1000
 META_KEY = b"agent_embeddings"
+_HASH_ROWS = 4096  # texts hashed per slice: Python strings for one slice at a time
 
 
-def shard_name(fingerprint: str, index: int) -> str:
-    """``part-<input>-<index>.parquet``: the input's fingerprint keeps appended inputs apart."""
-    return f"part-{fingerprint[:8]}-{index:06d}.parquet"
+def shard_name(key: str, index: int) -> str:
+    """``part-<input>-<index>.parquet``: the input's key keeps the shards of several inputs apart."""
+    return f"part-{key[:8]}-{index:06d}.parquet"
 
 
 @dataclass
 class ShardResult:
-    """What a written shard holds: rows written, unique texts embedded, rows skipped (and which)."""
+    """What a written shard holds: rows written, unique texts embedded, rows skipped (and which),
+    and, in a sync, rows whose vectors were copied from the previous snapshot (``reused``) and
+    rows embedded because their text changed (``changed``) or their id is new (``added``)."""
 
     index: int
     rows: int
     unique: int = 0
     skipped: int = 0
     skipped_ids: list[Any] = field(default_factory=list)
+    reused: int = 0
+    changed: int = 0
+    added: int = 0
 
     def to_json(self) -> dict[str, Any]:
         return {"index": self.index, "rows": self.rows, "unique": self.unique, "skipped": self.skipped,
-                "skipped_ids": self.skipped_ids}
+                "skipped_ids": self.skipped_ids, "reused": self.reused, "changed": self.changed, "added": self.added}
 
 
 def _problems(shard: Shard, text_column: str, id_column: str | None) -> list[tuple[int, str]]:
@@ -84,15 +91,19 @@ def embed_shard(
     step: int,
     concurrency: int = 1,
     progress: Callable[[int], None] | None = None,
+    prompt: str | None = None,
+    donor: Donor | None = None,
 ) -> tuple[Any, ShardResult]:
-    """Embed one shard; returns the Arrow table to write (``id``, ``embedding``) and its result.
+    """Embed one shard; returns the Arrow table to write (``id``, ``content_hash``, ``embedding``, the
+    kept columns) and its result.
 
-    ``embed`` maps a list of texts to a float32 matrix (the generator, through the manager).
-    Bad rows fail the shard (naming column, id and problem) unless ``skip_invalid``.
+    ``embed`` maps a list of texts to a float32 matrix (the generator, through the manager); only
+    rows that ``donor`` (the previous snapshot) does not hold with the same id and content hash
+    reach it. Bad rows fail the shard (naming column, id and problem) unless ``skip_invalid``.
     """
     pa = require("pyarrow", "bulk")
     problems = _problems(shard, text_column, id_column)
-    ids, texts = shard.ids, shard.texts
+    ids, texts, kept = shard.ids, shard.texts, dict(shard.kept)
     skipped_ids: list[Any] = []
     if problems:
         if not skip_invalid:
@@ -107,15 +118,30 @@ def embed_shard(
         skipped_ids = [ids[i].as_py() for i, _ in problems[:MAX_SKIPPED_IDS]]
         mask = pa.array(keep)
         ids, texts = ids.filter(mask), texts.filter(mask)
-    ordered, rows = _unique_in_length_order(texts)
+        kept = {name: column.filter(mask) for name, column in kept.items()}
+    hashes = pa.concat_arrays(
+        [content_hashes(texts.slice(i, _HASH_ROWS).to_pylist(), prompt) for i in range(0, len(texts), _HASH_ROWS)]
+        or [content_hashes([], prompt)]
+    )
+    vectors = np.empty((len(ids), dims), np.float32)
+    todo = np.ones(len(ids), dtype=bool)
+    known = np.zeros(len(ids), dtype=bool)
+    if donor is not None:
+        positions, found, known = donor.match(ids, hashes)
+        if len(positions):
+            _check_width(found.shape[1], dims, shard.index, "the previous snapshot")
+            vectors[positions] = found
+            todo[positions] = False
+    rest = np.flatnonzero(todo)
+    ordered, rows = _unique_in_length_order(texts.take(pa.array(rest)) if len(rest) < len(texts) else texts)
     slices = range(0, len(ordered), step)
 
     def run(start: int) -> np.ndarray:
         chunk = ordered.slice(start, step).to_pylist()
-        vectors = embed(chunk)
+        matrix = embed(chunk)
         if progress is not None:
             progress(len(chunk))
-        return vectors
+        return matrix
 
     if concurrency > 1 and len(slices) > 1:
         with ThreadPoolExecutor(concurrency, thread_name_prefix="bulk-embed") as pool:
@@ -123,15 +149,24 @@ def embed_shard(
     else:
         parts = [run(chunk) for chunk in slices]
     if progress is not None and len(shard) > len(ordered):
-        progress(len(shard) - len(ordered))  # duplicates and skipped rows count as done
+        progress(len(shard) - len(ordered))  # copied, duplicate and skipped rows count as done
     unique = np.concatenate(parts) if parts else np.empty((0, dims), np.float32)
-    if unique.shape[1] != dims:
-        raise EmbeddingContractError(f"shard {shard.index}: the generator returned {unique.shape[1]} dims, the job's probes {dims}")
-    vectors = np.ascontiguousarray(unique[rows], dtype=np.float32)
+    _check_width(unique.shape[1], dims, shard.index, "the generator")
+    vectors[rest] = unique[rows]
     embedding = pa.FixedSizeListArray.from_arrays(pa.array(vectors.reshape(-1), pa.float32()), dims)
-    table = pa.table({"id": ids, "embedding": embedding})
-    result = ShardResult(shard.index, len(ids), len(ordered), len(problems), skipped_ids)
+    table = pa.table({"id": ids, "embedding": embedding, "content_hash": hashes, **kept})
+    reused = len(ids) - len(rest)
+    changed = int((known & todo).sum())
+    result = ShardResult(
+        shard.index, len(ids), len(ordered), len(problems), skipped_ids, reused=reused, changed=changed,
+        added=len(rest) - changed,
+    )
     return table, result
+
+
+def _check_width(width: int, dims: int, index: int, source: str) -> None:
+    if width != dims:
+        raise EmbeddingContractError(f"shard {index}: {source} gave {width}-dimensional vectors, the output holds {dims}")
 
 
 def write_shard(table: Any, result: ShardResult, directory: Path, name: str) -> None:
@@ -182,7 +217,7 @@ def read_result(path: Path) -> ShardResult | None:
         if raw is None:
             return ShardResult(int(path.stem.rsplit("-", 1)[-1]), metadata.num_rows)
         data = json.loads(raw)
-        result = ShardResult(data["index"], data["rows"], data["unique"], data["skipped"], data["skipped_ids"])
+        result = ShardResult(**{k: v for k, v in data.items() if k in ShardResult.__dataclass_fields__})
     except (OSError, ValueError, KeyError, TypeError, pa.ArrowException):
         return None
     return result if result.rows == metadata.num_rows else None

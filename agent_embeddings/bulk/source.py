@@ -34,6 +34,7 @@ class Shard:
     start: int
     ids: Any  # pyarrow.Array
     texts: Any  # pyarrow.Array
+    kept: dict[str, Any] = field(default_factory=dict)  # --keep-columns: name -> pyarrow.Array
 
     def __len__(self) -> int:
         return len(self.texts)
@@ -56,12 +57,16 @@ class Corpus:
     format: str
     text_column: str
     id_column: str | None = None
+    #: input columns copied into the output beside id and embedding (--keep-columns)
+    keep_columns: tuple[str, ...] = ()
     _file_rows: dict[int, int] = field(default_factory=dict, repr=False)
     #: the type every file's column is read as (see :meth:`_plan_types`)
     _types: dict[str, Any] = field(default_factory=dict, repr=False)
 
     @classmethod
-    def open(cls, path: str | Path, *, text_column: str, id_column: str | None = None) -> Corpus:
+    def open(
+        cls, path: str | Path, *, text_column: str, id_column: str | None = None, keep_columns: tuple[str, ...] = ()
+    ) -> Corpus:
         """Find the files and check that the columns exist; a clear :class:`CorpusError` if not."""
         path = Path(path)
         if not path.exists():
@@ -81,7 +86,12 @@ class Corpus:
             raise CorpusError(f"{path}: unknown input format {path.suffix!r}; use {', '.join(sorted(FORMATS))}")
         if len(formats) > 1:
             raise CorpusError(f"{path}: mixes formats ({', '.join(sorted(str(f) for f in formats))}); use one")
-        corpus = cls(path, tuple(files), str(formats.pop()), text_column, id_column)
+        reserved = {"id", "embedding", "content_hash"} - {id_column or ""}
+        clash = sorted(set(keep_columns) & reserved)
+        if clash:
+            raise CorpusError(f"--keep-columns {', '.join(clash)}: the output has a column of that name already")
+        keep = tuple(c for c in dict.fromkeys(keep_columns) if c != id_column)
+        corpus = cls(path, tuple(files), str(formats.pop()), text_column, id_column, keep)
         corpus._plan_types()
         return corpus
 
@@ -133,9 +143,10 @@ class Corpus:
         string ids in another; a text column of numbers) is refused, naming the files.
         """
         found: dict[str, list[tuple[Path, Any]]] = {c: [] for c in self.columns}
+        roles = [("text", self.text_column), ("id", self.id_column), *(("kept", c) for c in self.keep_columns)]
         for file in self.files:
             schema = self._file_schema(file)
-            for role, column in (("text", self.text_column), ("id", self.id_column)):
+            for role, column in roles:
                 if column is None:
                     continue
                 if column not in schema.names:
@@ -144,13 +155,17 @@ class Corpus:
                         f"{where}: no {role} column {column!r}; its columns: {', '.join(schema.names) or 'none'}"
                     )
                 found[column].append((file, schema.field(column).type))
+        for column in self.keep_columns:
+            self._types[column] = found[column][0][1]  # the first file's type; the others are cast to it
         self._types[self.text_column] = _text_type(self.text_column, found[self.text_column])
         if self.id_column is not None:
             self._types[self.id_column] = _id_type(self.id_column, found[self.id_column])
 
     @property
     def columns(self) -> list[str]:
-        return [self.text_column] + ([self.id_column] if self.id_column else [])
+        """The columns read: text, id, kept (each once)."""
+        wanted = [self.text_column, *([self.id_column] if self.id_column else []), *self.keep_columns]
+        return list(dict.fromkeys(wanted))
 
     def _batches(self, files: tuple[Path, ...], columns: tuple[str, ...] | None = None) -> Iterator[Any]:
         """Record batches of the wanted columns, in file and row order, read as they are consumed,
@@ -181,8 +196,13 @@ class Corpus:
             if target is not None and column.type != target:
                 try:
                     column = column.cast(target)
-                except pa.ArrowInvalid:
-                    raise self._bad_text(file, first_row, batch.column(name), name) from None
+                except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError):
+                    if name == self.text_column:
+                        raise self._bad_text(file, first_row, batch.column(name), name) from None
+                    raise CorpusError(
+                        f"{file}: column {name!r} is {column.type}, which cannot be read as {target} (its type in "
+                        f"{self.files[0]})"
+                    ) from None
             if name == self.text_column and target is not None:
                 try:
                     column.validate(full=True)
@@ -221,14 +241,15 @@ class Corpus:
     def _shard_of(self, index: int, start: int, batches: list[Any]) -> Shard:
         pa = _pa()
         table = pa.Table.from_batches(batches, schema=batches[0].schema) if batches else None
-        text_type = self._types.get(self.text_column) or pa.string()
-        texts = table.column(self.text_column).combine_chunks() if table is not None else pa.array([], text_type)
-        if self.id_column is None:
-            ids = pa.array(range(start, start + len(texts)), pa.int64())
-        else:
-            id_type = self._types.get(self.id_column) or pa.string()
-            ids = table.column(self.id_column).combine_chunks() if table is not None else pa.array([], id_type)
-        return Shard(index, start, ids, texts)
+
+        def column(name: str) -> Any:
+            if table is not None:
+                return table.column(name).combine_chunks()
+            return pa.array([], self._types.get(name) or pa.string())
+
+        texts = column(self.text_column)
+        ids = pa.array(range(start, start + len(texts)), pa.int64()) if self.id_column is None else column(self.id_column)
+        return Shard(index, start, ids, texts, {name: column(name) for name in self.keep_columns})
 
     def shards(self, shard_rows: int) -> Iterator[Shard]:
         """Every shard, in order, streaming: at most one shard and one read batch in memory.

@@ -31,6 +31,7 @@ from ..errors import (
     UnknownGeneratorError,
 )
 from ..results import GeneratorInfo
+from ..space import SpaceIdentity, identity_from
 from ..vectors import InputType, check_text, from_float32_bytes, to_float32_bytes
 from .gen.aios.embeddings.v1 import embeddings_pb2 as pb
 
@@ -98,6 +99,8 @@ class ServedModel:
     model_id: str = ""
     dims: int | None = None
     normalize: bool = False
+    #: the space the server publishes for this model (None: it publishes none)
+    space: SpaceIdentity | None = None
 
     @property
     def names(self) -> tuple[str, ...]:
@@ -272,7 +275,24 @@ def info_response(
         )
         if info.dims:
             item.dims = info.dims
+        if info.space is not None:
+            item.space.CopyFrom(space_message(info.space))
     return out
+
+
+def space_message(space: SpaceIdentity) -> pb.EmbeddingSpace:
+    """A :class:`SpaceIdentity` as the wire's ``EmbeddingSpace`` (unknown fields left unset)."""
+    fields = {k: v for k, v in space.model_dump().items() if v is not None}
+    return pb.EmbeddingSpace(id=space.space_id, **fields)
+
+
+def space_from_message(message: pb.EmbeddingSpace) -> SpaceIdentity | None:
+    """The identity an ``EmbeddingSpace`` publishes; None when unset (an older server) or unusable."""
+    if not message.model:
+        return None
+    fields = {name: getattr(message, name) for name in SpaceIdentity.model_fields
+              if name in ("model", "normalize") or message.HasField(name)}
+    return identity_from(fields)
 
 
 def info_from_response(response: pb.InfoResponse) -> ServerInfo:
@@ -284,6 +304,7 @@ def info_from_response(response: pb.InfoResponse) -> ServerInfo:
             model_id=m.model_id,
             dims=m.dims if m.HasField("dims") else None,
             normalize=m.normalize,
+            space=space_from_message(m.space) if m.HasField("space") else None,
         )
         for m in response.models
     )

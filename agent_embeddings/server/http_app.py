@@ -326,9 +326,11 @@ def _too_wide(dimensions: int, width: int, name: str) -> ApiError:
 
 
 def _card(info: Any, state: _State) -> ModelCard:
+    space = info.space
     return ModelCard(
         id=info.name, created=state.created, owned_by="agent-embeddings", dims=info.dims,
         provider=info.provider, aliases=list(info.aliases), normalize=info.normalize,
+        space_id=space.space_id if space is not None else None, space=space.model_dump() if space is not None else None,
     )
 
 
