@@ -249,3 +249,13 @@ def test_cache_folder_defaults(monkeypatch, tmp_path):
     assert onnx_runtime.cache_root() == tmp_path / "home" / ".cache" / "agent-embeddings" / "onnx"
     monkeypatch.setenv("AGENT_EMBEDDINGS_ONNX_THREADS", "3")
     assert onnx_runtime.cpu_cores() == 3
+
+
+def test_finding_20_max_seq_length_over_the_model_limit_is_refused_on_onnx(int8, onnx_cache: Path):
+    assert int8._loaded.model.meta["max_positions"] == 512  # recorded at export: the bound for every load
+    gen = HuggingFaceEmbeddingGenerator(
+        model_name=MINILM, backend="onnx-int8", onnx_cache_dir=str(onnx_cache), max_seq_length=100_000, name="o"
+    )
+    with pytest.raises(ConfigurationError, match=r"^hf generator 'o': llm_parameters.max_seq_length=100000 is more "
+                                                 r"than the 512 tokens model"):
+        gen.warm_up()
