@@ -113,21 +113,24 @@ def cmd_embed(args: argparse.Namespace) -> int:
 
 def cmd_validate(args: argparse.Namespace) -> int:
     from .manager import EmbeddingGeneratorManager
+    from .specs import skipped_items
 
     failed = 0
     for path in args.files:
         try:
-            manager = EmbeddingGeneratorManager.from_subject_spec(path)
+            manager = EmbeddingGeneratorManager.from_subject_spec(path)  # refuses a spec with no generator
         except AgentEmbeddingsError as exc:
             failed += 1
             print(f"{PROG}: error: {exc}", file=sys.stderr)
             continue
         spec = manager.spec
-        others = len(spec.models) - len(spec.embedding_items) if spec else 0
-        print(f"{path}: ok ({len(manager)} embedding generator(s), {others} other item(s))")
+        skipped = skipped_items(spec) if spec is not None else []
+        print(f"{path}: ok ({len(manager)} embedding generator(s), {len(skipped)} other item(s))")
         for info in manager.list_generators():
             aliases = f" (also: {', '.join(info.aliases)})" if info.aliases else ""
             print(f"  {info.name}{aliases}: {info.provider} {info.model}")
+        for why, _ in skipped:
+            print(f"  skipped {why}")
     return 1 if failed else 0
 
 

@@ -180,3 +180,39 @@ def test_finding_19_no_option_is_taken_for_a_prefix_of_another(default_spec: Pat
         err = capsys.readouterr().err
         assert info.value.code == 2, argv
         assert "unrecognized arguments: --" in err or "required: --output" in err, err
+
+
+# -- issue 19, finding 20: specs that load nothing, or cannot be read, are one-line errors ------------
+def test_finding_20_validate_and_serve_refuse_a_spec_without_an_embedding_generator(tmp_path: Path, monkeypatch,
+                                                                                  capsys):
+    block = "hf:sentence-transformers/all-MiniLM-L6-v2"
+    typo = tmp_path / "typo.json"
+    typo.write_text(json.dumps({"subject_id": "t", "models": [{"llm_type": "embedings", "llm_block_id": block}]}))
+    expected = (f"agent-embeddings: error: {typo}: no embedding generator in this spec; every item is skipped: "
+                f"models[0] ('{block}'): llm_type 'embedings' is not 'embeddings' (did you mean 'embeddings'?)")
+    assert run_main(["validate", str(typo)], monkeypatch, capsys) == (1, "", expected + "\n")
+    # serve used to start and serve nothing; now it stops before listening (timeout: it would serve forever)
+    served = subprocess.run([*CLI, "serve", "--spec", str(typo), "--http", "127.0.0.1:0"], capture_output=True,
+                            text=True, timeout=120)
+    assert (served.returncode, served.stderr.strip()) == (1, expected), served.stderr
+
+    mixed = tmp_path / "mixed.json"
+    mixed.write_text(json.dumps({"subject_id": "t", "models": [
+        {"llm_type": "embeddings", "llm_block_id": block, "name": "ok"},
+        {"llm_type": "embeding", "llm_block_id": block, "name": "lost"},
+    ]}))
+    rc, out, _ = run_main(["validate", str(mixed)], monkeypatch, capsys)
+    assert rc == 0 and out.splitlines()[0] == f"{mixed}: ok (1 embedding generator(s), 1 other item(s))"
+    assert f"  skipped models[1] ('{block}'): llm_type 'embeding' is not 'embeddings' (did you mean 'embeddings'?)" \
+        in out.splitlines()
+
+    for name, text, message in (
+        ("deep.json", '{"subject_id": "t", "models": ' + "[" * 50_000 + "]" * 50_000 + "}",
+         "JSON nested more than 64 levels deep"),
+        ("long.json", '{"subject_id": "t", "models": [], "n": ' + "7" * 5000 + "}",
+         "a number of 5000 digits at line 1, column 40 is too long"),
+    ):
+        path = tmp_path / name
+        path.write_text(text)
+        assert run_main(["validate", str(path)], monkeypatch, capsys) == (
+            1, "", f"agent-embeddings: error: {path}: {message}\n")
