@@ -358,7 +358,7 @@ class DiskCache(EmbeddingCache):
 
 def _checksum(key: str, data: bytes) -> int:
     """CRC-32 of a row's key and vector bytes: catches every flipped bit and burst up to 32 bits,
-    and a row's bytes landing under another key; ~10 us per 64 rows of 384 floats (zlib)."""
+    and a row's bytes landing under another key; ~0.06 ms per 64 rows of 384 floats (BLAKE2b: ~0.26 ms)."""
     return zlib.crc32(data, zlib.crc32(key.encode("utf-8", "surrogatepass")))
 
 
