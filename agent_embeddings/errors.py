@@ -8,6 +8,7 @@
      ├── PluginError                a plugin misbehaves (two plugins claim one prefix, ...)
      ├── UnknownGeneratorError      no generator of that name (lists known names)
      ├── InvalidInputError          bad text argument (None, non-string, empty, ...)
+     │    ├── InvalidInputTypeError a text argument of the wrong type (also a TypeError)
      │    └── CorpusError           a bulk input cannot be read, or has bad rows (names path, column, row id)
      ├── BulkOutputError            a bulk output directory cannot hold this job (a file, another input)
      ├── EmbeddingSpaceError        a generator does not embed into an index's space (identity or probes)
@@ -44,6 +45,7 @@ __all__ = [
     "EmbeddingContractError",
     "EmbeddingSpaceError",
     "InvalidInputError",
+    "InvalidInputTypeError",
     "ModelNotFoundError",
     "PluginError",
     "RateLimitError",
@@ -100,6 +102,13 @@ class UnknownGeneratorError(AgentEmbeddingsError, LookupError):
 
 class InvalidInputError(AgentEmbeddingsError, ValueError):
     """The text(s) passed to a generator are not valid input."""
+
+
+class InvalidInputTypeError(InvalidInputError, TypeError):
+    """A text argument has the wrong type: None, a number, one string where a list belongs.
+
+    Also a ``TypeError``, as Python's own wrong-type errors are, so code catching either works.
+    """
 
 
 class CorpusError(InvalidInputError):

@@ -21,7 +21,7 @@ from .errors import BackendError, BadRequestError, DimensionMismatchError, SpecE
 from .factory import build_embeddings_from_model_item
 from .results import Embeddings, GeneratorInfo
 from .space import SpaceCheck
-from .specs import ModelItem, SpecSource, SubjectSpec, load_spec, spec_origin
+from .specs import ModelItem, SpecSource, SubjectSpec, load_spec, require_embeddings, skipped_items, spec_origin
 from .vectors import InputType, check_text
 
 if TYPE_CHECKING:
@@ -356,12 +356,18 @@ class EmbeddingGeneratorManager:
 
         Each generator is registered under the item's ``name`` if given, its prefix when that
         prefix is unique in the spec, and always its full ``llm_block_id``. No model is
-        loaded: that happens on first use or :meth:`warm_up`.
+        loaded: that happens on first use or :meth:`warm_up`. A spec without an embeddings item
+        is a :class:`SpecError` naming the skipped items (with a "did you mean" for a misspelt
+        ``llm_type``); a misspelt item beside others is logged as a warning.
         """
         if isinstance(source, SubjectSpec):
             spec, origin = source, "<spec>"
         else:
             origin, spec = spec_origin(source), load_spec(source)
+        require_embeddings(spec, origin)  # a manager with nothing to embed with is a spec error
+        for why, near_miss in skipped_items(spec):
+            if near_miss:  # a typo of "embeddings" would drop this generator silently; other types are normal
+                log.warning("%s: %s; this item builds no generator", origin, why)
         plan = _plan_names(spec, origin)
         manager = cls()
         manager.spec = spec

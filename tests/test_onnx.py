@@ -267,3 +267,13 @@ def test_an_fp32_index_refuses_the_int8_build_naming_the_precision(int8, hf_mana
     with pytest.raises(EmbeddingSpaceError, match="the precision changed from 'fp32' to 'int8'") as caught:
         manager.verify_space("int8", tmp_path / "vectors")
     assert "a different model" not in str(caught.value)
+
+
+def test_finding_20_max_seq_length_over_the_model_limit_is_refused_on_onnx(int8, onnx_cache: Path):
+    assert int8._loaded.model.meta["max_positions"] == 512  # recorded at export: the bound for every load
+    gen = HuggingFaceEmbeddingGenerator(
+        model_name=MINILM, backend="onnx-int8", onnx_cache_dir=str(onnx_cache), max_seq_length=100_000, name="o"
+    )
+    with pytest.raises(ConfigurationError, match=r"^hf generator 'o': llm_parameters.max_seq_length=100000 is more "
+                                                 r"than the 512 tokens model"):
+        gen.warm_up()

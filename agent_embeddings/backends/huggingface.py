@@ -28,6 +28,7 @@ from ..space import SpaceIdentity
 from ..specs import GeneratorParams, ModelItem
 from ..vectors import InputType
 from .onnx_runtime import cache_root, load_onnx_encoder
+from .positions import config_position_limit, position_limit
 
 __all__ = ["HuggingFaceEmbeddingGenerator", "HuggingFaceParams"]
 
@@ -178,6 +179,7 @@ class HuggingFaceEmbeddingGenerator(AbstractEmbeddingGenerator):
                     cache_dir=self.params.onnx_cache_dir,
                     who=self._who(),
                 )
+                self._check_seq_length(encoder.meta.get("max_positions") or config_position_limit(path))
                 loaded = _LoadedModel(model=encoder, dims=encoder.get_embedding_dimension(), lock=threading.Lock())
                 _shared[key] = loaded
                 return loaded
@@ -192,12 +194,27 @@ class HuggingFaceEmbeddingGenerator(AbstractEmbeddingGenerator):
                 )
             except OSError as exc:
                 raise ModelNotFoundError(f"{self._who()}: cannot load model from {path}: {exc}") from exc
+            self._check_seq_length(position_limit(model))
             if self.params.max_seq_length is not None:
                 model.max_seq_length = self.params.max_seq_length
             get_dims = getattr(model, "get_embedding_dimension", None) or model.get_sentence_embedding_dimension
             loaded = _LoadedModel(model=model, dims=int(get_dims()), lock=threading.Lock())
             _shared[key] = loaded
             return loaded
+
+    def _check_seq_length(self, limit: int | None) -> None:
+        """Refuse a ``max_seq_length`` over the model's own limit now, not on the first long text.
+
+        Refused rather than clamped: the spec asks for something the model cannot do, and a
+        silent clamp would hide that texts are cut earlier than it says.
+        """
+        asked = self.params.max_seq_length
+        if asked is not None and limit is not None and asked > limit:
+            raise ConfigurationError(
+                f"{self._who()}: llm_parameters.max_seq_length={asked} is more than the {limit} tokens model "
+                f"{self.model_name!r} can read (its position embeddings); set it to {limit} or less, or leave it "
+                "out for the model's own default"
+            )
 
     def _onnx_device(self) -> str:
         """ONNX Runtime runs these models on the CPU; a spec asking for another device is an error."""
