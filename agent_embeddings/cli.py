@@ -165,15 +165,17 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from pydantic import SecretStr
 
     from .secrets import resolve_secret_ref
-    from .server.config import ServerConfig
-    from .server.runner import make_servers, run_servers
+    from .server.config import ServerConfig, parse_api_keys
+    from .server.runner import require_server_extra
 
     if not args.grpc and not args.http:
         raise InvalidInputError("serve needs --grpc HOST:PORT and/or --http HOST:PORT")
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if args.metrics_port is not None and not args.grpc:
+        raise InvalidInputError("--metrics-port is for the gRPC server; the HTTP server answers /metrics itself")
+    # Settings and the extra are checked before the spec's models load: a bad flag fails at once.
     keys = [SecretStr(k) for k in args.api_key or []]
     keys += [resolve_secret_ref(ref, who="--api-key-ref") for ref in args.api_key_ref or []]
-    keys += [SecretStr(k) for k in os.environ.get("AGENT_EMBEDDINGS_API_KEYS", "").split(",") if k.strip()]
+    keys += parse_api_keys(os.environ.get("AGENT_EMBEDDINGS_API_KEYS", ""))
     config = ServerConfig(
         api_keys=tuple(keys),
         max_inputs=args.max_inputs,
@@ -187,8 +189,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
         cors_origins=tuple(args.cors_origin or ()),
         metrics_port=args.metrics_port,
     )
-    if args.metrics_port is not None and not args.grpc:
-        raise InvalidInputError("--metrics-port is for the gRPC server; the HTTP server answers /metrics itself")
+    require_server_extra(grpc=bool(args.grpc), http=bool(args.http))
+    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from .server.runner import make_servers, run_servers
+
     manager = _manager(args.spec)
     servers = make_servers(manager, grpc=args.grpc, http=args.http, config=config)
 
@@ -263,6 +267,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--metrics-port", type=int, metavar="PORT",
                    help="serve the gRPC server's Prometheus metrics on this port (0: any free port); "
                         "the HTTP server answers /metrics itself")
+    p.add_argument("--log-level", choices=["debug", "info", "warning", "error"], default="info",
+                   help="log level on stderr (default info: one access-log line per request)")
     p.set_defaults(func=cmd_serve)
 
     from .bulk.cli import add_bulk_parser, add_search_parser

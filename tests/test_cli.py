@@ -216,3 +216,89 @@ def test_finding_20_validate_and_serve_refuse_a_spec_without_an_embedding_genera
         path.write_text(text)
         assert run_main(["validate", str(path)], monkeypatch, capsys) == (
             1, "", f"agent-embeddings: error: {path}: {message}\n")
+
+
+# -- issue 19, findings 15, 16, 18 ----------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("flag", "value"),
+    [
+        ("--max-concurrency", "0"), ("--max-concurrency", "-1"), ("--max-inputs", "0"),
+        ("--max-request-bytes", "-1"), ("--max-request-bytes", str(2**31)),  # gRPC sizes are int32
+        ("--max-input-chars", "-3"), ("--grace-period", "nan"), ("--grace-period", "-5"),
+        ("--grace-period", "inf"), ("--metrics-port", "70000"),
+    ],
+)
+def test_finding_15_serve_refuses_a_bad_limit_in_one_line_before_loading_the_spec(flag, value, tmp_path, capsys):
+    """Once accepted: 0/-1 answered 429 or 413 to every request, -1 lifted gRPC's limit, nan was an
+    'unexpected ValueError'. The spec named here does not exist: the flag must be refused first."""
+    from agent_embeddings.cli import main
+
+    missing = tmp_path / "never-read.json"
+    code = main(["serve", "--spec", str(missing), "--grpc", "127.0.0.1:0", "--http", "127.0.0.1:0", flag, value])
+    err = capsys.readouterr().err
+    assert code == 1 and len(err.strip().splitlines()) == 1, err
+    assert err.startswith("agent-embeddings: error: ") and flag in err and "unexpected" not in err, err
+    assert "never-read" not in err
+
+
+def test_finding_16_serve_logs_one_access_line_per_request_by_default_and_obeys_log_level(light_spec):
+    """Both servers of one ``serve``: an INFO line per request on stderr by default (once: none, and
+    no 4xx either); ``--log-level warning`` turns them off."""
+    import grpc
+    import httpx
+
+    from agent_embeddings.protocol.convert import pb
+    from agent_embeddings.protocol.gen.aios.embeddings.v1 import embeddings_pb2_grpc as pb_grpc
+    from agent_embeddings.server.process import ServeProcess
+
+    from ._grpc_support import wait_for
+
+    env = {"AGENT_EMBEDDINGS_LOAD_PLUGINS": ""}
+    outputs = []
+    for args in ([], ["--log-level", "warning"]):
+        with ServeProcess(light_spec(), http="127.0.0.1:0", grpc="127.0.0.1:0", args=args, env=env) as served:
+            http = f"http://{served.addresses['http']}"
+            assert httpx.get(f"{http}/v1/models").status_code == 200
+            assert httpx.post(f"{http}/v1/embeddings", json={"model": "nope", "input": "a text"}).status_code == 404
+            with grpc.insecure_channel(served.addresses["grpc"]) as channel:
+                assert pb_grpc.EmbeddingServiceStub(channel).Info(pb.InfoRequest(), timeout=10).models
+            if not args:
+                wait_for(lambda: served.output.count("agent_embeddings.access") >= 3)
+            assert served.terminate() == 0, served.output
+        outputs.append(served.output)
+    default, quiet = outputs
+    access = [line.split("agent_embeddings.access: ")[1] for line in default.splitlines() if "agent_embeddings.access" in line]
+    assert len(access) == 3 and all(" INFO agent_embeddings.access: " in line for line in default.splitlines()
+                                    if "agent_embeddings.access" in line), default
+    assert access[0].startswith("http GET /v1/models 200 texts=- ")
+    assert access[1].startswith("http POST /v1/embeddings 404 texts=1 ") and access[1].endswith(" error=model_not_found")
+    assert access[2].startswith("grpc Info OK texts=- ")
+    assert "a text" not in default
+    assert "agent_embeddings.access" not in quiet and " INFO " not in quiet, quiet
+
+
+_HIDE_MODULE = '''
+import importlib.abc, sys
+
+class _Hide(importlib.abc.MetaPathFinder):
+    """This interpreter behaves as if {name!r} were not installed."""
+
+    def find_spec(self, fullname, path=None, target=None):
+        if fullname == {name!r} or fullname.startswith({name!r} + "."):
+            raise ModuleNotFoundError(f"No module named {{fullname!r}}", name=fullname)
+        return None
+
+sys.meta_path.insert(0, _Hide())
+'''
+
+
+@pytest.mark.parametrize(("hidden", "server"), [("prometheus_client", "--http"), ("fastapi", "--http"), ("grpc", "--grpc")])
+def test_finding_18_serve_without_the_server_extra_says_how_to_install_it(hidden, server, light_spec, tmp_path):
+    """The extra is simulated missing: a ``sitecustomize`` on PYTHONPATH hides the module from the
+    CLI's interpreter (once: 'unexpected ModuleNotFoundError: prometheus_client', after the spec loaded)."""
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "sitecustomize.py").write_text(_HIDE_MODULE.format(name=hidden))
+    pythonpath = os.pathsep.join([str(site), *filter(None, [os.environ.get("PYTHONPATH")])])
+    result = run("serve", "--spec", str(light_spec()), server, "127.0.0.1:0", env={"PYTHONPATH": pythonpath})
+    assert_one_line_error(result, "'server' extra", f"{hidden} is not installed", "pip install 'agent-embeddings[server]'")

@@ -17,7 +17,6 @@ import grpc
 import numpy as np
 
 from ..errors import (
-    AgentEmbeddingsError,
     AuthenticationError,
     BackendError,
     BackendTimeoutError,
@@ -28,7 +27,6 @@ from ..errors import (
     InvalidInputError,
     RateLimitError,
     RemoteNotFoundError,
-    UnknownGeneratorError,
 )
 from ..results import GeneratorInfo
 from ..space import SpaceIdentity, identity_from
@@ -349,21 +347,26 @@ def error_from_rpc(exc: grpc.RpcError, *, who: str, target: str, timeout_s: floa
     return cls(text)
 
 
-def status_for_error(exc: BaseException) -> tuple[grpc.StatusCode, str]:
-    """The status a server answers for an exception raised while serving a call."""
+def status_for_error(exc: BaseException, *, model: str, request_id: str) -> tuple[grpc.StatusCode, str]:
+    """The status and message a server answers when the backend of ``model`` failed a call.
+
+    The message is generic, with ``request_id``: the exception's own text may name internal
+    hosts and quote the upstream's answer, so it goes to the server's (redacted) log beside the
+    same id, never to the caller. The status tells the caller what to do: ``UNAVAILABLE`` (the
+    ``aios:`` client's channel retries it) and ``RESOURCE_EXHAUSTED`` are worth a retry,
+    ``INTERNAL`` (the server's own credentials or set-up, a broken contract) is not. Errors
+    about the caller's own request (bad input, unknown model) are answered by the server with
+    their message before any backend is called.
+    """
+    where = f"(request id {request_id}; details in the server log)"
     if isinstance(exc, (InvalidInputError, BadRequestError)):
-        return grpc.StatusCode.INVALID_ARGUMENT, str(exc)
-    if isinstance(exc, (UnknownGeneratorError, RemoteNotFoundError)):
-        return grpc.StatusCode.NOT_FOUND, str(exc)
+        return grpc.StatusCode.INVALID_ARGUMENT, f"the backend of model {model!r} refused the input {where}"
     if isinstance(exc, RateLimitError):
-        return grpc.StatusCode.RESOURCE_EXHAUSTED, str(exc)
+        return grpc.StatusCode.RESOURCE_EXHAUSTED, f"the backend of model {model!r} is rate limited; retry shortly {where}"
     if isinstance(exc, BackendTimeoutError):
-        return grpc.StatusCode.DEADLINE_EXCEEDED, str(exc)
+        return grpc.StatusCode.DEADLINE_EXCEEDED, f"the backend of model {model!r} did not answer in time {where}"
     if isinstance(exc, (BackendUnavailableError, ConfigurationError)):
-        return grpc.StatusCode.UNAVAILABLE, str(exc)
-    if isinstance(exc, AuthenticationError):
-        # the server's own upstream rejected *its* credentials: not the caller's problem
-        return grpc.StatusCode.INTERNAL, str(exc)
-    if isinstance(exc, AgentEmbeddingsError):
-        return grpc.StatusCode.INTERNAL, str(exc)
-    return grpc.StatusCode.INTERNAL, f"internal error ({type(exc).__name__})"
+        return grpc.StatusCode.UNAVAILABLE, f"the backend of model {model!r} is unavailable; retry shortly {where}"
+    # AuthenticationError (the upstream refused *this server's* credentials: not the caller's
+    # problem), RemoteNotFoundError (the server's upstream lacks its model), a broken contract, a bug.
+    return grpc.StatusCode.INTERNAL, f"the backend of model {model!r} failed {where}"
