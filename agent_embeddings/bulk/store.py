@@ -56,6 +56,10 @@ class Store:
         out = self.output
         if out.is_symlink():
             target = out.resolve()
+            if target.parent != self.root.resolve():
+                raise BulkOutputError(
+                    f"{out}: is a link to {target}, not to a snapshot of this output; give the real path as --output"
+                )
             if not target.is_dir():
                 raise BulkOutputError(f"{out}: links to {target}, which is gone; pass --overwrite to build afresh")
             return target
