@@ -22,11 +22,14 @@
           └── BackendTimeoutError       the backend did not answer in time
 
 Errors carry context in their message (generator name, spec file and field, target
-endpoint) and never a secret. Library errors (openai, grpc, torch) are translated where
-the library is called, with the original chained as ``__cause__``.
+endpoint) and never a secret: the root class redacts every message it is given. Library
+errors (openai, grpc, torch) are translated where the library is called, with the original
+chained as ``__cause__`` unless its text holds a secret.
 """
 
 from __future__ import annotations
+
+from .redaction import redact
 
 __all__ = [
     "AgentEmbeddingsError",
@@ -53,7 +56,15 @@ __all__ = [
 
 
 class AgentEmbeddingsError(Exception):
-    """Root of every error raised by agent-embeddings."""
+    """Root of every error raised by agent-embeddings.
+
+    Its text is redacted when it is made (:func:`~agent_embeddings.redaction.redact`): whatever
+    a message quotes (an endpoint's answer, a library's error), a registered secret never
+    reaches ``str(error)``, a traceback, a log line, the CLI or a server's answer.
+    """
+
+    def __init__(self, *args: object) -> None:
+        super().__init__(*(redact(a) if isinstance(a, str) else a for a in args))
 
 
 class SpecError(AgentEmbeddingsError, ValueError):
