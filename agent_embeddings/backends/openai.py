@@ -26,15 +26,25 @@ import inspect
 import json
 import logging
 import os
+import re
 import threading
 import warnings
 import weakref
 from collections.abc import Sequence
-from typing import Any, Literal
-from urllib.parse import urlsplit, urlunsplit
+from typing import Annotated, Any, Literal
+from urllib.parse import parse_qsl, urlsplit, urlunsplit
 
 import numpy as np
-from pydantic import AliasChoices, Field, PositiveFloat, PositiveInt, SecretStr, model_validator
+from pydantic import (
+    AfterValidator,
+    AliasChoices,
+    Field,
+    PositiveFloat,
+    PositiveInt,
+    SecretStr,
+    field_validator,
+    model_validator,
+)
 
 from .._deps import require
 from ..base import AbstractEmbeddingGenerator
@@ -46,10 +56,10 @@ from ..errors import (
 )
 from ..hookspecs import hookimpl
 from ..net import is_loopback_url
-from ..redaction import redact, remember_secret
+from ..redaction import display_url, redact, remember_secret, remember_url
 from ..results import BackendResult
 from ..retry import RetryPolicy, remaining
-from ..secrets import resolve_secret_ref
+from ..secrets import check_key, check_ref, key_problem, resolve_secret_ref
 from ..specs import GeneratorParams, ModelItem
 from ..vectors import InputType
 from .openai_errors import safe_cause, translate_error
@@ -64,6 +74,8 @@ DEFAULT_MODEL = "text-embedding-3-small"
 MAX_INPUTS_PER_REQUEST = 2048
 MAX_TOKENS_PER_REQUEST = 300_000
 Truncate = Literal["end", "start", "error"]
+_HEADER_NAME = re.compile(r"[A-Za-z0-9!#$%&'*+.^_`|~-]+")  # fullmatch, as _HEADER_VALUE
+_HEADER_VALUE = re.compile(r"[\x20-\x7e\t]*")
 TokenizerChoice = Literal["auto", "tiktoken", "estimate"]
 
 
@@ -76,7 +88,9 @@ class OpenAIParams(GeneratorParams):
         validation_alias=AliasChoices("base_url", "api_base"),
         description="Endpoint, e.g. http://vllm:8000/v1 (also accepted as 'api_base'; default: OpenAI).",
     )
-    api_key_ref: str | None = Field(default=None, description="Where the key is: 'env:NAME' or 'file:PATH'.")
+    api_key_ref: Annotated[str, AfterValidator(check_ref)] | None = Field(
+        default=None, description="Where the key is: 'env:NAME' or 'file:PATH'."
+    )
     api_key: SecretStr | None = Field(default=None, description="Literal key (works, but warns: prefer api_key_ref).")
     api_key_required: bool | None = Field(
         default=None, description="Fail at build time without a key (default: yes, unless base_url is on loopback)."
@@ -105,12 +119,33 @@ class OpenAIParams(GeneratorParams):
         description="Send 'dimensions' to the endpoint (default: yes except text-embedding-ada-002); "
         "otherwise vectors are shortened here.",
     )
-    default_headers: dict[str, str] = Field(default_factory=dict, description="Extra HTTP headers on every request.")
+    default_headers: dict[str, SecretStr] = Field(
+        default_factory=dict,
+        description="Extra HTTP headers on every request (values are treated as secrets: masked wherever shown).",
+    )
     input_type_field: str | None = Field(
         default=None, min_length=1,
         description='Send input_type ("query"/"document") as this extra body field, for compatible servers that '
         'take one (e.g. "input_type"); by default it is not sent: OpenAI\'s API has no such field.',
     )
+
+    @field_validator("api_key")
+    @classmethod
+    def _printable_key(cls, value: SecretStr | None) -> SecretStr | None:
+        problem = key_problem(value.get_secret_value()) if value is not None else None
+        if problem is not None:  # the library would refuse it later, with the key in its error text
+            raise ValueError(f"not usable as a key: {problem}; the value is not shown")
+        return value
+
+    @field_validator("default_headers")
+    @classmethod
+    def _header_lines(cls, value: dict[str, SecretStr]) -> dict[str, SecretStr]:
+        for name, header in value.items():
+            if not _HEADER_NAME.fullmatch(name):
+                raise ValueError(f"header name {name!r} is not an HTTP token (letters, digits, !#$%&'*+-.^_`|~)")
+            if not _HEADER_VALUE.fullmatch(header.get_secret_value()):
+                raise ValueError(f"the value of header {name!r} is not one line of printable ASCII; it is not shown")
+        return value
 
     @model_validator(mode="after")
     def _one_key_source(self) -> OpenAIParams:
@@ -146,8 +181,11 @@ class OpenAIEmbeddingGenerator(AbstractEmbeddingGenerator):
             params = params.model_copy(update={"model": DEFAULT_MODEL})
         super().__init__(params=params, model=params.model, name=name)
         explicit_url = params.base_url
-        self.base_url = (explicit_url or os.environ.get("OPENAI_BASE_URL") or OPENAI_BASE_URL).rstrip("/")
-        self.endpoint = _display_url(self.base_url)
+        url = (explicit_url or os.environ.get("OPENAI_BASE_URL") or OPENAI_BASE_URL).rstrip("/")
+        remember_url(url)  # its user info and query values are masked in any text, log records included
+        # The URL as given (it may carry credentials) goes to the clients only; everything else shows it masked.
+        self._url = SecretStr(url)
+        self.base_url = self.endpoint = display_url(url)
         if params.retry is None:
             # Without a spec ``retry``: max_retries retries, and a deadline that leaves every try
             # its full timeout plus the backoff between tries.
@@ -162,44 +200,62 @@ class OpenAIEmbeddingGenerator(AbstractEmbeddingGenerator):
         self._api_key = self._resolve_key(params, explicit_url is not None)
 
         openai = require("openai", "openai", who=self._who())
-        kwargs: dict[str, Any] = {
-            "api_key": self._api_key.get_secret_value() if self._api_key else "",
-            "base_url": self.base_url,
+        # What every client of this generator is made with, secrets aside: the key, the URL and the
+        # header values stay SecretStr here and are handed to each client as it is made (_new_client).
+        self._client_options: dict[str, Any] = {
             "organization": params.organization,
             "project": params.project,
             "timeout": params.timeout,
             # The shared retry loop retries: the client's own retries would give every attempt a
             # full timeout and overrun the call's deadline.
             "max_retries": 0,
-            "default_headers": dict(params.default_headers) or None,
         }
         # A keyless endpoint: send no Authorization header (newer clients insist on being told so).
         self._extra_headers: dict[str, Any] | None = None
         if self._api_key is None:
             if "_enforce_credentials" in inspect.signature(openai.OpenAI.__init__).parameters:
-                kwargs["_enforce_credentials"] = False
+                self._client_options["_enforce_credentials"] = False
             if hasattr(openai, "Omit"):
                 self._extra_headers = {"Authorization": openai.Omit()}
-        self._client_kwargs = kwargs
-        try:
-            self._client = openai.OpenAI(**kwargs)
-        except openai.OpenAIError as exc:
-            raise ConfigurationError(f"{self._who()}: cannot configure the client for {self.endpoint}: "
-                                     f"{redact(str(exc))}") from None
+        self._client = self._new_client(openai.OpenAI)
         # One async client per event loop: an httpx connection pool cannot move between loops.
         self._aclients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Any] = weakref.WeakKeyDictionary()
         self._aclient_lock = threading.Lock()
+
+    def _new_client(self, cls: Any, **extra: Any) -> Any:
+        """An ``openai.OpenAI``/``AsyncOpenAI``: the only objects that hold the key, URL and headers in clear."""
+        import openai
+
+        headers = {name: value.get_secret_value() for name, value in self.params.default_headers.items()}
+        # A query in base_url (?api-version=..., ?token=...) goes on every request: the client
+        # would append the path after it ("/v1?token=x" + "/embeddings").
+        url = urlsplit(self._url.get_secret_value())
+        query = dict(parse_qsl(url.query, keep_blank_values=True))
+        try:
+            return cls(
+                api_key=self._api_key.get_secret_value() if self._api_key is not None else "",
+                base_url=urlunsplit((url.scheme, url.netloc, url.path, "", "")),
+                default_headers=headers or None,
+                default_query=query or None,
+                **self._client_options,
+                **extra,
+            )
+        except openai.OpenAIError as exc:
+            raise ConfigurationError(
+                f"{self._who()}: cannot configure the client for {self.endpoint}: {redact(str(exc))}"
+            ) from None
 
     def _resolve_key(self, params: OpenAIParams, explicit_url: bool) -> SecretStr | None:
         """The key: given, a reference, or (for the default endpoint only) ``OPENAI_API_KEY``."""
         key = params.api_key
         if params.api_key_ref is not None:
-            key = resolve_secret_ref(params.api_key_ref, who=self._who())
-        if key is None and not explicit_url and os.environ.get("OPENAI_API_KEY"):
-            key = SecretStr(os.environ["OPENAI_API_KEY"])
+            key = resolve_secret_ref(params.api_key_ref, who=f"{self._who()}: llm_parameters.api_key_ref")
+        if key is None and not explicit_url and os.environ.get("OPENAI_API_KEY", "").strip():
+            key = SecretStr(os.environ["OPENAI_API_KEY"].strip())
+            check_key(key.get_secret_value(), who=self._who(), source="OPENAI_API_KEY")
         if key is not None and not key.get_secret_value():
             key = None
-        if key is not None:  # log records never show it, whatever the message
+        if key is not None:  # no text shows it, log records included
             remember_secret(key.get_secret_value())
         required = params.api_key_required
         if required is None:
@@ -366,7 +422,7 @@ class OpenAIEmbeddingGenerator(AbstractEmbeddingGenerator):
             if client is None:
                 import openai
 
-                client = self._aclients[loop] = openai.AsyncOpenAI(**self._client_kwargs)
+                client = self._aclients[loop] = self._new_client(openai.AsyncOpenAI)
             return client
 
     def _combine(self, parts: list[tuple[np.ndarray, int | None]], counts: list[int] | None) -> BackendResult:
@@ -434,19 +490,9 @@ class OpenAIEmbeddingGenerator(AbstractEmbeddingGenerator):
         self._aclients.clear()  # their connections close with their event loop
 
 
-def _display_url(url: str) -> str:
-    """The URL without credentials or query (safe for messages)."""
-    parts = urlsplit(url)
-    netloc = parts.hostname or ""
-    if ":" in netloc:
-        netloc = f"[{netloc}]"
-    if parts.port:
-        netloc += f":{parts.port}"
-    return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
-
-
 def _preview(content: bytes) -> str:
-    text = content[:80].decode("utf-8", "replace")
+    # Redacted before it is cut: a secret cut in two would not be recognised.
+    text = redact(content[:4096].decode("utf-8", "replace"))[:80]
     return f"starts with {text!r}" if content else "empty body"
 
 
