@@ -62,6 +62,7 @@ from ..retry import RetryPolicy, remaining
 from ..secrets import check_key, check_ref, key_problem, resolve_secret_ref
 from ..specs import GeneratorParams, ModelItem
 from ..vectors import InputType
+from .http_deadline import deadline_http_client, request_deadline
 from .openai_errors import safe_cause, translate_error
 from .openai_tokens import MAX_TOKENS_PER_INPUT, Tokenizer, make_tokenizer
 
@@ -217,7 +218,9 @@ class OpenAIEmbeddingGenerator(AbstractEmbeddingGenerator):
                 self._client_options["_enforce_credentials"] = False
             if hasattr(openai, "Omit"):
                 self._extra_headers = {"Authorization": openai.Omit()}
-        self._client = self._new_client(openai.OpenAI)
+        # The sync client's sockets keep each request's deadline (http_deadline.py); the async
+        # path bounds requests with asyncio.timeout (_acall).
+        self._client = self._new_client(openai.OpenAI, http_client=deadline_http_client(openai))
         # One async client per event loop: an httpx connection pool cannot move between loops.
         self._aclients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Any] = weakref.WeakKeyDictionary()
         self._aclient_lock = threading.Lock()
@@ -390,8 +393,9 @@ class OpenAIEmbeddingGenerator(AbstractEmbeddingGenerator):
     def _call(self, client: Any, batch: list[str], input_type: InputType | None) -> tuple[np.ndarray, int | None]:
         timeout = self._attempt_timeout()
         try:
-            raw = client.embeddings.with_raw_response.create(**self._request_args(batch, timeout, input_type))
-            content = raw.http_response.content
+            with request_deadline(timeout):  # the whole request, not each socket read (a trickling server)
+                raw = client.embeddings.with_raw_response.create(**self._request_args(batch, timeout, input_type))
+                content = raw.http_response.content
         except Exception as exc:
             error, cause = self._translate(exc, timeout), safe_cause(exc)
             if cause is not None:
@@ -405,8 +409,9 @@ class OpenAIEmbeddingGenerator(AbstractEmbeddingGenerator):
     ) -> tuple[np.ndarray, int | None]:
         timeout = self._attempt_timeout()
         try:
-            raw = await client.embeddings.with_raw_response.create(**self._request_args(batch, timeout, input_type))
-            content = raw.http_response.content
+            async with asyncio.timeout(timeout):  # the whole request, not each socket read (a trickling server)
+                raw = await client.embeddings.with_raw_response.create(**self._request_args(batch, timeout, input_type))
+                content = raw.http_response.content
         except Exception as exc:
             error, cause = self._translate(exc, timeout), safe_cause(exc)
             if cause is not None:

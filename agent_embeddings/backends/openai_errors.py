@@ -28,7 +28,7 @@ def translate_error(exc: Exception, *, where: str, model: str | None, timeout: f
     """The SDK's error for an exception raised by the client (``where`` names generator and endpoint)."""
     import openai
 
-    if isinstance(exc, openai.APITimeoutError):
+    if isinstance(exc, (openai.APITimeoutError, TimeoutError)):  # TimeoutError: asyncio.timeout around a request
         return BackendTimeoutError(f"{where}: no answer within {timeout:.3g}s")
     if isinstance(exc, openai.APIConnectionError):
         cause = exc.__cause__ or exc.__context__
