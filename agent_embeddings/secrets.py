@@ -26,13 +26,24 @@ import os
 import re
 import stat
 from pathlib import Path
+from typing import Annotated
 
-from pydantic import SecretStr
+from pydantic import AfterValidator, SecretStr
 
 from .errors import ConfigurationError
 from .redaction import remember_secret
 
-__all__ = ["MAX_SECRET_FILE_BYTES", "SecretStr", "check_key", "check_ref", "key_problem", "resolve_secret_ref"]
+__all__ = [
+    "MAX_SECRET_FILE_BYTES",
+    "KeyField",
+    "SecretHeaders",
+    "SecretRef",
+    "SecretStr",
+    "check_key",
+    "check_ref",
+    "key_problem",
+    "resolve_secret_ref",
+]
 
 MAX_SECRET_FILE_BYTES = 4096
 _PRINTABLE_LINE = re.compile(r"[\x20-\x7e]+")  # fullmatch: "$" would let a final "\n" by
@@ -83,6 +94,35 @@ def check_ref(ref: str) -> str:
             "(it is not shown: it may be a key pasted in its place)"
         )
     return ref
+
+
+def _usable_key(value: SecretStr) -> SecretStr:
+    problem = key_problem(value.get_secret_value())
+    if problem is not None:  # the HTTP library would refuse it later, with the key in its error text
+        raise ValueError(f"not usable as a key: {problem}; the value is not shown")
+    return value
+
+
+_HEADER_NAME = re.compile(r"[A-Za-z0-9!#$%&'*+.^_`|~-]+")
+_HEADER_VALUE = re.compile(r"[\x20-\x7e\t]*")
+
+
+def _header_lines(headers: dict[str, SecretStr]) -> dict[str, SecretStr]:
+    for name, value in headers.items():
+        if not _HEADER_NAME.fullmatch(name):
+            raise ValueError(f"header name {name!r} is not an HTTP token (letters, digits, !#$%&'*+-.^_`|~)")
+        if not _HEADER_VALUE.fullmatch(value.get_secret_value()):
+            raise ValueError(f"the value of header {name!r} is not one line of printable ASCII; it is not shown")
+    return headers
+
+
+# Field types of backends' parameter models (pydantic), checked when a spec loads:
+#: ``env:NAME`` or ``file:PATH``, its shape only (resolved when the generator is built)
+SecretRef = Annotated[str, AfterValidator(check_ref)]
+#: a literal key: one line of printable ASCII
+KeyField = Annotated[SecretStr, AfterValidator(_usable_key)]
+#: HTTP headers whose values are secrets (any header may carry one): names are tokens, values one line
+SecretHeaders = Annotated[dict[str, SecretStr], AfterValidator(_header_lines)]
 
 
 def resolve_secret_ref(ref: str, *, who: str = "secret") -> SecretStr:

@@ -18,10 +18,10 @@ import uuid
 from collections import deque
 from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from pydantic import AfterValidator, Field, PositiveFloat, PositiveInt, SecretStr
+from pydantic import Field, PositiveFloat, PositiveInt, SecretStr
 
 from .._deps import require
 from ..base import AbstractEmbeddingGenerator
@@ -30,7 +30,7 @@ from ..hookspecs import hookimpl
 from ..redaction import remember_secret
 from ..results import BackendResult
 from ..retry import RetryPolicy
-from ..secrets import check_key, check_ref, resolve_secret_ref
+from ..secrets import SecretRef, check_key, resolve_secret_ref
 from ..specs import GeneratorParams, ModelItem
 from ..vectors import InputType
 
@@ -55,7 +55,7 @@ class AIOSParams(GeneratorParams):
     batch_size: PositiveInt = Field(
         default=64, description="Most texts per request (the server's own limit applies too)."
     )
-    api_key_ref: Annotated[str, AfterValidator(check_ref)] | None = Field(
+    api_key_ref: SecretRef | None = Field(
         default=None, description="Bearer token sent as call metadata: 'env:NAME' or 'file:PATH'."
     )
     plaintext: bool | None = Field(

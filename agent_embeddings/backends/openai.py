@@ -3,7 +3,8 @@
 Built on the official ``openai`` client: one sync and one async client per generator, reused
 for every call. Retries (408/409/429/5xx and connection errors, honouring ``Retry-After``) are
 the SDK's shared loop, not the client's, so that ``retry.deadline_s`` bounds a call with all its
-tries: each request gets ``timeout`` or what is left of the deadline, whichever is less.
+tries: each request gets ``timeout`` or what is left of the deadline, whichever is less, as a
+bound on the whole request (``http_deadline.py``: httpx's timeouts bound each socket read).
 Requests ask for ``encoding_format="base64"`` (packed float32) and are decoded with numpy.
 Batches are split to the API's limits (2,048 inputs, 300,000 tokens per request, 8,192 tokens
 per input for OpenAI models, counted with tiktoken); results are placed by ``index``.
@@ -13,6 +14,8 @@ Keys: ``api_key`` (constructor) or ``api_key_ref`` (``env:NAME`` / ``file:PATH``
 (and ``OPENAI_BASE_URL``) are used, as by the official client; an explicit ``base_url`` never
 receives ``OPENAI_API_KEY`` implicitly, so a key meant for OpenAI is not sent elsewhere. A key
 is required at build time unless the endpoint is on loopback or ``api_key_required`` is false.
+The key, the ``base_url`` (it may carry credentials) and the ``default_headers`` values live in
+clear in the clients only; everything else shows the URL through ``display_url``.
 
 ``openai`` and ``tiktoken`` are imported when a generator is built, never at package import.
 """
@@ -26,25 +29,15 @@ import inspect
 import json
 import logging
 import os
-import re
 import threading
 import warnings
 import weakref
 from collections.abc import Sequence
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 from urllib.parse import parse_qsl, urlsplit, urlunsplit
 
 import numpy as np
-from pydantic import (
-    AfterValidator,
-    AliasChoices,
-    Field,
-    PositiveFloat,
-    PositiveInt,
-    SecretStr,
-    field_validator,
-    model_validator,
-)
+from pydantic import AliasChoices, Field, PositiveFloat, PositiveInt, SecretStr, model_validator
 
 from .._deps import require
 from ..base import AbstractEmbeddingGenerator
@@ -59,7 +52,7 @@ from ..net import is_loopback_url
 from ..redaction import display_url, redact, remember_secret, remember_url
 from ..results import BackendResult
 from ..retry import RetryPolicy, remaining
-from ..secrets import check_key, check_ref, key_problem, resolve_secret_ref
+from ..secrets import KeyField, SecretHeaders, SecretRef, check_key, resolve_secret_ref
 from ..specs import GeneratorParams, ModelItem
 from ..vectors import InputType
 from .http_deadline import deadline_http_client, request_deadline
@@ -75,8 +68,6 @@ DEFAULT_MODEL = "text-embedding-3-small"
 MAX_INPUTS_PER_REQUEST = 2048
 MAX_TOKENS_PER_REQUEST = 300_000
 Truncate = Literal["end", "start", "error"]
-_HEADER_NAME = re.compile(r"[A-Za-z0-9!#$%&'*+.^_`|~-]+")  # fullmatch, as _HEADER_VALUE
-_HEADER_VALUE = re.compile(r"[\x20-\x7e\t]*")
 TokenizerChoice = Literal["auto", "tiktoken", "estimate"]
 
 
@@ -89,10 +80,8 @@ class OpenAIParams(GeneratorParams):
         validation_alias=AliasChoices("base_url", "api_base"),
         description="Endpoint, e.g. http://vllm:8000/v1 (also accepted as 'api_base'; default: OpenAI).",
     )
-    api_key_ref: Annotated[str, AfterValidator(check_ref)] | None = Field(
-        default=None, description="Where the key is: 'env:NAME' or 'file:PATH'."
-    )
-    api_key: SecretStr | None = Field(default=None, description="Literal key (works, but warns: prefer api_key_ref).")
+    api_key_ref: SecretRef | None = Field(default=None, description="Where the key is: 'env:NAME' or 'file:PATH'.")
+    api_key: KeyField | None = Field(default=None, description="Literal key (works, but warns: prefer api_key_ref).")
     api_key_required: bool | None = Field(
         default=None, description="Fail at build time without a key (default: yes, unless base_url is on loopback)."
     )
@@ -120,7 +109,7 @@ class OpenAIParams(GeneratorParams):
         description="Send 'dimensions' to the endpoint (default: yes except text-embedding-ada-002); "
         "otherwise vectors are shortened here.",
     )
-    default_headers: dict[str, SecretStr] = Field(
+    default_headers: SecretHeaders = Field(
         default_factory=dict,
         description="Extra HTTP headers on every request (values are treated as secrets: masked wherever shown).",
     )
@@ -129,24 +118,6 @@ class OpenAIParams(GeneratorParams):
         description='Send input_type ("query"/"document") as this extra body field, for compatible servers that '
         'take one (e.g. "input_type"); by default it is not sent: OpenAI\'s API has no such field.',
     )
-
-    @field_validator("api_key")
-    @classmethod
-    def _printable_key(cls, value: SecretStr | None) -> SecretStr | None:
-        problem = key_problem(value.get_secret_value()) if value is not None else None
-        if problem is not None:  # the library would refuse it later, with the key in its error text
-            raise ValueError(f"not usable as a key: {problem}; the value is not shown")
-        return value
-
-    @field_validator("default_headers")
-    @classmethod
-    def _header_lines(cls, value: dict[str, SecretStr]) -> dict[str, SecretStr]:
-        for name, header in value.items():
-            if not _HEADER_NAME.fullmatch(name):
-                raise ValueError(f"header name {name!r} is not an HTTP token (letters, digits, !#$%&'*+-.^_`|~)")
-            if not _HEADER_VALUE.fullmatch(header.get_secret_value()):
-                raise ValueError(f"the value of header {name!r} is not one line of printable ASCII; it is not shown")
-        return value
 
     @model_validator(mode="after")
     def _one_key_source(self) -> OpenAIParams:
