@@ -215,8 +215,9 @@ def install_log_redaction() -> None:
 def _redact_record(record: logging.LogRecord) -> None:
     try:
         message = record.getMessage()
-    except Exception:  # noqa: BLE001 - a bad format string: logging reports it, with our redacted msg
-        record.msg, record.args = redact(str(record.msg)), None
+    except Exception:  # noqa: BLE001 - a bad format string: shown as such, redacted (logging's own
+        # report of it would print the arguments as they are)
+        record.msg, record.args = redact(f"{record.msg} [arguments that do not fit it: {record.args!r}]"), None
         return
     clean = redact(message)
     if clean != message:
