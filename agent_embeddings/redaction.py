@@ -173,8 +173,10 @@ def redact(text: str) -> str:
                 break
     lowered = text.lower()
     for hints, key_pattern, replacement in _KEY_PATTERNS:
-        if any(hint in lowered for hint in hints):
-            text = key_pattern.sub(replacement, text)
+        for hint in hints:
+            if hint in lowered:
+                text = key_pattern.sub(replacement, text)
+                break
     return text
 
 
