@@ -135,3 +135,19 @@ def test_hook_resolve_local_model(hf_manager, tmp_path):
         np.testing.assert_allclose(gen.generate("hello"), hf_manager.generate("hf", "hello"), atol=1e-5)
     finally:
         unregister_plugin(plugin)
+
+
+def test_finding_20_max_seq_length_over_the_model_limit_is_refused_at_load(hf_manager):
+    # all-MiniLM-L6-v2 has 512 position embeddings: asked for more, torch used to fail on the first
+    # long text ("The size of tensor a (2002) must match the size of tensor b (512)").
+    for asked in (1_000_000_000, 513):
+        gen = HuggingFaceEmbeddingGenerator(model_name=MINILM, max_seq_length=asked, name="long")
+        with pytest.raises(ConfigurationError) as info:
+            gen.warm_up()
+        message = str(info.value)
+        assert message.startswith("hf generator 'long': ") and f"llm_parameters.max_seq_length={asked}" in message
+        assert "the 512 tokens model 'sentence-transformers/all-MiniLM-L6-v2' can read" in message
+    at_limit = HuggingFaceEmbeddingGenerator(model_name=MINILM, max_seq_length=512)
+    long = "word " * 2000  # 2,002 tokens: cut at 512, embedded
+    assert np.isfinite(at_limit.generate(long)).all()
+    assert at_limit._loaded.model.max_seq_length == 512
