@@ -353,6 +353,7 @@ ALL: dict[str, Callable[..., Iterator[Row]]] = {
     "sync": bulk.sync,
     "search": bulk.search,
     "ray": bulk.ray,
+    "cluster": bulk.cluster,
 }
 
 
