@@ -30,6 +30,7 @@ import json
 import logging
 import pickle
 import time
+from pathlib import Path
 
 import numpy as np
 
@@ -98,9 +99,12 @@ def plan_shards(job: Job) -> int:
 
 
 def _for_workers(job: Job) -> Job:
-    """The job with absolute paths: a Ray worker's working directory is its node's, not the driver's."""
-    corpus = dataclasses.replace(job.corpus, path=job.corpus.path.absolute(),
-                                 files=tuple(f.absolute() for f in job.corpus.files))
+    """The job with absolute paths: a Ray worker's working directory is its node's, not the driver's.
+    (An input in a pyarrow filesystem travels with its filesystem, pickled.)"""
+    corpus = job.corpus
+    if corpus.filesystem is None:
+        corpus = dataclasses.replace(corpus, path=Path(corpus.path).absolute(),
+                                     files=tuple(Path(f).absolute() for f in corpus.files))
     return dataclasses.replace(job, corpus=corpus, output=job.output.absolute())
 
 
