@@ -154,6 +154,7 @@ def test_losing_the_worker_node_mid_job_finishes_every_row_once(cluster, corpus,
     written = len(pending_shards(output))
     cluster.kill(node)
     killed = time.monotonic() - started
+    assert not output.exists()  # a first build shows nothing until it is whole
     code, out, err = finish(process)
     ended = time.monotonic() - started
     timeline = {"killed_at_s": round(killed, 1), "shards_written_at_kill": written, "job_ended_at_s": round(ended, 1),
