@@ -11,7 +11,6 @@ WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY constraints/ constraints/
 COPY agent_embeddings/ agent_embeddings/
-COPY protos/ protos/
 RUN python -m venv /opt/venv \
     && /opt/venv/bin/pip install --extra-index-url https://download.pytorch.org/whl/cpu \
         -c constraints/cpu.txt ".[${EXTRAS}]"
