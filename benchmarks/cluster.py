@@ -41,6 +41,14 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
 @dataclass
 class Node:
     name: str
@@ -53,17 +61,25 @@ class Node:
         return self.process.pid  # start_new_session: the group's id is the leader's pid
 
     def pids(self) -> list[int]:
-        """Every live process of this node's session (``ray start``, raylet, workers, agents)."""
-        out = []
+        """Every live process of this node: its session (``ray start``, raylet, agents) and everything
+        they started, workers included (Ray may start a worker in a process group of its own)."""
+        parents: dict[int, int] = {}
+        groups: dict[int, int] = {}
         for entry in Path("/proc").iterdir():
             if entry.name.isdigit():
                 try:
                     fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
                 except OSError:
                     continue
-                if int(fields[3]) == self.pgid and fields[0] != "Z":  # the process group, not zombies
-                    out.append(int(entry.name))
-        return out
+                if fields[0] != "Z":  # not zombies
+                    parents[int(entry.name)], groups[int(entry.name)] = int(fields[1]), int(fields[2])
+        found = {pid for pid, group in groups.items() if group == self.pgid}
+        grew = True
+        while grew:
+            more = {pid for pid, parent in parents.items() if parent in found} - found
+            found |= more
+            grew = bool(more)
+        return sorted(found)
 
     def peak_rss_mb(self, comm: str) -> dict[int, float]:
         """VmHWM (peak resident memory) of this node's processes whose command line holds ``comm``."""
@@ -89,6 +105,8 @@ class LocalCluster:
     #: extra environment for every node and driver (e.g. PYTHONPATH, HF_HUB_OFFLINE)
     extra_env: dict[str, str] = field(default_factory=dict)
     nodes: list[Node] = field(default_factory=list)
+    #: processes of the nodes still alive after :meth:`stop` (none, unless something escaped)
+    leaked: list[int] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self.root = Path(self.root)
@@ -145,15 +163,29 @@ class LocalCluster:
         return self._start(f"node{len(self.nodes)}", ["--address", self.address], num_cpus or self.num_cpus)
 
     def kill(self, node: Node) -> None:
-        """SIGKILL the node's raylet, its workers and everything else of its session, at once."""
+        """SIGKILL the node's raylet, its workers and everything else it started, at once."""
+        pids = node.pids()
         try:
             os.killpg(node.pgid, signal.SIGKILL)
         except ProcessLookupError:
             pass
+        for pid in pids:  # workers in process groups of their own
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
         node.process.wait(timeout=30)
 
     def stop(self) -> None:
+        """Kill every node; :attr:`leaked` lists any of their processes still alive 10 s later."""
+        pids = {pid for node in self.nodes for pid in node.pids()}
         for node in reversed(self.nodes):
             self.kill(node)
         self.nodes.clear()
+        deadline = time.monotonic() + 10
+        while True:
+            self.leaked = sorted(pid for pid in pids if _alive(pid))
+            if not self.leaked or time.monotonic() > deadline:
+                break
+            time.sleep(0.2)
         shutil.rmtree(self.temp_dir, ignore_errors=True)

@@ -48,6 +48,7 @@ def cluster(tmp_path_factory):
     with LocalCluster(tmp_path_factory.mktemp("cluster"), num_cpus=1) as cluster:
         cluster.add_node()
         yield cluster
+    assert not cluster.leaked, f"processes of the cluster outlived it: {cluster.leaked}"
 
 
 @pytest.fixture(scope="module")
@@ -152,8 +153,13 @@ def test_losing_the_worker_node_mid_job_finishes_every_row_once(cluster, corpus,
              "an actor on the worker node and a first shard")
     assert process.poll() is None, "the job ended before the node could be killed: make the corpus larger"
     written = len(pending_shards(output))
+    processes = node.pids()  # its raylet, its workers (the actor among them), its agents
+    assert set(actors_on(node)) <= set(processes)
     cluster.kill(node)
     killed = time.monotonic() - started
+    wait_for(lambda: not [pid for pid in processes if Path(f"/proc/{pid}").exists()
+                          and Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"],
+             10, "every process of the killed node to be gone")
     assert not output.exists()  # a first build shows nothing until it is whole
     code, out, err = finish(process)
     ended = time.monotonic() - started
