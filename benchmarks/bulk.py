@@ -165,7 +165,8 @@ def cluster(n: int, batch: int, repeat: int) -> Iterator[Row]:
             runs["2 nodes"] = _cluster_job(ray_cluster, corpora[small], Path(tmp) / "out-2")
             runs["rss"] = _cluster_job(ray_cluster, corpora[large], Path(tmp) / "out-rss")
     one, two, rss = runs["1 node"], runs["2 nodes"], runs["rss"]
-    load = f"load average {load_before:.1f} before, {os.getloadavg()[0]:.1f} after"
+    load = (f"1-minute load average {load_before:.1f} before, at most {max(r['load'] for r in runs.values()):.1f} "
+            f"during the jobs, {os.getloadavg()[0]:.1f} after")
     yield Row("9b cluster", f"2 nodes x 1 CPU (ray start, loopback), {small:,} short texts, 2 actors", "texts/s",
               small / two["seconds"], "1 node x 1 CPU, 1 actor", small / one["seconds"],
               note=f"both nodes share this machine's {os.cpu_count()} cores with everything else running; "
@@ -182,6 +183,7 @@ def _cluster_job(ray_cluster: LocalCluster, corpus: Path, out: Path) -> dict:
     import threading
 
     peaks: dict[int, float] = {}
+    loads: list[float] = []
     running = True
 
     def watch() -> None:
@@ -189,6 +191,7 @@ def _cluster_job(ray_cluster: LocalCluster, corpus: Path, out: Path) -> dict:
             for node in ray_cluster.nodes:
                 for pid, mb in node.peak_rss_mb("ShardEmbedder").items():
                     peaks[pid] = max(peaks.get(pid, 0.0), mb)
+            loads.append(os.getloadavg()[0])
             time.sleep(0.5)
 
     watcher = threading.Thread(target=watch, daemon=True)
@@ -204,7 +207,7 @@ def _cluster_job(ray_cluster: LocalCluster, corpus: Path, out: Path) -> dict:
         raise RuntimeError(result.stderr[-3000:])
     row = json.loads(result.stdout.strip().splitlines()[-1])
     actors = sorted(peaks.values(), reverse=True)
-    return {**row, "actors": actors, "actor_mb": max(actors, default=0.0)}
+    return {**row, "actors": actors, "actor_mb": max(actors, default=0.0), "load": max(loads, default=0.0)}
 
 
 def _driver_child(address: str, corpus: str, out: str) -> None:
