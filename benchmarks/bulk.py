@@ -3,11 +3,14 @@
 ``python -m benchmarks.bulk rss INPUT OUTPUT`` is the child process of the memory row: it runs
 one local bulk job with a cheap hash embedding (the model's own memory does not depend on
 the corpus size, the pipeline's would if it did not stream) and prints its peak RSS in MB.
+``python -m benchmarks.bulk driver ADDRESS INPUT OUTPUT`` is the driver of the cluster rows: one
+``--engine ray`` job against the cluster at ADDRESS; it prints its seconds and peak RSS.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import tempfile
@@ -18,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .cluster import LocalCluster
 from .data import varied_texts
 from .harness import Row, compare_many, timed
 
@@ -138,6 +142,84 @@ def ray(n: int, batch: int, repeat: int) -> Iterator[Row]:
               rows / best["ray"], "local engine", rows / best["local"], spread=spread,
               note=f"ray.init {init_s:.1f} s (not counted); a 1-shard job of 8 texts takes {fixed_s:.1f} s "
                    f"(actors starting, each loading the model, probes); the rest is embedding on 1 CPU per actor")
+
+
+def cluster(n: int, batch: int, repeat: int) -> Iterator[Row]:
+    """``bulk --engine ray`` on a real cluster started with ``ray start`` (benchmarks/cluster.py): one node
+    of 1 CPU, then two, on 10 x n short texts (20,000 at --n 2000); then the peak RSS of the driver and
+    of each actor on 100 x n rows (200,000) on two nodes. One run each: minutes of CPU."""
+    from .data import short_sentences
+
+    small, large = 10 * n, 100 * n
+    load_before = os.getloadavg()[0]
+    runs: dict[str, dict] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        corpora = {}
+        for rows in (small, large):
+            (Path(tmp) / str(rows)).mkdir()
+            corpora[rows] = _write(Path(tmp) / str(rows) / "corpus.parquet",
+                                   [{"id": f"doc-{i}", "text": t} for i, t in enumerate(short_sentences(rows, 17))])
+        with LocalCluster(Path(tmp) / "cluster", num_cpus=1) as ray_cluster:
+            runs["1 node"] = _cluster_job(ray_cluster, corpora[small], Path(tmp) / "out-1")
+            ray_cluster.add_node()
+            runs["2 nodes"] = _cluster_job(ray_cluster, corpora[small], Path(tmp) / "out-2")
+            runs["rss"] = _cluster_job(ray_cluster, corpora[large], Path(tmp) / "out-rss")
+    one, two, rss = runs["1 node"], runs["2 nodes"], runs["rss"]
+    load = (f"1-minute load average {load_before:.1f} before, at most {max(r['load'] for r in runs.values()):.1f} "
+            f"during the jobs, {os.getloadavg()[0]:.1f} after")
+    yield Row("9b cluster", f"2 nodes x 1 CPU (ray start, loopback), {small:,} short texts, 2 actors", "texts/s",
+              small / two["seconds"], "1 node x 1 CPU, 1 actor", small / one["seconds"],
+              note=f"both nodes share this machine's {os.cpu_count()} cores with everything else running; "
+                   f"wall time includes starting the actors and loading the model in each "
+                   f"({one['seconds']:.0f} s vs {two['seconds']:.0f} s); {load}")
+    yield Row("9b cluster", f"peak RSS of one actor, {large:,} rows, shards of 10,000, 2 nodes", "MB",
+              rss["actor_mb"], f"the same actor, {small:,} rows", two["actor_mb"], higher_is_better=False,
+              note=f"driver {rss['driver_mb']:.0f} MB ({small:,} rows: {two['driver_mb']:.0f} MB); actors "
+                   f"{', '.join(f'{v:.0f}' for v in rss['actors'])} MB; {large / rss['seconds']:.0f} texts/s; {load}")
+
+
+def _cluster_job(ray_cluster: LocalCluster, corpus: Path, out: Path) -> dict:
+    """One ``--engine ray`` job by a driver process; the actors' peak RSS is read from /proc meanwhile."""
+    import threading
+
+    peaks: dict[int, float] = {}
+    loads: list[float] = []
+    running = True
+
+    def watch() -> None:
+        while running:
+            for node in ray_cluster.nodes:
+                for pid, mb in node.peak_rss_mb("ShardEmbedder").items():
+                    peaks[pid] = max(peaks.get(pid, 0.0), mb)
+            loads.append(os.getloadavg()[0])
+            time.sleep(0.5)
+
+    watcher = threading.Thread(target=watch, daemon=True)
+    watcher.start()
+    try:
+        result = subprocess.run([sys.executable, "-m", "benchmarks.bulk", "driver", ray_cluster.address,
+                                 str(corpus), str(out)], cwd=ROOT, env=ray_cluster.env,
+                                capture_output=True, text=True, timeout=3600)
+    finally:
+        running = False
+        watcher.join()
+    if result.returncode:
+        raise RuntimeError(result.stderr[-3000:])
+    row = json.loads(result.stdout.strip().splitlines()[-1])
+    actors = sorted(peaks.values(), reverse=True)
+    return {**row, "actors": actors, "actor_mb": max(actors, default=0.0), "load": max(loads, default=0.0)}
+
+
+def _driver_child(address: str, corpus: str, out: str) -> None:
+    from agent_embeddings.bulk import embed_dataset
+
+    started = time.perf_counter()
+    report = embed_dataset(DEFAULT_SPEC, "hf-minilm", corpus, out, id_column="id", engine="ray", ray_address=address,
+                           input_type=None, progress=False)
+    seconds = time.perf_counter() - started
+    status = Path("/proc/self/status").read_text()
+    peak_kb = next(int(line.split()[1]) for line in status.splitlines() if line.startswith("VmHWM:"))
+    print(json.dumps({"rows": report.rows, "seconds": seconds, "driver_mb": peak_kb / 1024}))
 
 
 def _edited(rows: list[dict], seed: int) -> list[dict]:
@@ -306,6 +388,8 @@ def _rss_child(corpus: str, out: str) -> None:
 if __name__ == "__main__":
     if len(sys.argv) == 4 and sys.argv[1] == "rss":
         _rss_child(sys.argv[2], sys.argv[3])
+    elif len(sys.argv) == 5 and sys.argv[1] == "driver":
+        _driver_child(sys.argv[2], sys.argv[3], sys.argv[4])
     elif len(sys.argv) == 4 and sys.argv[1] == "search":
         _search_child(sys.argv[2], sys.argv[3])
     else:

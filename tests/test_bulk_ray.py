@@ -79,3 +79,39 @@ def test_bad_rows_on_a_worker_are_one_clear_error_and_nothing_is_retried(ray_clu
     with pytest.raises(CorpusError, match=r"^column 'text', row id 'x2' \(row 1\): text is null"):
         embed_dataset(default_spec, "hf-minilm", source, tmp_path / "out", id_column="id", engine="ray", workers=1)
     assert not list((tmp_path / "out").glob("*.parquet"))
+
+
+def test_a_job_leaves_ray_s_global_data_context_as_it_was(ray_cluster, default_spec, corpus, tmp_path):
+    from ray.data import DataContext
+
+    context = DataContext.get_current()
+    before = (context.enable_progress_bars, context.retried_map_errors, context.max_map_retries,
+              context.actor_task_retry_on_errors, context.raise_original_map_exception)
+    source = tmp_path / "bad.jsonl"
+    source.write_text('{"id": "x1", "text": ""}\n')
+    with pytest.raises(CorpusError) as caught:  # a job that fails, too, restores nothing because it changed nothing
+        embed_dataset(default_spec, "hf-minilm", source, tmp_path / "out", id_column="id", engine="ray", workers=1)
+    assert type(caught.value) is CorpusError and "Ray" not in str(caught.value) and "\n" not in str(caught.value)
+    assert DataContext.get_current() is context
+    assert (context.enable_progress_bars, context.retried_map_errors, context.max_map_retries,
+            context.actor_task_retry_on_errors, context.raise_original_map_exception) == before
+
+
+def test_workers_read_an_input_in_a_pyarrow_filesystem_they_are_handed(ray_cluster, hf_manager, default_spec,
+                                                                         tmp_path):
+    """The filesystem object travels to the actors with the job (as an s3:// one would) and each
+    actor reads its own shard through it."""
+    import pyarrow as pa
+    import pyarrow.fs as pafs
+
+    texts = short_sentences(200, 8)
+    (tmp_path / "bucket").mkdir()
+    pq.write_table(pa.table({"id": list(range(200)), "text": texts}), tmp_path / "bucket" / "corpus.parquet",
+                   row_group_size=100)
+    store = pafs.SubTreeFileSystem(str(tmp_path / "bucket"), pafs.LocalFileSystem())
+    report = embed_dataset(default_spec, "hf-minilm", "corpus.parquet", tmp_path / "out", id_column="id",
+                           shard_rows=100, engine="ray", workers=2, input_filesystem=store)
+    assert (report.rows, report.shards, report.engine) == (200, 2, "ray")
+    ids, vectors = read(tmp_path / "out")
+    assert ids == list(range(200))
+    assert np.abs(vectors - hf_manager.encode("hf-minilm", texts, input_type="document")).max() <= TOL

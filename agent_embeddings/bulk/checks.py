@@ -55,7 +55,7 @@ def _listed(values: list[Any]) -> str:
     return ", ".join(repr(v) for v in values[:_SHOWN] if v is not None) + more or "null"
 
 
-def refuse_duplicate_ids(path: Path, column: str | None, ids: Any) -> None:
+def refuse_duplicate_ids(path: str, column: str | None, ids: Any) -> None:
     """Ids name rows: two rows with one id make an output that no reader can key by id."""
     if column is None:
         return
@@ -69,7 +69,7 @@ def refuse_duplicate_ids(path: Path, column: str | None, ids: Any) -> None:
         )
 
 
-def refuse_shared_ids(path: Path, ids: Any, others: Any, where: str) -> None:
+def refuse_shared_ids(path: str, ids: Any, others: Any, where: str) -> None:
     """Two inputs of one output may not share an id: a reader keys the output by id."""
     pc = require("pyarrow.compute", "bulk")
     if not len(others) or not len(ids):

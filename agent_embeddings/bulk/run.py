@@ -66,10 +66,16 @@ def embed_dataset(
     ray_address: str | None = None,
     workers: int | None = None,
     gpus_per_worker: float | None = None,
+    input_filesystem: Any = None,
 ) -> BulkReport:
     """Embed column ``text_column`` of ``input`` (Parquet, JSON Lines or CSV; a file or a directory)
     with generator ``name`` of ``spec`` into Parquet shards under ``output``, or bring ``output``
     up to date with ``input``.
+
+    ``input`` is a local path, a URI pyarrow's filesystems resolve (``s3://bucket/corpus/``,
+    ``gs://...``), or a path inside ``input_filesystem`` (any ``pyarrow.fs.FileSystem``).
+    ``output`` is a path on a POSIX filesystem (on a cluster: one every node mounts), since the
+    job switches its snapshot with a symlink rename (docs/bulk.md).
 
     * The first run builds the output. Run again after an interruption, it resumes.
     * Run again after the input changed (with ``id_column``), it **syncs**: rows whose id and
@@ -94,14 +100,16 @@ def embed_dataset(
     )
     input_type = check_input_type(input_type)
     started = time.monotonic()
-    corpus = Corpus.open(Path(input), text_column=text_column, id_column=id_column, keep_columns=keep)
-    out = Path(output)
-    check_not_inside(out, corpus.path)
+    corpus = Corpus.open(input if isinstance(input, str) else Path(input), text_column=text_column,
+                         id_column=id_column, keep_columns=keep, filesystem=input_filesystem)
+    out = _output_path(output)
+    if corpus.filesystem is None:
+        check_not_inside(out, Path(corpus.path))
     store = Store(out)
     if not overwrite:
         store.current()  # a file, or a folder that is no bulk output, is refused before any model loads
     ids = corpus.ids()
-    refuse_duplicate_ids(corpus.path, corpus.id_column, ids)
+    refuse_duplicate_ids(corpus.source, corpus.id_column, ids)
     owned = not isinstance(spec, EmbeddingGeneratorManager)
     manager = spec if isinstance(spec, EmbeddingGeneratorManager) else EmbeddingGeneratorManager.from_subject_spec(spec)
     try:
@@ -141,7 +149,7 @@ class _Run:
         self.generator = manager.get(name)
         self.input_type, self.shard_rows, self.skip_invalid = input_type, shard_rows, skip_invalid
         self.overwrite, self.append, self.concurrency, self.started = overwrite, append, concurrency, started
-        self.source = str(corpus.path)
+        self.source = corpus.source
         self.fingerprint = corpus.fingerprint()
         self.engine = "local"
         #: shards of the current snapshot that do not read back whole (embedded again, and named)
@@ -257,7 +265,7 @@ class _Run:
                    for r in others for p in sorted(current_dir.glob(f"part-{r.key[:8]}-*.parquet"))]
         chunks = [c for column in columns for c in column.chunks]
         if chunks:
-            refuse_shared_ids(self.corpus.path, self.ids, pa.chunked_array(chunks).combine_chunks(),
+            refuse_shared_ids(self.source, self.ids, pa.chunked_array(chunks).combine_chunks(),
                               str(self.store.output))
 
     def _hashes(self) -> Any:
@@ -359,6 +367,17 @@ class _Run:
             added=sum(r.added for r in results), changed=sum(r.changed for r in results),
             unchanged=(record.rows or 0) if unchanged else sum(r.reused for r in results), removed=removed,
         )
+
+
+def _output_path(output: str | os.PathLike[str]) -> Path:
+    if "://" in str(output):
+        raise BulkOutputError(
+            f"{output}: the output must be a directory on a POSIX filesystem (a local disk, or on a cluster a "
+            "shared one every node mounts: NFS, EFS, CephFS); a job switches its snapshot with a symlink rename, "
+            "which object stores do not have. Write it there, then copy the published snapshot to the bucket "
+            "(see docs/bulk.md)"
+        )
+    return Path(output)
 
 
 def _same_plan(found: Manifest, wanted: Manifest) -> bool:

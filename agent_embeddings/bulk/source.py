@@ -4,18 +4,25 @@ Shard ``k`` is always the input rows ``[k * shard_rows, (k + 1) * shard_rows)`` 
 so a job that is killed and run again, or a Ray worker that reads one shard on its own,
 finds the same rows in the same shard. Nothing reads the corpus whole: the local engine
 streams it (:meth:`Corpus.shards`), a Ray worker reads one shard (:meth:`Corpus.read_shard`).
+
+The input is a local path, or a URI that pyarrow's filesystems resolve (``s3://bucket/corpus/``,
+``gs://...``, ``hdfs://...``, ``file:///...``), or a path inside a given ``pyarrow.fs``
+filesystem (``filesystem=``): then every file is listed, opened and read through that
+filesystem, the same code for every store.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePath
 from typing import Any
 
 from .._deps import require
 from ..errors import CorpusError
+from .storage import from_uri, list_files
 
 __all__ = ["FORMATS", "Corpus", "Shard"]
 
@@ -52,8 +59,8 @@ class Corpus:
     >>> next(corpus.shards(10_000)).texts[:2]                                         # doctest: +SKIP
     """
 
-    path: Path
-    files: tuple[Path, ...]
+    path: PurePath  # a Path, unless the corpus is in ``filesystem``
+    files: tuple[PurePath, ...]
     format: str
     text_column: str
     id_column: str | None = None
@@ -62,38 +69,72 @@ class Corpus:
     _file_rows: dict[int, int] = field(default_factory=dict, repr=False)
     #: the type every file's column is read as (see :meth:`_plan_types`)
     _types: dict[str, Any] = field(default_factory=dict, repr=False)
+    #: a ``pyarrow.fs.FileSystem`` that ``path`` and ``files`` are in; None: the local filesystem
+    filesystem: Any = field(default=None, repr=False)
+    #: the input as the user named it (a URI), for messages and the manifest; None: ``str(path)``
+    uri: str | None = None
 
     @classmethod
     def open(
-        cls, path: str | Path, *, text_column: str, id_column: str | None = None, keep_columns: tuple[str, ...] = ()
+        cls, path: str | Path, *, text_column: str, id_column: str | None = None, keep_columns: tuple[str, ...] = (),
+        filesystem: Any = None,
     ) -> Corpus:
-        """Find the files and check that the columns exist; a clear :class:`CorpusError` if not."""
-        path = Path(path)
-        if not path.exists():
-            raise CorpusError(f"{path}: no such file or directory")
-        if path.is_dir():
-            files = sorted(
-                p for p in path.rglob("*")
-                if p.is_file() and p.suffix.lower() in FORMATS
-                and not any(part.startswith((".", "_")) for part in p.relative_to(path).parts)
-            )
-            if not files:
-                raise CorpusError(f"{path}: no {', '.join(sorted(FORMATS))} files in this directory")
+        """Find the files and check that the columns exist; a clear :class:`CorpusError` if not.
+
+        ``path`` is local, or a URI pyarrow resolves (``s3://bucket/corpus/``), or a path in
+        ``filesystem`` (a ``pyarrow.fs.FileSystem``).
+        """
+        uri = None
+        if filesystem is None and isinstance(path, str) and "://" in path:
+            filesystem, path, uri = *from_uri(path), path
+        root: PurePath
+        files: list[PurePath]
+        if filesystem is not None:
+            uri = uri or f"{filesystem.type_name}://{getattr(filesystem, 'base_path', '')}{path}"
+            root, files = list_files(filesystem, str(path), uri, FORMATS)
         else:
-            files = [path]
+            local = root = Path(path)
+            if not local.exists():
+                raise CorpusError(f"{local}: no such file or directory")
+            if local.is_dir():
+                files = sorted(
+                    p for p in local.rglob("*")
+                    if p.is_file() and p.suffix.lower() in FORMATS
+                    and not any(part.startswith((".", "_")) for part in p.relative_to(local).parts)
+                )
+                if not files:
+                    raise CorpusError(f"{local}: no {', '.join(sorted(FORMATS))} files in this directory")
+            else:
+                files = [local]
+        shown = uri or root
         formats = {FORMATS.get(p.suffix.lower()) for p in files}
         if None in formats:
-            raise CorpusError(f"{path}: unknown input format {path.suffix!r}; use {', '.join(sorted(FORMATS))}")
+            raise CorpusError(f"{shown}: unknown input format {root.suffix!r}; use {', '.join(sorted(FORMATS))}")
         if len(formats) > 1:
-            raise CorpusError(f"{path}: mixes formats ({', '.join(sorted(str(f) for f in formats))}); use one")
+            raise CorpusError(f"{shown}: mixes formats ({', '.join(sorted(str(f) for f in formats))}); use one")
         reserved = {"id", "embedding", "content_hash"} - {id_column or ""}
         clash = sorted(set(keep_columns) & reserved)
         if clash:
             raise CorpusError(f"--keep-columns {', '.join(clash)}: the output has a column of that name already")
         keep = tuple(c for c in dict.fromkeys(keep_columns) if c != id_column)
-        corpus = cls(path, tuple(files), str(formats.pop()), text_column, id_column, keep)
+        corpus = cls(root, tuple(files), str(formats.pop()), text_column, id_column, keep, filesystem=filesystem,
+                     uri=uri)
         corpus._plan_types()
         return corpus
+
+    @property
+    def source(self) -> str:
+        """The input as the user named it: a path, or a URI."""
+        return self.uri or str(self.path)
+
+    @contextlib.contextmanager
+    def _opened(self, file: PurePath) -> Iterator[Any]:
+        """What pyarrow's readers take for ``file``: its path when local, else an open file of the filesystem."""
+        if self.filesystem is None:
+            yield str(file)
+        else:
+            with self.filesystem.open_input_file(file.as_posix()) as handle:
+                yield handle
 
     # -- reading -------------------------------------------------------------------------
     def _format(self) -> Any:
@@ -115,22 +156,24 @@ class Corpus:
         schema = _pa().schema([(self.text_column, _pa().string())])
         return json.ParseOptions(explicit_schema=schema, unexpected_field_behavior="infer")
 
-    def _dataset(self, files: tuple[Path, ...] | None = None) -> Any:
+    def _dataset(self, files: tuple[PurePath, ...] | None = None) -> Any:
         ds = require("pyarrow.dataset", "bulk", who="agent-embeddings bulk")
         try:
-            return ds.dataset([str(f) for f in files or self.files], format=self._format())
+            return ds.dataset([f.as_posix() if self.filesystem else str(f) for f in files or self.files],
+                              format=self._format(), filesystem=self.filesystem)
         except (OSError, _pa().ArrowException) as exc:
             raise CorpusError.from_library(f"{self.path}: cannot read as {self.format}", exc) from None
 
-    def _file_schema(self, file: Path) -> Any:
+    def _file_schema(self, file: PurePath) -> Any:
         """One file's schema: a Parquet footer, or what the CSV/JSON reader infers from its first block."""
         try:
-            if self.format == "parquet":
-                return require("pyarrow.parquet", "bulk").read_schema(str(file))
-            if self.format == "csv":
-                return require("pyarrow.csv", "bulk").open_csv(str(file), convert_options=self._csv_options()).schema
-            # inferred, not forced: the explicit text type of _json_options would invent a missing column
-            return require("pyarrow.json", "bulk").open_json(str(file)).schema
+            with self._opened(file) as source:
+                if self.format == "parquet":
+                    return require("pyarrow.parquet", "bulk").read_schema(source)
+                if self.format == "csv":
+                    return require("pyarrow.csv", "bulk").open_csv(source, convert_options=self._csv_options()).schema
+                # inferred, not forced: the explicit text type of _json_options would invent a missing column
+                return require("pyarrow.json", "bulk").open_json(source).schema
         except (OSError, _pa().ArrowException) as exc:
             raise CorpusError.from_library(f"{file}: cannot read as {self.format}", exc) from None
 
@@ -142,7 +185,7 @@ class Corpus:
         of any width are read as one type. What cannot be unified (integer ids in one file,
         string ids in another; a text column of numbers) is refused, naming the files.
         """
-        found: dict[str, list[tuple[Path, Any]]] = {c: [] for c in self.columns}
+        found: dict[str, list[tuple[PurePath, Any]]] = {c: [] for c in self.columns}
         roles = [("text", self.text_column), ("id", self.id_column), *(("kept", c) for c in self.keep_columns)]
         for file in self.files:
             schema = self._file_schema(file)
@@ -167,7 +210,7 @@ class Corpus:
         wanted = [self.text_column, *([self.id_column] if self.id_column else []), *self.keep_columns]
         return list(dict.fromkeys(wanted))
 
-    def _batches(self, files: tuple[Path, ...], columns: tuple[str, ...] | None = None) -> Iterator[Any]:
+    def _batches(self, files: tuple[PurePath, ...], columns: tuple[str, ...] | None = None) -> Iterator[Any]:
         """Record batches of the wanted columns, in file and row order, read as they are consumed,
         each column cast to the corpus's type for it (:meth:`_plan_types`).
 
@@ -185,7 +228,7 @@ class Corpus:
             except (OSError, _pa().ArrowException) as exc:
                 raise CorpusError.from_library(f"{file}: cannot read as {self.format}", exc) from None
 
-    def _conform(self, batch: Any, file: Path, first_row: int, wanted: list[str]) -> Any:
+    def _conform(self, batch: Any, file: PurePath, first_row: int, wanted: list[str]) -> Any:
         """``batch`` with each column as its planned type; text that is not valid UTF-8 is refused,
         naming the file and the line (a reader may pass such bytes through unchecked)."""
         pa = _pa()
@@ -211,7 +254,7 @@ class Corpus:
             columns.append(column)
         return pa.RecordBatch.from_arrays(columns, names=wanted)
 
-    def _bad_text(self, file: Path, first_row: int, column: Any, name: str) -> CorpusError:
+    def _bad_text(self, file: PurePath, first_row: int, column: Any, name: str) -> CorpusError:
         """The error for a value that is not UTF-8 (or not castable): its file, row and, for JSON Lines, line."""
         pa = _pa()
         raw = column.dictionary_decode() if pa.types.is_dictionary(column.type) else column
@@ -219,24 +262,25 @@ class Corpus:
         if offset is None:
             return CorpusError(f"{file}: column {name!r} cannot be read as {self._types[name]}")
         row = first_row + offset
-        where = f"line {_json_line(file, row)}" if self.format == "json" else f"row {row}"
+        where = f"line {_json_line(self._binary(file), row)}" if self.format == "json" else f"row {row}"
         return CorpusError(
             f"{file}, {where}: column {name!r} is not valid UTF-8; convert the file to UTF-8 "
             "(e.g. iconv -f latin1 -t utf-8)"
         )
 
-    def _file_batches(self, file: Path, columns: list[str]) -> Iterator[Any]:
-        if self.format == "parquet":
-            pq = require("pyarrow.parquet", "bulk")
-            with pq.ParquetFile(str(file)) as reader:
-                yield from reader.iter_batches(batch_size=_READ_ROWS, columns=columns, use_threads=False)
-        elif self.format == "csv":
-            csv = require("pyarrow.csv", "bulk")
-            yield from csv.open_csv(str(file), convert_options=self._csv_options(columns))
-        else:
-            json = require("pyarrow.json", "bulk")
-            for batch in json.open_json(str(file), parse_options=self._json_options()):
-                yield batch.select(columns)
+    def _file_batches(self, file: PurePath, columns: list[str]) -> Iterator[Any]:
+        with self._opened(file) as source:
+            if self.format == "parquet":
+                pq = require("pyarrow.parquet", "bulk")
+                with pq.ParquetFile(source) as reader:
+                    yield from reader.iter_batches(batch_size=_READ_ROWS, columns=columns, use_threads=False)
+            elif self.format == "csv":
+                csv = require("pyarrow.csv", "bulk")
+                yield from csv.open_csv(source, convert_options=self._csv_options(columns))
+            else:
+                json = require("pyarrow.json", "bulk")
+                for batch in json.open_json(source, parse_options=self._json_options()):
+                    yield batch.select(columns)
 
     def _shard_of(self, index: int, start: int, batches: list[Any]) -> Shard:
         pa = _pa()
@@ -316,11 +360,11 @@ class Corpus:
                 break
         return self._shard_of(index, start, pieces)
 
-    def _file_slice(self, file: Path, lo: int, hi: int) -> list[Any]:
+    def _file_slice(self, file: PurePath, lo: int, hi: int) -> list[Any]:
         """Rows ``[lo, hi)`` of one file; Parquet reads only the row groups that hold them."""
         if self.format == "parquet":
             pq = require("pyarrow.parquet", "bulk")
-            with pq.ParquetFile(str(file)) as reader:
+            with self._opened(file) as source, pq.ParquetFile(source) as reader:
                 groups: list[int] = []
                 skipped = first = 0
                 for g in range(reader.num_row_groups):
@@ -354,17 +398,22 @@ class Corpus:
         always a changed size or head/tail) is refused rather than mixed in.
         """
         digest = hashlib.sha256()
-        base = self.path if self.path.is_dir() else self.path.parent
+        base = self.path.parent if self.files == (self.path,) else self.path
         for file in self.files:
-            size = file.stat().st_size
-            digest.update(f"{file.relative_to(base).as_posix()}\0{size}\0".encode())
-            with open(file, "rb") as fh:
+            with self._binary(file) as fh:
+                size = fh.seek(0, 2)
+                fh.seek(0)
+                digest.update(f"{file.relative_to(base).as_posix()}\0{size}\0".encode())
                 digest.update(fh.read(_SAMPLE))
                 if size > _SAMPLE:
                     fh.seek(max(size - _SAMPLE, _SAMPLE))
                     digest.update(fh.read(_SAMPLE))
         digest.update(f"{self.format}\0{self.text_column}\0{self.id_column}".encode())
         return digest.hexdigest()[:16]
+
+    def _binary(self, file: PurePath) -> Any:
+        """``file`` opened for reading bytes, with seek (a local file, or the filesystem's random-access file)."""
+        return open(file, "rb") if self.filesystem is None else self.filesystem.open_input_file(file.as_posix())
 
 
 # -- column types ------------------------------------------------------------------------------
@@ -380,7 +429,7 @@ def _text_kind(kind: Any) -> str | None:
     return "null" if pa.types.is_null(kind) else None
 
 
-def _text_type(column: str, found: list[tuple[Path, Any]]) -> Any:
+def _text_type(column: str, found: list[tuple[PurePath, Any]]) -> Any:
     """The type a text column is read as: ``large_string`` if any file has it, else ``string``."""
     pa = _pa()
     for file, kind in found:
@@ -392,10 +441,10 @@ def _text_type(column: str, found: list[tuple[Path, Any]]) -> Any:
     return pa.large_string() if large else pa.string()
 
 
-def _id_type(column: str, found: list[tuple[Path, Any]]) -> Any:
+def _id_type(column: str, found: list[tuple[PurePath, Any]]) -> Any:
     """``int64`` when every file's ids are integers, ``string`` when they are strings; else an error."""
     pa = _pa()
-    kinds: dict[str, Path] = {}
+    kinds: dict[str, PurePath] = {}
     for file, kind in found:
         value = kind.value_type if pa.types.is_dictionary(kind) else kind
         if pa.types.is_integer(value):
@@ -425,13 +474,20 @@ def _first_not_utf8(values: list[Any]) -> int | None:
     return None
 
 
-def _json_line(file: Path, row: int) -> int:
-    """The 1-based line of JSON Lines record ``row`` (blank lines hold no record)."""
-    seen = -1
-    with open(file, "rb") as fh:
-        for number, line in enumerate(fh, 1):
-            if line.strip():
-                seen += 1
-                if seen == row:
-                    return number
-    return row + 1
+def _json_line(handle: Any, row: int) -> int:
+    """The 1-based line of JSON Lines record ``row`` (blank lines hold no record). ``handle`` is a
+    binary file, local or a filesystem's (read in blocks: a pyarrow file does not iterate lines)."""
+    seen, number, rest = -1, 0, b""
+    with handle as fh:
+        while True:
+            block = fh.read(1 << 20)
+            lines = (rest + block).split(b"\n")
+            rest = lines.pop() if block else b""
+            for line in lines:
+                number += 1
+                if line.strip():
+                    seen += 1
+                    if seen == row:
+                        return number
+            if not block:
+                return row + 1
