@@ -82,17 +82,23 @@ class HttpServer:
         self.app.state.embeddings.serving = serving
 
     async def stop(self, grace_s: float) -> None:
+        """Stop accepting, let requests finish within ``grace_s``, then answer those left 503
+        (OpenAI's shape) and cancel their work, so that worker threads stop after a forward pass."""
         if self._server is None or self._task is None:
             return
-        self._server.config.timeout_graceful_shutdown = grace_s
+        # uvicorn's own cut-off (it cancels handlers into a plain-text 500) comes a second after ours
+        self._server.config.timeout_graceful_shutdown = grace_s + 1.0
         self._server.should_exit = True
+        abort = asyncio.get_running_loop().call_later(max(grace_s, 0.0), self.app.state.admission.abort)
         try:
-            await asyncio.wait_for(asyncio.shield(self._task), timeout=grace_s + 1.0)
+            await asyncio.wait_for(asyncio.shield(self._task), timeout=grace_s + 2.0)
         except TimeoutError:
             self._server.force_exit = True
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await self._task
+        finally:
+            abort.cancel()
 
 
 @contextlib.contextmanager

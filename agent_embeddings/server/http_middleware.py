@@ -1,5 +1,5 @@
 """The HTTP server's pure-ASGI middlewares (cheaper per request than Starlette's BaseHTTPMiddleware):
-request metrics, the body-size limit, and the shortcut that serves the hot route."""
+request metrics and the shortcut that serves the hot route (admission: :mod:`.http_admission`)."""
 
 from __future__ import annotations
 
@@ -7,11 +7,7 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from fastapi.responses import JSONResponse
-
-from .openai_schema import error_body
-
-__all__ = ["BodyLimit", "RequestMetrics", "Shortcut"]
+__all__ = ["RequestMetrics", "Shortcut"]
 
 _ROUTES = ("/v1/embeddings", "/v1/models", "/health", "/metrics")
 
@@ -45,54 +41,6 @@ class RequestMetrics:
             m.in_flight.labels("http").dec()
             m.latency.labels("http", route).observe(time.perf_counter() - started)
             m.requests.labels("http", route, str(status)).inc()
-
-
-class BodyLimit:
-    """413 for bodies over ``max_bytes``, by Content-Length or while streaming (pure ASGI: cheap)."""
-
-    def __init__(self, app: Any, max_bytes: int) -> None:
-        self.app, self.max_bytes = app, max_bytes
-
-    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        declared = dict(scope["headers"]).get(b"content-length")
-        if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
-            return await self._reject(scope, receive, send)
-        seen = 0
-        too_big = False
-
-        async def limited() -> Any:
-            nonlocal seen, too_big
-            message = await receive()
-            seen += len(message.get("body", b""))
-            if seen > self.max_bytes:  # stop reading; whatever the app answers becomes a 413
-                too_big = True
-                return {"type": "http.request", "body": b"", "more_body": False}
-            return message
-
-        replaced = False
-
-        async def guarded_send(message: Any) -> None:
-            nonlocal replaced
-            if too_big:
-                if not replaced:
-                    replaced = True
-                    await self._reject(scope, receive, send)
-                return
-            await send(message)
-
-        await self.app(scope, limited, guarded_send)
-
-    def _message(self) -> str:
-        return f"The request body is larger than this server's limit of {self.max_bytes} bytes."
-
-    async def _reject(self, scope: Any, receive: Any, send: Any) -> None:
-        body = error_body(self._message(), "invalid_request_error", code="request_too_large")
-        response = JSONResponse(body, status_code=413)
-        response.headers["Connection"] = "close"  # the unread body makes the connection unusable
-        await response(scope, receive, send)
 
 
 class Shortcut:
