@@ -141,6 +141,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
         tls_client_ca=args.tls_client_ca,
         cors_origins=tuple(args.cors_origin or ()),
         metrics_port=args.metrics_port,
+        max_header_bytes=args.max_header_bytes,
+        read_timeout_s=args.read_timeout,
     )
     if args.metrics_port is not None and not args.grpc:
         raise InvalidInputError("--metrics-port is for the gRPC server; the HTTP server answers /metrics itself")
@@ -173,8 +175,10 @@ def build_parser() -> argparse.ArgumentParser:
     from .server.config import (
         DEFAULT_GRACE_PERIOD_S,
         DEFAULT_MAX_CONCURRENCY,
+        DEFAULT_MAX_HEADER_BYTES,
         DEFAULT_MAX_INPUTS,
         DEFAULT_MAX_REQUEST_BYTES,
+        DEFAULT_READ_TIMEOUT_S,
     )
 
     parser = argparse.ArgumentParser(prog=PROG, description="Embeddings for AI agents from any backend.")
@@ -224,6 +228,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tls-key", type=Path)
     p.add_argument("--tls-client-ca", type=Path, help="require client certificates signed by this CA")
     p.add_argument("--cors-origin", action="append", help="allow this origin (HTTP; CORS is off by default)")
+    p.add_argument("--max-header-bytes", type=int, default=DEFAULT_MAX_HEADER_BYTES, metavar="N",
+                   help="HTTP: the largest request head; beyond it 431")
+    p.add_argument("--read-timeout", type=float, default=DEFAULT_READ_TIMEOUT_S, metavar="SECONDS",
+                   help="HTTP: close a connection whose request head, or next body chunk, takes longer")
     p.add_argument("--metrics-port", type=int, metavar="PORT",
                    help="serve the gRPC server's Prometheus metrics on this port (0: any free port); "
                         "the HTTP server answers /metrics itself")

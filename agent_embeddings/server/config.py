@@ -13,6 +13,8 @@ DEFAULT_MAX_INPUTS = 2048
 DEFAULT_MAX_REQUEST_BYTES = 16 * 1024 * 1024
 DEFAULT_MAX_CONCURRENCY = 64
 DEFAULT_GRACE_PERIOD_S = 10.0
+DEFAULT_MAX_HEADER_BYTES = 64 * 1024
+DEFAULT_READ_TIMEOUT_S = 10.0
 
 
 @dataclass(frozen=True)
@@ -38,6 +40,11 @@ class ServerConfig:
     #: port of the gRPC server's Prometheus endpoint (0: any free port; None: none). The HTTP
     #: server always answers ``/metrics`` itself.
     metrics_port: int | None = None
+    #: HTTP: the largest request head (request line and headers) read; beyond it 431
+    max_header_bytes: int = DEFAULT_MAX_HEADER_BYTES
+    #: HTTP: seconds a client may take to send a request's head, or the next piece of its body;
+    #: then the connection is closed (408 when part of a head came)
+    read_timeout_s: float = DEFAULT_READ_TIMEOUT_S
 
     def accepts_key(self, presented: str | None) -> bool:
         """True when no keys are configured or ``presented`` is one of them (constant time)."""

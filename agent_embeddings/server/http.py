@@ -14,6 +14,7 @@ import threading
 from collections.abc import Iterator
 from typing import Any
 
+from .._deps import require
 from ..errors import ConfigurationError
 from ..manager import EmbeddingGeneratorManager
 from ..net import split_host_port
@@ -45,6 +46,10 @@ class HttpServer:
     ) -> None:
         self.config = config or ServerConfig()
         self._host, self._port = parse_address(address)
+        if self.config.max_header_bytes < 1024:
+            raise ConfigurationError(f"--max-header-bytes must be at least 1024, not {self.config.max_header_bytes}")
+        if not self.config.read_timeout_s > 0:  # also refuses nan
+            raise ConfigurationError(f"--read-timeout must be a positive number of seconds, not {self.config.read_timeout_s}")
         self.app = create_app(manager, self.config, serving=False, metrics=metrics)
         self._server: Any = None
         self._task: asyncio.Task[None] | None = None
@@ -57,6 +62,9 @@ class HttpServer:
     async def start(self) -> None:
         import uvicorn
 
+        require("httptools", "server", who="the HTTP server")  # the parser the protocol below extends
+        from .http_protocol import BoundedHttpToolsProtocol
+
         sock = _bind(self._host, self._port)
         self._port = sock.getsockname()[1]
         cfg = self.config
@@ -65,9 +73,10 @@ class HttpServer:
             options.update(ssl_certfile=str(cfg.tls_cert), ssl_keyfile=str(cfg.tls_key) if cfg.tls_key else None)
             if cfg.tls_client_ca:
                 options.update(ssl_ca_certs=str(cfg.tls_client_ca), ssl_cert_reqs=ssl.CERT_REQUIRED)
+        protocol = BoundedHttpToolsProtocol.configured(cfg.max_header_bytes, cfg.read_timeout_s)
         config = uvicorn.Config(
-            self.app, lifespan="off", log_config=None, access_log=False, server_header=False,
-            timeout_graceful_shutdown=max(1, int(cfg.grace_period_s)), **options,
+            self.app, lifespan="off", log_config=None, access_log=False, server_header=False, http=protocol,
+            timeout_graceful_shutdown=max(1, int(cfg.grace_period_s) + 1), **options,  # set again by stop()
         )
         self._server = _quiet_server_class()(config)
         self._task = asyncio.create_task(self._server.serve(sockets=[sock]), name=f"http {self.address}")
