@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import subprocess
 import threading
 import time
 from collections.abc import Iterator
@@ -33,7 +34,7 @@ def _passages(sentences: list[str], n: int) -> list[str]:
 
 
 def _small_passes_spec(tmp_path: Path) -> Path:
-    """The default model with batches of 4: forward passes of at most 4 x 64 padded tokens (one passage),
+    """The default model with batches of 4: forward passes of at most 4 x 32 padded tokens (one passage),
     so that what the tests time (the pass a worker finishes before it stops) stays short on a busy box."""
     spec = {"subject_id": "t", "subject_type": "agent", "models": [{
         "llm_type": "embeddings", "name": "hf-minilm", "llm_block_id": "hf:sentence-transformers/all-MiniLM-L6-v2",
@@ -91,6 +92,9 @@ def test_finding_01_hung_up_requests_free_their_slots_and_the_model_at_once(smal
         # Target: 1 s on an idle machine. The margin is for a shared two-core box, where the forward
         # pass the worker finishes before it stops can take a few times longer; base takes minutes.
         assert statuses[-1] == 200 and served_after < 5, (served_after, statuses[-3:])
+        left = [line for line in httpx.get(f"http://{srv.address}/metrics").text.splitlines()
+                if line.startswith("agent_embeddings_requests_total") and 'status="499"' in line]
+        assert len(left) == 1 and left[0].endswith(" 2.0"), left  # counted as left: neither served nor failed
         print(f"finding 1: a new request was served {served_after:.2f} s after the hang-up")
 
 
@@ -113,8 +117,9 @@ def test_finding_02_refusals_come_before_the_body():
             assert set(answer.json()["error"]) == {"message", "type", "param", "code"}
             return answer.status, answer.headers, time.monotonic() - started
 
-        status, headers, _ = head_only(ten_mb)  # no key
+        status, headers, _ = head_only(500_000)  # no key, a body within the limit (base: waits for it)
         assert status == 401 and headers.get("connection") == "close"
+        assert head_only(ten_mb)[0] == 401  # the key comes first: nothing about the server's limits without one
         assert head_only(ten_mb, Authorization="Bearer k-wrong")[0] == 401
         assert head_only(100, Authorization="Bearer k-right", content_type="text/plain")[0] == 415
         assert head_only(ten_mb, Authorization="Bearer k-right")[0] == 413  # the announced length
@@ -195,7 +200,7 @@ def test_finding_13_nested_json_is_400_and_only_json_is_read(hf_manager):
     with serve_in_thread(hf_manager) as srv:
         url = f"http://{srv.address}/v1/embeddings"
         client = openai.OpenAI(base_url=f"http://{srv.address}/v1", api_key="-", max_retries=0)
-        for depth in (300, 5000, 100_000):
+        for depth in (100_000, 5000, 300):  # base: 500 and a RecursionError traceback in the log
             nested = b'{"model": "hf", "input": ' + b"[" * depth + b"]" * depth + b"}"
             answer = httpx.post(url, content=nested, headers={"content-type": "application/json"}, timeout=30)
             assert answer.status_code == 400 and answer.json()["error"]["code"] == "invalid_json", answer.text
@@ -233,13 +238,18 @@ def test_finding_14_shutdown_answers_503_and_the_process_exits_within_the_grace_
         term = time.monotonic()
         worker.join(60)
         answered = time.monotonic() - term
-        code = served.terminate(timeout_s=60)
+        try:
+            code: int | None = served.terminate(timeout_s=30)
+        except subprocess.TimeoutExpired:
+            code = None  # still waiting for its model thread
         exited = time.monotonic() - term
     response = answer[0]
-    assert response.status_code == 503, response.text
+    assert response.status_code == 503, (response.status_code, response.text)
     assert response.json()["error"]["code"] == "server_shutting_down"
     assert set(response.json()["error"]) == {"message", "type", "param", "code"}
     assert grace - 0.5 < answered < grace + 1.5, answered
-    assert code == 0 and exited < grace + 2, (code, exited, served.output[-2000:])
+    # Target: grace + 2 s. The margin is for a shared two-core box, where the forward pass a worker
+    # finishes and the interpreter's teardown take a few times longer than on an idle one.
+    assert code == 0 and exited < grace + 3, (code, exited, served.output[-2000:])
     assert "Traceback" not in served.output
     print(f"finding 14: answered 503 {answered:.2f} s and exited {exited:.2f} s after SIGTERM (grace {grace} s)")

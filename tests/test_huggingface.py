@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
 
 import numpy as np
@@ -157,7 +158,9 @@ def test_forward_passes_are_sorted_bounded_and_give_the_same_vectors(hf_manager,
     for rows in passes:
         longest = min(len(texts[rows[0]]) // 4 + 2, gen._model().model.max_seq_length)
         assert len(rows) <= gen.batch_size and (len(rows) == 1 or longest * len(rows) <= budget)
-    assert [len(rows) for rows in passes] == [2, 2, 2, 8, 8]  # passages (cut at 256 tokens) two by two
+    assert [len(rows) for rows in passes] == [1, 1, 1, 1, 1, 1, 8, 8]  # each passage alone, sentences by eight
+    on_gpu = gen._passes(dataclasses.replace(gen._model(), cpu=False), texts, None)
+    assert [len(rows) for rows in on_gpu] == [8, 8, 6]  # a GPU gets full batches, as sentence-transformers cuts
     result = gen.embed(texts)
     assert float(np.abs(result.vectors - st_model.encode(texts, batch_size=8)).max()) <= 1e-5
     assert result.prompt_tokens == gen.count_tokens(texts)

@@ -108,6 +108,8 @@ class _LoadedModel:
     model: Any
     dims: int
     lock: threading.Lock
+    #: on the CPU (ONNX Runtime included): forward passes are also bounded in padded tokens
+    cpu: bool = True
 
 
 _shared: weakref.WeakValueDictionary[tuple[Any, ...], _LoadedModel] = weakref.WeakValueDictionary()
@@ -197,7 +199,7 @@ class HuggingFaceEmbeddingGenerator(AbstractEmbeddingGenerator):
             if self.params.max_seq_length is not None:
                 model.max_seq_length = self.params.max_seq_length
             get_dims = getattr(model, "get_embedding_dimension", None) or model.get_sentence_embedding_dimension
-            loaded = _LoadedModel(model=model, dims=int(get_dims()), lock=threading.Lock())
+            loaded = _LoadedModel(model=model, dims=int(get_dims()), lock=threading.Lock(), cpu=device == "cpu")
             _shared[key] = loaded
             return loaded
 
@@ -223,12 +225,13 @@ class HuggingFaceEmbeddingGenerator(AbstractEmbeddingGenerator):
     #: and then cut into forward passes, they pad less than four calls of one batch each: about 10%
     #: more throughput on short sentences.
     BATCHES_PER_CALL = 4
-    #: A forward pass holds at most ``batch_size`` texts and ``batch_size`` times this many padded
-    #: tokens (its longest text times its texts, estimated from characters). Short sentences fill
-    #: a pass with ``batch_size`` texts, as before; long texts make smaller passes, so that no pass
-    #: holds the model for long: between passes a waiting caller gets its turn and a cancelled
-    #: call stops (:mod:`..cancellation`).
-    PASS_TOKENS_PER_TEXT = 64
+    #: A forward pass holds at most ``batch_size`` texts and, on the CPU, ``batch_size`` times this
+    #: many padded tokens (its longest text times its texts, estimated from characters). Short
+    #: sentences fill a pass with ``batch_size`` texts, as before; long texts make smaller passes,
+    #: so that no pass holds the model for long: between passes a waiting caller gets its turn and
+    #: a cancelled call stops (:mod:`..cancellation`). A CPU's time is linear in the tokens, so
+    #: smaller passes cost nothing; a GPU wants its full batches (and takes milliseconds per pass).
+    PASS_TOKENS_PER_TEXT = 32
 
     def _chunk_size(self) -> int:
         return self.batch_size * self.BATCHES_PER_CALL
@@ -298,8 +301,9 @@ class HuggingFaceEmbeddingGenerator(AbstractEmbeddingGenerator):
     def _passes(self, loaded: _LoadedModel, texts: list[str], prompt: str | None) -> list[list[int]]:
         """Row indices per forward pass: longest first, as sentence-transformers orders one call's
         texts, each pass within ``batch_size`` texts and the padded-token budget."""
-        size, budget = self.batch_size, self.batch_size * self.PASS_TOKENS_PER_TEXT
         most = getattr(loaded.model, "max_seq_length", None) or 1 << 30  # the model reads no further
+        size = self.batch_size
+        budget = size * (self.PASS_TOKENS_PER_TEXT if loaded.cpu else most)
         extra = len(prompt) // TOKEN_CHARS + 2 if prompt else 2  # the prompt, the [CLS]/[SEP] a tokenizer adds
 
         def tokens(text: str) -> int:
