@@ -25,18 +25,21 @@ class RequestMetrics:
         path = scope.get("path", "")
         route = next((r for r in _ROUTES if path == r or path.startswith(r + "/")), "other")
         status = 500
+        answered = False
         m = self.metrics
 
         async def sending(message: Any) -> None:
-            nonlocal status
+            nonlocal status, answered
             if message["type"] == "http.response.start":
-                status = message["status"]
+                status, answered = message["status"], True
             await send(message)
 
         started = time.perf_counter()
         m.in_flight.labels("http").inc()
         try:
             await self.app(scope, receive, sending)
+            if not answered:  # the client left first (its request was cancelled): nginx's 499
+                status = 499
         finally:
             m.in_flight.labels("http").dec()
             m.latency.labels("http", route).observe(time.perf_counter() - started)
