@@ -3,10 +3,10 @@
 asyncio cancels the task that awaits a worker thread, never the thread: without more, a model
 keeps computing for a caller who left (an HTTP client that hung up, a server shutting down),
 and holds the model meanwhile. The async call path runs each backend call under
-:func:`cancellable`, which puts a :class:`threading.Event` in a context variable and sets it
-when the awaiting task is cancelled. ``asyncio.to_thread`` runs its function in a copy of the
-caller's context, so the worker sees the same event; a backend that works in steps (``hf:``
-does one forward pass at a time) calls :func:`raise_if_cancelled` between them.
+:func:`cancellable`, which puts a token in a context variable and sets it when the awaiting
+task is cancelled. ``asyncio.to_thread`` runs its function in a copy of the caller's context,
+so the worker sees the same token; a backend that works in steps (``hf:`` does one forward pass
+at a time) calls :func:`raise_if_cancelled` between them.
 
 A micro-batch serves several callers at once: its worker thread runs it :func:`on_behalf_of` their
 calls, and it stops only once every one of them was cancelled.
@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import threading
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from contextvars import ContextVar
 from typing import Protocol, TypeVar
@@ -32,6 +31,19 @@ T = TypeVar("T")
 
 class Token(Protocol):
     def is_set(self) -> bool: ...
+
+
+class _Flag:
+    """A call's token: set by the event loop, read by the worker thread (an attribute is enough
+    under the GIL, and costs a fraction of a threading.Event on every backend call)."""
+
+    __slots__ = ("cancelled",)
+
+    def __init__(self) -> None:
+        self.cancelled = False
+
+    def is_set(self) -> bool:
+        return self.cancelled
 
 
 class _All:
@@ -51,12 +63,12 @@ _TOKEN: ContextVar[Token | None] = ContextVar("agent_embeddings_cancel_token", d
 
 async def cancellable(call: Callable[[], Awaitable[T]]) -> T:
     """Await ``call()``; if this task is cancelled meanwhile, tell the worker thread it started."""
-    token = threading.Event()
+    token = _Flag()
     reset = _TOKEN.set(token)
     try:
         return await call()
     except asyncio.CancelledError:
-        token.set()
+        token.cancelled = True
         raise
     finally:
         _TOKEN.reset(reset)
