@@ -32,10 +32,11 @@ from .cache import CacheConfig, EmbeddingCache, make_cache
 from .caching import aembed_cached, embed_cached
 from .cancellation import cancellable
 from .contract import accept, finish
-from .errors import ConfigurationError, SpecError
+from .errors import BackendError, ConfigurationError, SpecError
 from .observability import GeneratorStats, call_finished, call_started
 from .results import BackendResult, Embeddings, RawBatch, Usage
 from .retry import RetryPolicy, aretry_call, retry_call
+from .space import SpaceIdentity, input_kind
 from .specs import GeneratorParams, ModelItem, format_validation_error, parse_params
 from .vectors import InputType, check_input_type, check_text, check_texts
 
@@ -326,26 +327,60 @@ class AbstractEmbeddingGenerator:
         return self.dims or self.dimensions or self._observed_dims
 
     def describe(self) -> dict[str, Any]:
-        """Provider, model, dims and normalization (never secrets)."""
-        return {"provider": self.provider, "model": self.model, "dims": self.output_dims, "normalize": self.normalize}
+        """Provider, model, dims and normalization (never secrets), and the space id once it is known."""
+        desc: dict[str, Any] = {
+            "provider": self.provider, "model": self.model, "dims": self.output_dims, "normalize": self.normalize,
+        }
+        known = self.known_space()
+        if known is not None:
+            desc["space_id"] = known.space_id
+        return desc
+
+    # -- the embedding space ---------------------------------------------------------------
+    def space(self) -> SpaceIdentity:
+        """The :class:`~agent_embeddings.space.SpaceIdentity` of this generator's vectors.
+
+        Backends that need their model (``hf:``) or their endpoint (``openai:``, ``aios:``) to
+        know it load or ask once; :meth:`known_space` never does.
+
+        >>> gen.space().space_id                                        # doctest: +SKIP
+        'all-minilm-l6-v2-7c1f09ab'
+        """
+        return self._declared_space()
+
+    def known_space(self) -> SpaceIdentity | None:
+        """:meth:`space` when it is known without loading a model or calling an endpoint, else None."""
+        return self._declared_space()
+
+    def _declared_space(self) -> SpaceIdentity:
+        """What the generator itself says: its model, width, normalization, and what its input types
+        change (for a backend that takes ``input_type``, the type's name)."""
+        return SpaceIdentity(
+            model=self.model_identity, normalize=self.normalize, dims=self.output_dims, dimensions=self.dimensions,
+            query_prompt=self.input_signature("query"), document_prompt=self.input_signature("document"),
+        )
+
+    def cache_scope(self) -> str | None:
+        """What the cache namespace needs beyond the space: where the vectors come from, when the
+        space alone does not pin them down (a custom class; an endpoint known by model name only)."""
+        return f"{type(self).__module__}.{type(self).__qualname__}"
 
     def cache_namespace(self, normalize: bool | None = None, input_type: InputType | None = None) -> str:
-        """Hash of what makes this generator's vectors what they are: model identity, provider and
-        settings, declared ``dims``, ``dimensions`` and normalization. Part of every cache key."""
-        desc = {k: v for k, v in self.describe().items() if k not in ("dims", "model", "normalize")}
+        """Hash of what makes these vectors what they are: the space (model, precision, prompt of
+        this input type, width, truncation, sequence limit), the normalization of this call and,
+        where the space does not pin the vectors down, their source. Part of every cache key: one
+        space reached two ways (``hf:`` here, ``openai:`` at our server) shares its entries."""
+        try:
+            space = self.space()
+        except BackendError:  # an endpoint that cannot tell its space now: its name, kept apart by scope
+            space = self._declared_space()
         ident = {
-            "model": self.model_identity,
-            "provider": self.provider,
-            "class": f"{type(self).__module__}.{type(self).__qualname__}",
-            "dims": self.dims,
-            "dimensions": self.dimensions,
+            # the declared width, not the observed one: a key must not change after the first call
+            "space": space.model_copy(update={"dims": self.dims or self.dimensions}).model_dump(),
             "normalize": self.normalize if normalize is None else normalize,
-            "describe": desc,
-            "settings": {k: getattr(self.params, k, None) for k in ("prompt", "prompt_name", "max_seq_length", "revision")},
+            "input": space.prompt_for(input_kind(input_type)),
+            "scope": self.cache_scope(),
         }
-        signature = self.input_signature(input_type)
-        if signature is not None:  # a query and a document vector of one text never share a key
-            ident["input"] = signature
         return hashlib.sha256(json.dumps(ident, sort_keys=True, default=str).encode()).hexdigest()[:32]
 
     def __repr__(self) -> str:

@@ -43,7 +43,7 @@ from .cancellation import Token, current_token, on_behalf_of
 from .errors import CallCancelledError
 from .results import BackendResult
 
-__all__ = ["BatcherSlot", "MicroBatcher", "MicroBatching", "micro_batching_config"]
+__all__ = ["BatcherSlot", "MicroBatcher", "MicroBatching", "forward_passes", "micro_batching_config"]
 
 
 class MicroBatching(BaseModel):
@@ -103,6 +103,30 @@ def length_groups(lengths: list[int], max_tokens: int) -> list[list[int]]:
     if current:
         groups.append(current)
     return groups
+
+
+def forward_passes(lengths: list[int], size: int, budget: int) -> list[list[int]]:
+    """Indices cut into forward passes: longest first (as sentence-transformers orders one call's
+    texts), each of at most ``size`` texts and ``budget`` padded tokens (its longest length times its
+    texts; a text alone may exceed it). Lengths that fit in one pass come back as one, unsorted.
+
+    >>> forward_passes([3, 50, 7, 40], size=3, budget=100)
+    [[1, 3], [2, 0]]
+    """
+    if len(lengths) <= size and len(lengths) * max(lengths, default=0) <= budget:
+        return [list(range(len(lengths)))]
+    passes: list[list[int]] = []
+    current: list[int] = []
+    longest = 0
+    for i in sorted(range(len(lengths)), key=lengths.__getitem__, reverse=True):
+        if current and (len(current) >= size or longest * (len(current) + 1) > budget):
+            passes.append(current)
+            current = []
+        if not current:
+            longest = lengths[i]
+        current.append(i)
+    passes.append(current)
+    return passes
 
 
 @dataclass

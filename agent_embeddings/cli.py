@@ -23,14 +23,56 @@ __all__ = ["main"]
 PROG = "agent-embeddings"
 
 
+class _Parser(argparse.ArgumentParser):
+    """No prefix matching (``--input`` must not be taken for ``--input-type``); sub-parsers, bulk's
+    included, are made from the parser's own class, so they inherit this."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("allow_abbrev", False)
+        super().__init__(*args, **kwargs)
+
+
+def split_lines(text: str) -> list[str]:
+    r"""One text per line: split on ``\n`` (``\r\n`` too), never on the other characters that
+    ``str.splitlines`` takes for line ends (U+2028, form feed, ``\x1c``...), which belong to a text.
+
+    >>> split_lines("a\x0cb\r\nc\u2028d\n")
+    ['a\x0cb', 'c\u2028d']
+    """
+    lines = text.split("\n")
+    if lines[-1] == "":  # the final line end ends the last line; it does not start an empty one
+        lines.pop()
+    return [line[:-1] if line.endswith("\r") else line for line in lines]
+
+
 def _read_texts(args: argparse.Namespace, stdin: TextIO) -> list[str]:
+    if args.text and args.input is not None:
+        raise InvalidInputError("give TEXT arguments or --input FILE, not both")
     if args.text:
         return list(args.text)
-    texts = stdin.read().splitlines()
+    if args.input is None or args.input == "-":
+        source, texts = "stdin", split_lines(stdin.read())
+    else:
+        source, texts = args.input, split_lines(_read_file(args.input))
     for number, line in enumerate(texts, 1):
         if not line:
-            raise InvalidInputError(f"stdin line {number} is empty; empty texts have no meaningful embedding")
+            raise InvalidInputError(f"{source} line {number} is empty; empty texts have no meaningful embedding")
     return texts
+
+
+def _read_file(path: str) -> str:
+    # newline="": no translation, so a lone "\r" stays in its text as it does on stdin.
+    try:
+        with open(path, encoding="utf-8-sig", newline="") as f:
+            return f.read()
+    except FileNotFoundError:
+        raise InvalidInputError(f"--input {path}: no such file") from None
+    except IsADirectoryError:
+        raise InvalidInputError(f"--input {path}: is a directory, not a file of texts") from None
+    except UnicodeDecodeError as exc:
+        raise InvalidInputError(f"--input {path}: not UTF-8 text (byte {exc.start})") from None
+    except OSError as exc:
+        raise InvalidInputError(f"--input {path}: cannot read it ({exc.strerror or exc})") from None
 
 
 def cmd_embed(args: argparse.Namespace) -> int:
@@ -38,7 +80,7 @@ def cmd_embed(args: argparse.Namespace) -> int:
     name = _pick_name(manager, args.name)
     texts = _read_texts(args, sys.stdin)
     if not texts:
-        raise InvalidInputError("no text given: pass TEXT arguments or lines on stdin")
+        raise InvalidInputError("no text given: pass TEXT arguments, --input FILE or lines on stdin")
     gen = manager.get(name)
     step = max(gen.batch_size, 256)
     show = args.progress if args.progress is not None else (sys.stderr.isatty() and len(texts) > step)
@@ -71,21 +113,24 @@ def cmd_embed(args: argparse.Namespace) -> int:
 
 def cmd_validate(args: argparse.Namespace) -> int:
     from .manager import EmbeddingGeneratorManager
+    from .specs import skipped_items
 
     failed = 0
     for path in args.files:
         try:
-            manager = EmbeddingGeneratorManager.from_subject_spec(path)
+            manager = EmbeddingGeneratorManager.from_subject_spec(path)  # refuses a spec with no generator
         except AgentEmbeddingsError as exc:
             failed += 1
             print(f"{PROG}: error: {exc}", file=sys.stderr)
             continue
         spec = manager.spec
-        others = len(spec.models) - len(spec.embedding_items) if spec else 0
-        print(f"{path}: ok ({len(manager)} embedding generator(s), {others} other item(s))")
+        skipped = skipped_items(spec) if spec is not None else []
+        print(f"{path}: ok ({len(manager)} embedding generator(s), {len(skipped)} other item(s))")
         for info in manager.list_generators():
             aliases = f" (also: {', '.join(info.aliases)})" if info.aliases else ""
             print(f"  {info.name}{aliases}: {info.provider} {info.model}")
+        for why, _ in skipped:
+            print(f"  skipped {why}")
     return 1 if failed else 0
 
 
@@ -120,15 +165,17 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from pydantic import SecretStr
 
     from .secrets import resolve_secret_ref
-    from .server.config import ServerConfig
-    from .server.runner import make_servers, run_servers
+    from .server.config import ServerConfig, parse_api_keys
+    from .server.runner import require_server_extra
 
     if not args.grpc and not args.http:
         raise InvalidInputError("serve needs --grpc HOST:PORT and/or --http HOST:PORT")
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if args.metrics_port is not None and not args.grpc:
+        raise InvalidInputError("--metrics-port is for the gRPC server; the HTTP server answers /metrics itself")
+    # Settings and the extra are checked before the spec's models load: a bad flag fails at once.
     keys = [SecretStr(k) for k in args.api_key or []]
     keys += [resolve_secret_ref(ref, who="--api-key-ref") for ref in args.api_key_ref or []]
-    keys += [SecretStr(k) for k in os.environ.get("AGENT_EMBEDDINGS_API_KEYS", "").split(",") if k.strip()]
+    keys += parse_api_keys(os.environ.get("AGENT_EMBEDDINGS_API_KEYS", ""))
     config = ServerConfig(
         api_keys=tuple(keys),
         max_inputs=args.max_inputs,
@@ -144,8 +191,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
         max_header_bytes=args.max_header_bytes,
         read_timeout_s=args.read_timeout,
     )
-    if args.metrics_port is not None and not args.grpc:
-        raise InvalidInputError("--metrics-port is for the gRPC server; the HTTP server answers /metrics itself")
+    require_server_extra(grpc=bool(args.grpc), http=bool(args.http))
+    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from .server.runner import make_servers, run_servers
+
     manager = _manager(args.spec)
     servers = make_servers(manager, grpc=args.grpc, http=args.http, config=config)
 
@@ -181,11 +230,11 @@ def build_parser() -> argparse.ArgumentParser:
         DEFAULT_READ_TIMEOUT_S,
     )
 
-    parser = argparse.ArgumentParser(prog=PROG, description="Embeddings for AI agents from any backend.")
+    parser = _Parser(prog=PROG, description="Embeddings for AI agents from any backend.")
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    p = sub.add_parser("embed", help="embed TEXT arguments or stdin lines; JSON Lines on stdout")
+    p = sub.add_parser("embed", help="embed TEXT arguments, a file's lines or stdin lines; JSON Lines on stdout")
     p.add_argument("--spec", required=True, help="subject spec JSON file")
     p.add_argument("--name", help="generator name (needed when the spec has several)")
     p.add_argument("--format", choices=["jsonl", "summary"], default="jsonl")
@@ -198,6 +247,7 @@ def build_parser() -> argparse.ArgumentParser:
     prog = p.add_mutually_exclusive_group()
     prog.add_argument("--progress", dest="progress", action="store_true", default=None)
     prog.add_argument("--no-progress", dest="progress", action="store_false")
+    p.add_argument("--input", metavar="FILE", help="embed this UTF-8 file, one text per line ('-': stdin)")
     p.add_argument("text", nargs="*", help="texts to embed (default: one per stdin line)")
     p.set_defaults(func=cmd_embed)
 
@@ -235,11 +285,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--metrics-port", type=int, metavar="PORT",
                    help="serve the gRPC server's Prometheus metrics on this port (0: any free port); "
                         "the HTTP server answers /metrics itself")
+    p.add_argument("--log-level", choices=["debug", "info", "warning", "error"], default="info",
+                   help="log level on stderr (default info: one access-log line per request)")
     p.set_defaults(func=cmd_serve)
 
-    from .bulk.cli import add_bulk_parser
+    from .bulk.cli import add_bulk_parser, add_search_parser
 
     add_bulk_parser(sub)
+    add_search_parser(sub)
     return parser
 
 

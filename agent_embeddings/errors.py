@@ -8,6 +8,7 @@
      ├── PluginError                a plugin misbehaves (two plugins claim one prefix, ...)
      ├── UnknownGeneratorError      no generator of that name (lists known names)
      ├── InvalidInputError          bad text argument (None, non-string, empty, ...)
+     │    ├── InvalidInputTypeError a text argument of the wrong type (also a TypeError)
      │    └── CorpusError           a bulk input cannot be read, or has bad rows (names path, column, row id)
      ├── BulkOutputError            a bulk output directory cannot hold this job (a file, another input)
      ├── EmbeddingSpaceError        a generator does not embed into an index's space (identity or probes)
@@ -29,6 +30,8 @@ the library is called, with the original chained as ``__cause__``.
 
 from __future__ import annotations
 
+from typing import Self
+
 __all__ = [
     "AgentEmbeddingsError",
     "AuthenticationError",
@@ -44,6 +47,7 @@ __all__ = [
     "EmbeddingContractError",
     "EmbeddingSpaceError",
     "InvalidInputError",
+    "InvalidInputTypeError",
     "ModelNotFoundError",
     "PluginError",
     "RateLimitError",
@@ -55,7 +59,23 @@ __all__ = [
 
 
 class AgentEmbeddingsError(Exception):
-    """Root of every error raised by agent-embeddings."""
+    """Root of every error raised by agent-embeddings.
+
+    The message is one line. ``detail`` holds what a library said at length (a multi-line
+    pyarrow message, say), for logs and ``AGENT_EMBEDDINGS_DEBUG=1``; None when there is none.
+    """
+
+    detail: str | None = None
+
+    @classmethod
+    def from_library(cls, summary: str, exc: BaseException) -> Self:
+        """``summary: <first line of exc>``, with the library's whole text as ``detail``."""
+        text = str(exc).strip()
+        first = text.splitlines()[0].strip() if text else type(exc).__name__
+        error = cls(f"{summary}: {first}")
+        if text != first:
+            error.detail = text
+        return error
 
 
 class SpecError(AgentEmbeddingsError, ValueError):
@@ -84,6 +104,13 @@ class UnknownGeneratorError(AgentEmbeddingsError, LookupError):
 
 class InvalidInputError(AgentEmbeddingsError, ValueError):
     """The text(s) passed to a generator are not valid input."""
+
+
+class InvalidInputTypeError(InvalidInputError, TypeError):
+    """A text argument has the wrong type: None, a number, one string where a list belongs.
+
+    Also a ``TypeError``, as Python's own wrong-type errors are, so code catching either works.
+    """
 
 
 class CorpusError(InvalidInputError):

@@ -12,7 +12,7 @@ import os
 import threading
 from collections.abc import Iterator, Sequence
 from dataclasses import replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -20,9 +20,12 @@ from .base import AbstractEmbeddingGenerator
 from .errors import BackendError, BadRequestError, DimensionMismatchError, SpecError, UnknownGeneratorError
 from .factory import build_embeddings_from_model_item
 from .results import Embeddings, GeneratorInfo
-from .space import SpaceCheck, verify_space
-from .specs import ModelItem, SpecSource, SubjectSpec, load_spec, spec_origin
+from .space import SpaceCheck
+from .specs import ModelItem, SpecSource, SubjectSpec, load_spec, require_embeddings, skipped_items, spec_origin
 from .vectors import InputType, check_text
+
+if TYPE_CHECKING:
+    from .bulk.search import Hit
 
 __all__ = ["EmbeddingGeneratorManager", "GeneratorInfo", "fallback_incompatibility"]
 
@@ -39,6 +42,7 @@ class EmbeddingGeneratorManager:
         self._items: dict[str, ModelItem] = {}  # canonical name -> its spec item
         self._fallbacks: dict[str, str] = {}  # canonical name -> canonical name of its fallback
         self._lock = threading.RLock()
+        self._verified: set[tuple[str, str]] = set()  # (generator, output snapshot) whose spaces agree
         self.spec: SubjectSpec | None = None
 
     # -- registration ----------------------------------------------------------------------
@@ -135,6 +139,7 @@ class EmbeddingGeneratorManager:
                         dims=desc.get("dims"),
                         normalize=bool(desc.get("normalize")),
                         block_id=self._block_ids.get(name),
+                        space=gen.known_space(),
                     )
                 )
             return rows
@@ -285,7 +290,9 @@ class EmbeddingGeneratorManager:
         retries, fallbacks taken, in-flight calls, latency and batch-size histograms."""
         out: dict[str, dict[str, Any]] = {}
         for name, gen in list(self._generators.items()):
-            row = {"provider": gen.provider, "model": gen.model_identity, **gen.stats.snapshot()}
+            known = gen.known_space()
+            row = {"provider": gen.provider, "model": gen.model_identity,
+                   "space_id": known.space_id if known is not None else None, **gen.stats.snapshot()}
             row["cache"] = gen.cache.stats() if gen.cache is not None else None
             row["fallback"] = self._fallbacks.get(name)
             out[name] = row
@@ -302,7 +309,28 @@ class EmbeddingGeneratorManager:
         >>> manager.verify_space("hf-minilm", "vectors/").ok  # doctest: +SKIP
         True
         """
+        from .bulk.verify import verify_space
+
         return verify_space(self, name, manifest)
+
+    def search(self, name: str, output: str | os.PathLike[str], query: str, k: int = 10) -> list[Hit]:
+        """The ``k`` rows of a bulk output most similar to ``query``, best first (exact, streamed).
+
+        The generator is checked against the output's space first (once per snapshot), then the
+        query is embedded with ``input_type="query"``.
+
+        >>> [(h.id, round(h.score, 2)) for h in manager.search("hf", "vectors/", "reset my password", k=3)]  # doctest: +SKIP
+        [('faq-12', 0.71), ('faq-3', 0.55), ('doc-981', 0.52)]
+        """
+        from .bulk.search import search as search_output
+
+        canonical = self._canonical(name)
+        snapshot = (str(canonical), str(os.path.realpath(output)))
+        if snapshot not in self._verified:
+            self.verify_space(canonical, output)
+            self._verified.add(snapshot)
+        vector = self.encode(canonical, [check_text(query)], input_type="query")[0]
+        return search_output(snapshot[1], vector, k)
 
     # -- life cycle ------------------------------------------------------------------------
     def warm_up(self, names: Sequence[str] | None = None) -> None:
@@ -328,12 +356,18 @@ class EmbeddingGeneratorManager:
 
         Each generator is registered under the item's ``name`` if given, its prefix when that
         prefix is unique in the spec, and always its full ``llm_block_id``. No model is
-        loaded: that happens on first use or :meth:`warm_up`.
+        loaded: that happens on first use or :meth:`warm_up`. A spec without an embeddings item
+        is a :class:`SpecError` naming the skipped items (with a "did you mean" for a misspelt
+        ``llm_type``); a misspelt item beside others is logged as a warning.
         """
         if isinstance(source, SubjectSpec):
             spec, origin = source, "<spec>"
         else:
             origin, spec = spec_origin(source), load_spec(source)
+        require_embeddings(spec, origin)  # a manager with nothing to embed with is a spec error
+        for why, near_miss in skipped_items(spec):
+            if near_miss:  # a typo of "embeddings" would drop this generator silently; other types are normal
+                log.warning("%s: %s; this item builds no generator", origin, why)
         plan = _plan_names(spec, origin)
         manager = cls()
         manager.spec = spec

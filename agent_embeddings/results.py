@@ -9,9 +9,12 @@ from __future__ import annotations
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Union
+from typing import TYPE_CHECKING, Any, Union
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from .space import SpaceIdentity
 
 __all__ = ["BackendResult", "Embeddings", "GeneratorInfo", "RawBatch", "Usage"]
 
@@ -79,3 +82,5 @@ class GeneratorInfo:
     dims: int | None
     normalize: bool
     block_id: str | None = None
+    #: the embedding space, once known (a local model loaded, an endpoint asked); servers publish it
+    space: SpaceIdentity | None = None

@@ -1,38 +1,61 @@
 """Embedding spaces: what makes two sets of vectors comparable, and how to check it.
 
-Vectors from different generators must never meet in one index. Two things tell whether a
-generator still produces the space an index was built in:
+Vectors from different spaces must never meet in one index. A space is **what the vectors
+are**, never how they are reached:
 
-* its *identity*: what the spec says changes vectors (provider, model, precision, prompt,
-  width, normalization), and
-* its *probes*: the vectors of a few fixed sentences, stored with the index. A model swapped
-  behind the same endpoint name (``openai:``, ``aios:``) keeps its identity but moves its
-  probes, and only the probes can catch that.
+* its *identity* (:class:`SpaceIdentity`): the model (and revision), the precision that changes
+  the numbers (fp32, int8), the prompt each input type is embedded with, normalization, the
+  output width (and a ``dimensions`` truncation) and the sequence limit — not the provider,
+  the URL, the device, the batch size or the cache. ``hf:`` knows it from its model;
+  ``openai:`` and ``aios:`` take it from an endpoint that publishes one (our servers do), so
+  an index built locally verifies against the same model served remotely;
+* its *probes*: the vectors of a few fixed sentences, stored with an index. A model swapped
+  behind an unchanged name keeps its identity but moves its probes, and only the probes can
+  catch that (an endpoint that publishes no identity — OpenAI itself — is known by name only).
 
-``agent-embeddings bulk`` stores both in the ``_embedding.json`` manifest of its output;
+The short :attr:`SpaceIdentity.space_id` (``all-minilm-l6-v2-7c1f09ab``) travels wherever
+vectors do: ``describe()``, ``manager.stats()``, the cache namespace, bulk manifests,
+``/v1/models`` and gRPC ``Info``. ``agent-embeddings bulk`` stores identity and probes in the
+``_embedding.json`` manifest of its output (:mod:`agent_embeddings.bulk.manifest`);
 :meth:`EmbeddingGeneratorManager.verify_space` checks a generator against it.
+
+>>> a = SpaceIdentity(model="sentence-transformers/all-MiniLM-L6-v2", precision="fp32", normalize=True, dims=384)
+>>> a.space_id.startswith("all-minilm-l6-v2-")
+True
+>>> describe_differences(a, a.model_copy(update={"document_prompt": "passage: "}))
+["the document prompt changed from None to 'passage: '"]
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
-import os
+import re
 from collections.abc import Mapping
-from dataclasses import dataclass
-from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
 
-from .errors import EmbeddingSpaceError, SpecError
 from .vectors import InputType
 
 if TYPE_CHECKING:
     from .base import AbstractEmbeddingGenerator
-    from .manager import EmbeddingGeneratorManager
 
-__all__ = ["MANIFEST", "MIN_PROBE_COSINE", "PROBES", "SpaceCheck", "compare_identity", "probe_cosines", "space_identity",
-           "verify_space"]
+__all__ = [
+    "INPUT_KINDS",
+    "InputKind",
+    "MIN_PROBE_COSINE",
+    "PROBES",
+    "SpaceCheck",
+    "SpaceIdentity",
+    "check_space",
+    "describe_differences",
+    "input_kind",
+    "probe_cosines",
+    "remote_space",
+]
 
 # Fixed forever: a manifest's probes are only comparable with the same sentences.
 PROBES: tuple[str, ...] = (
@@ -45,47 +68,82 @@ PROBES: tuple[str, ...] = (
 # prompt, or int8 weights) falls below it on at least one probe.
 MIN_PROBE_COSINE = 0.9999
 
-# The manifest's name in a bulk output directory: a leading "_" (as Hive's _metadata) makes every
-# Parquet reader skip it, so pandas, pyarrow or DuckDB read the directory as plain Parquet.
-MANIFEST = "_embedding.json"
+#: what an identity known by name alone (no precision: an endpoint that publishes no space) can say
+PARTIAL_FIELDS: tuple[str, ...] = ("model", "normalize", "dims", "dimensions")
 
-# Generator parameters that change the vectors, when a backend has them.
-_VECTOR_SETTINGS = ("backend", "prompt", "prompt_name", "max_seq_length", "revision")
+InputKind = Literal["none", "query", "document"]
+#: The input types a space embeds differently: plain texts, queries, documents.
+INPUT_KINDS: tuple[InputKind, ...] = ("none", "query", "document")
 
 
-def space_identity(generator: AbstractEmbeddingGenerator, input_type: InputType | None = None) -> dict[str, Any]:
-    """What the spec says about the space ``generator`` embeds ``input_type`` texts into.
+def input_kind(input_type: InputType | None) -> InputKind:
+    """``None`` -> ``"none"``; ``"query"`` and ``"document"`` as they are."""
+    return "none" if input_type is None else input_type
 
-    Device, URL, batch size and cache are left out: they do not change vectors (the probes
-    catch the rare case where they do).
+
+class SpaceIdentity(BaseModel):
+    """What a generator's vectors are. Equal identities (and probes) mean one embedding space.
+
+    ``precision`` is about numbers, not engines: torch and ONNX Runtime in fp32 agree to 1e-6 and
+    share ``"fp32"``; int8 weights (``"int8"``) move every vector. A prompt is the text an input
+    type is prefixed with (for a backend that sends the input type to its server instead, the
+    type's name). ``None`` where a value is not known: a remote endpoint that publishes no
+    identity is known by its model name, and its probes decide.
     """
-    params = generator.params
-    identity: dict[str, Any] = {
-        "provider": generator.provider,
-        "model": generator.model_identity,
-        "dims": generator.output_dims,
-        "dimensions": generator.dimensions,
-        "normalize": generator.normalize,
-        "input": generator.input_signature(input_type) or None,
-    }
-    for key in _VECTOR_SETTINGS:
-        value = getattr(params, key, None)
-        if value is not None:
-            identity[key] = value
-    return identity
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    model: str | None = Field(description="The model's canonical id, e.g. 'sentence-transformers/all-MiniLM-L6-v2'.")
+    revision: str | None = Field(default=None, description="Model revision, where known.")
+    precision: str | None = Field(default=None, description="'fp32', 'int8', ... (None: not known).")
+    prompt: str | None = Field(default=None, description="Prompt of plain texts (no input type).")
+    query_prompt: str | None = Field(default=None, description='Prompt of texts embedded with input_type="query".')
+    document_prompt: str | None = Field(
+        default=None, description='Prompt of texts embedded with input_type="document".'
+    )
+    normalize: bool = Field(description="Vectors have unit length.")
+    dims: int | None = Field(default=None, description="Width of the vectors (None: not known yet).")
+    dimensions: int | None = Field(default=None, description="Truncation asked for (Matryoshka), if any.")
+    max_seq_length: int | None = Field(default=None, description="Tokens read per text, where known.")
+
+    def prompt_for(self, kind: InputKind) -> str | None:
+        return {"none": self.prompt, "query": self.query_prompt, "document": self.document_prompt}[kind]
+
+    @property
+    def space_id(self) -> str:
+        """A short, stable name: the model's last path part, readable, then 8 hex digits of the whole."""
+        canonical = json.dumps(self.model_dump(), sort_keys=True, separators=(",", ":"))
+        digest = hashlib.sha256(canonical.encode()).hexdigest()[:8]
+        base = (self.model or "unknown").rstrip("/").rsplit("/", 1)[-1].lower()
+        slug = re.sub(r"[^a-z0-9]+", "-", base).strip("-")[:40] or "model"
+        return f"{slug}-{digest}"
 
 
-def compare_identity(stored: Mapping[str, Any], current: Mapping[str, Any]) -> list[str]:
-    """The differences between two identities, one readable line each (empty: the same space)."""
-    return [
-        f"{key}: {stored.get(key)!r} vs {current.get(key)!r}"
-        for key in sorted(set(stored) | set(current))
-        if stored.get(key) != current.get(key)
-    ]
+_WHAT: dict[str, str] = {
+    "model": "the model",
+    "revision": "the model revision",
+    "precision": "the precision",
+    "prompt": "the prompt of plain texts",
+    "query_prompt": "the query prompt",
+    "document_prompt": "the document prompt",
+    "normalize": "normalization",
+    "dims": "the output width",
+    "dimensions": "the truncation (dimensions)",
+    "max_seq_length": "the sequence limit",
+}
+
+
+def describe_differences(
+    stored: SpaceIdentity, current: SpaceIdentity, fields: tuple[str, ...] | None = None
+) -> list[str]:
+    """What changed between two identities (or in ``fields`` of them), one sentence each."""
+    a, b = stored.model_dump(), current.model_dump()
+    return [f"{_WHAT[key]} changed from {a[key]!r} to {b[key]!r}" for key in _WHAT
+            if (fields is None or key in fields) and a[key] != b[key]]
 
 
 def probe_cosines(stored: np.ndarray, current: np.ndarray) -> np.ndarray:
-    """Row-wise cosine similarity of two probe matrices of one shape."""
+    """Row-wise cosine similarity of two probe matrices of one shape (zeros when shapes differ)."""
     a = np.asarray(stored, dtype=np.float64)
     b = np.asarray(current, dtype=np.float64)
     if a.shape != b.shape:
@@ -96,87 +154,102 @@ def probe_cosines(stored: np.ndarray, current: np.ndarray) -> np.ndarray:
 
 @dataclass(frozen=True)
 class SpaceCheck:
-    """The outcome of :func:`verify_space`: equal identity and probes at or above ``MIN_PROBE_COSINE``."""
+    """The outcome of a space check: equal identity, and probes at or above ``MIN_PROBE_COSINE``
+    for every input type the index stored."""
 
     manifest: str
     generator: str
-    min_cosine: float
+    #: the lowest probe cosine of each input type checked ("none", "query", "document")
+    cosines: Mapping[str, float] = field(default_factory=dict)
     identity_differences: tuple[str, ...] = ()
 
     @property
+    def min_cosine(self) -> float:
+        return min(self.cosines.values()) if self.cosines else 0.0
+
+    @property
+    def probes_moved(self) -> tuple[str, ...]:
+        """The input types whose probes no longer embed to the stored vectors."""
+        return tuple(kind for kind, cosine in self.cosines.items() if cosine < MIN_PROBE_COSINE)
+
+    @property
     def ok(self) -> bool:
-        return not self.identity_differences and self.min_cosine >= MIN_PROBE_COSINE
+        return not self.identity_differences and not self.probes_moved and bool(self.cosines)
 
     def explain(self) -> str:
-        """One line per problem, or ``same space`` when there is none."""
+        """What differs, in words; ``same space`` when nothing does. "A different model" is said only
+        when the identity is equal and the probes moved: otherwise the identity says what changed."""
         if self.ok:
             return f"same space (probe cosine >= {self.min_cosine:.6f})"
-        lines = [f"identity differs in {d}" for d in self.identity_differences]
-        if self.min_cosine < MIN_PROBE_COSINE:
-            lines.append(
-                f"the probe sentences moved: cosine {self.min_cosine:.6f} < {MIN_PROBE_COSINE} "
-                "(a different model answers behind this name)"
-            )
-        return "; ".join(lines)
-
-
-def read_manifest_space(path: str | os.PathLike[str]) -> dict[str, Any]:
-    """The identity, input type and probes stored in a bulk manifest (the file, or its directory)."""
-    path = Path(path)
-    if path.is_dir():
-        path = path / MANIFEST
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise SpecError(f"{path}: no bulk manifest here (bulk writes {MANIFEST} into its output directory)") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise SpecError(f"{path}: not a readable manifest: {exc}") from None
-    try:
-        return {
-            "path": str(path),
-            "identity": dict(data["identity"]),
-            "input_type": data.get("input_type"),
-            "probes": np.asarray(data["probes"]["vectors"], dtype=np.float32),
-            "probe_texts": list(data["probes"]["texts"]),
-        }
-    except (KeyError, TypeError, ValueError) as exc:
-        raise SpecError(f"{path}: not a bulk manifest (missing or malformed {exc})") from None
+        parts = list(self.identity_differences)
+        moved = self.probes_moved
+        if moved:
+            shown = ", ".join(f"{kind} {self.cosines[kind]:.6f}" for kind in moved)
+            if self.identity_differences:
+                parts.append(f"and the probe sentences moved (cosine {shown} < {MIN_PROBE_COSINE})")
+            else:
+                parts.append(
+                    f"the probe sentences moved (cosine {shown} < {MIN_PROBE_COSINE}) although the identity is "
+                    "the same: a different model answers behind this name"
+                )
+        return "; ".join(parts)
 
 
 def check_space(
     generator: AbstractEmbeddingGenerator,
     *,
-    identity: Mapping[str, Any],
-    probes: np.ndarray,
+    identity: SpaceIdentity,
+    probes: Mapping[str, np.ndarray],
     probe_texts: list[str],
-    input_type: InputType | None,
     where: str,
+    fields: tuple[str, ...] | None = None,
 ) -> SpaceCheck:
-    """Compare ``generator`` with a stored identity and re-embed the stored probes."""
-    current = generator.embed(probe_texts, input_type=input_type).vectors
-    cosines = probe_cosines(probes, current)
+    """Re-embed the stored probes of every input type, then compare ``generator``'s identity with
+    the stored one, or its ``fields`` (after the probes: a remote generator learns its width)."""
+    cosines: dict[str, float] = {}
+    for kind, stored in probes.items():
+        current = generator.embed(probe_texts, input_type=None if kind == "none" else kind).vectors  # type: ignore[arg-type]
+        cosines[kind] = float(probe_cosines(stored, current).min())
+    current_identity = generator.space()
+    if fields is None and (identity.precision is None or current_identity.precision is None):
+        # one side is known by its model name alone (an endpoint that publishes no space, a custom
+        # generator): what it cannot know is not compared, and the probes decide
+        fields = PARTIAL_FIELDS
     return SpaceCheck(
         manifest=where,
         generator=generator.name or generator.provider,
-        min_cosine=float(cosines.min()) if len(cosines) else 0.0,
-        identity_differences=tuple(compare_identity(identity, space_identity(generator, input_type))),
+        cosines=cosines,
+        identity_differences=tuple(describe_differences(identity, current_identity, fields)),
     )
 
 
-def verify_space(manager: EmbeddingGeneratorManager, name: str, manifest: str | os.PathLike[str]) -> SpaceCheck:
-    """Check that generator ``name`` embeds into the space of the index described by ``manifest``.
+def remote_space(
+    published: SpaceIdentity,
+    *,
+    normalize: bool,
+    dimensions: int | None,
+    sends_input_type: bool,
+    server_normalizes: bool,
+) -> SpaceIdentity:
+    """The space a client of an endpoint that publishes ``published`` gets, after what the client
+    itself does: its ``dimensions`` (a narrower width), its normalization (on top of the server's,
+    unless it asks for raw vectors), and its input types (without sending them every text is a
+    plain text to the server, whatever the caller said)."""
+    plain = published.prompt
+    return published.model_copy(update={
+        "normalize": normalize or (server_normalizes and published.normalize),
+        "dims": dimensions or published.dims,
+        "dimensions": dimensions or published.dimensions,
+        "query_prompt": published.query_prompt if sends_input_type else plain,
+        "document_prompt": published.document_prompt if sends_input_type else plain,
+    })
 
-    Raises :class:`EmbeddingSpaceError` naming every difference; returns the :class:`SpaceCheck`
-    when the identity is equal and every probe is within ``MIN_PROBE_COSINE``.
-    """
-    stored = read_manifest_space(manifest)
-    generator = manager.get(name)
-    result = check_space(
-        generator, identity=stored["identity"], probes=stored["probes"], probe_texts=stored["probe_texts"],
-        input_type=stored["input_type"], where=stored["path"],
-    )
-    if not result.ok:
-        raise EmbeddingSpaceError(
-            f"generator {name!r} does not embed into the space of {stored['path']}: {result.explain()}"
-        )
-    return result
+
+def identity_from(data: Mapping[str, Any] | None) -> SpaceIdentity | None:
+    """A published identity (a ``/v1/models`` card's ``space``, an Info message), None if absent or malformed."""
+    if not data:
+        return None
+    try:
+        return SpaceIdentity.model_validate(dict(data))
+    except ValueError:
+        return None

@@ -12,6 +12,7 @@ with its own pydantic model (a subclass of :class:`GeneratorParams`).
 
 from __future__ import annotations
 
+import difflib
 import json
 import os
 import re
@@ -35,6 +36,8 @@ __all__ = [
     "SubjectSpec",
     "load_spec",
     "parse_params",
+    "require_embeddings",
+    "skipped_items",
     "spec_origin",
     "subject_spec_schema",
 ]
@@ -247,11 +250,54 @@ def parse_params(model: type[P], item: ModelItem, *, where: str | None = None) -
         raise SpecError(message) from None
 
 
+#: Levels of nesting a spec may have. Real specs have five or six (models[0].llm_parameters.cache.kind);
+#: the bound keeps a hostile file from reaching Python's recursion limit in the JSON parser, in
+#: pydantic or in the redaction of secrets, which walk the structure recursively.
+MAX_DEPTH = 64
+
+
+class _LongNumber(Exception):
+    def __init__(self, digits: str) -> None:
+        self.digits = digits
+
+
+def _parse_int(digits: str) -> int:
+    try:
+        return int(digits)
+    except ValueError:  # over Python's limit on digits (4300 by default): no spec number is that long
+        raise _LongNumber(digits) from None
+
+
 def _parse_json(text: str, origin: str) -> Any:
     try:
-        return json.loads(text)
+        return json.loads(text, parse_int=_parse_int)
     except json.JSONDecodeError as exc:
         raise SpecError(f"{origin}: invalid JSON at line {exc.lineno}, column {exc.colno}: {exc.msg}") from None
+    except RecursionError:
+        raise SpecError(f"{origin}: JSON nested more than {MAX_DEPTH} levels deep") from None
+    except _LongNumber as exc:
+        at = text.find(exc.digits)
+        line, column = text.count("\n", 0, at) + 1, at - text.rfind("\n", 0, at)
+        raise SpecError(
+            f"{origin}: a number of {len(exc.digits.lstrip('-'))} digits at line {line}, column {column} is too long"
+        ) from None
+
+
+def _check_depth(data: Any, origin: str) -> None:
+    """Refuse structures nested more than MAX_DEPTH levels (iteratively: the check cannot overflow)."""
+    stack: list[tuple[Any, tuple[Any, ...]]] = [(data, ())]
+    while stack:
+        value, loc = stack.pop()
+        if isinstance(value, Mapping):
+            children = list(value.items())
+        elif isinstance(value, (list, tuple)):
+            children = list(enumerate(value))
+        else:
+            continue
+        if len(loc) >= MAX_DEPTH:
+            shown = _loc(loc[:6]) + "..."
+            raise SpecError(f"{origin}: {shown}: nested more than {MAX_DEPTH} levels deep")
+        stack.extend((child, (*loc, key)) for key, child in children)
 
 
 def read_spec_source(source: SpecSource) -> tuple[Any, str]:
@@ -291,6 +337,7 @@ def load_spec(source: SpecSource) -> SubjectSpec:
     data, origin = read_spec_source(source)
     if not isinstance(data, dict):
         raise SpecError(f"{origin}: a subject spec must be a JSON object, got {type(data).__name__}")
+    _check_depth(data, origin)
     try:
         return SubjectSpec.model_validate(data)
     except ValidationError as exc:
@@ -307,6 +354,35 @@ def load_spec(source: SpecSource) -> SubjectSpec:
                 text = f"models: must be a list of model items, got {type(data.get('models')).__name__}"
             problems.append(text)
         raise SpecError(f"{origin}: " + "; ".join(problems)) from None
+
+
+def skipped_items(spec: SubjectSpec) -> list[tuple[str, bool]]:
+    """``(why, near_miss)`` for each item that builds no generator: its place, block id and type.
+
+    ``near_miss``: the type is a likely typo of "embeddings" (``"embedings"``, ``"Embedding"``),
+    which would otherwise drop a generator without a word; ``why`` then says "did you mean".
+    """
+    out = []
+    for index, item in enumerate(spec.models):
+        if item.is_embeddings:
+            continue
+        why = f"models[{index}] ({item.llm_block_id!r}): llm_type {item.llm_type!r} is not {EMBEDDINGS!r}"
+        near = bool(difflib.get_close_matches(item.llm_type.strip().lower(), [EMBEDDINGS], n=1, cutoff=0.75))
+        out.append((why + (f" (did you mean {EMBEDDINGS!r}?)" if near else ""), near))
+    return out
+
+
+def require_embeddings(spec: SubjectSpec, origin: str) -> None:
+    """Raise :class:`SpecError` when ``spec`` declares no embeddings item, saying which items were skipped.
+
+    What serves or embeds from a spec (``serve``, ``embed``, ``bulk``, ``validate``) calls it: a spec
+    whose only item has a misspelt ``llm_type`` would otherwise serve nothing.
+    """
+    if spec.embedding_items:
+        return
+    skipped = "; ".join(why for why, _ in skipped_items(spec))
+    detail = f"every item is skipped: {skipped}" if skipped else "models is empty"
+    raise SpecError(f"{origin}: no embedding generator in this spec; {detail}")
 
 
 def subject_spec_schema() -> dict[str, Any]:

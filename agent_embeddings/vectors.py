@@ -11,7 +11,7 @@ from typing import Any, Literal, get_args
 
 import numpy as np
 
-from .errors import DimensionMismatchError, EmbeddingContractError, InvalidInputError
+from .errors import DimensionMismatchError, EmbeddingContractError, InvalidInputError, InvalidInputTypeError
 
 __all__ = [
     "INPUT_TYPES",
@@ -90,10 +90,10 @@ def check_text(text: object, *, where: str = "text") -> str:
     """Validate one input text (see the README: empty strings are rejected everywhere)."""
     if not isinstance(text, str):
         if isinstance(text, (list, tuple)):
-            raise InvalidInputError(
+            raise InvalidInputTypeError(
                 f"{where} must be a string, got a {type(text).__name__}; use generate_batch() for several texts"
             )
-        raise InvalidInputError(f"{where} must be a string, got {type(text).__name__}")
+        raise InvalidInputTypeError(f"{where} must be a string, got {type(text).__name__}")
     if not text:
         raise InvalidInputError(f"{where} is an empty string; empty texts have no meaningful embedding")
     if not text.isascii():  # a lone surrogate ("\ud800" in JSON) is no text a tokenizer can read
@@ -121,11 +121,11 @@ def check_input_type(value: object) -> InputType | None:
 def check_texts(texts: object) -> list[str]:
     """Validate a batch of texts and return it as a list."""
     if isinstance(texts, (str, bytes)):
-        raise InvalidInputError(
+        raise InvalidInputTypeError(
             "texts must be a list of strings, got a single string; use generate() for one text"
         )
     if texts is None or not isinstance(texts, (Sequence, np.ndarray)) and not hasattr(texts, "__iter__"):
-        raise InvalidInputError(f"texts must be a list of strings, got {type(texts).__name__}")
+        raise InvalidInputTypeError(f"texts must be a list of strings, got {type(texts).__name__}")
     items = list(texts)
     for i, text in enumerate(items):
         check_text(text, where=f"texts[{i}]")

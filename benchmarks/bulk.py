@@ -140,6 +140,144 @@ def ray(n: int, batch: int, repeat: int) -> Iterator[Row]:
                    f"(actors starting, each loading the model, probes); the rest is embedding on 1 CPU per actor")
 
 
+def _edited(rows: list[dict], seed: int) -> list[dict]:
+    """The corpus a day later: 1% of rows changed, 0.5% added, 0.5% removed (issue 20's shape)."""
+    rng = np.random.default_rng(seed)
+    n = len(rows)
+    removed = set(rng.choice(n, n // 200, replace=False).tolist())
+    changed = set(rng.choice(n, n // 100, replace=False).tolist()) - removed
+    out = [dict(r, text=f"{r['text']} (revised {seed})") if i in changed else r
+           for i, r in enumerate(rows) if i not in removed]
+    out += [{"id": f"new-{seed}-{i}", "text": f"A new document number {i} of day {seed}."} for i in range(n // 200)]
+    return out
+
+
+def _write(path: Path, rows: list[dict]) -> Path:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    pq.write_table(pa.Table.from_pylist(rows), path, row_group_size=10_000)
+    return path
+
+
+def sync(n: int, batch: int, repeat: int) -> Iterator[Row]:
+    """A sync of 50 x n rows (100,000 at --n 2000) after 1% changed, 0.5% added, 0.5% removed, against
+    the full build of the same corpus (model loaded before either; one full build: it takes minutes)."""
+    import pyarrow.parquet as pq
+
+    from agent_embeddings import EmbeddingGeneratorManager
+    from agent_embeddings.bulk import embed_dataset
+
+    from .data import short_sentences
+
+    total = 50 * n
+    base = [{"id": f"doc-{i}", "text": t} for i, t in enumerate(short_sentences(total, seed=21))]
+    manager = EmbeddingGeneratorManager.from_subject_spec(DEFAULT_SPEC)
+    manager.get("hf").batch_size = batch
+    manager.warm_up()
+    with tempfile.TemporaryDirectory() as tmp:
+        corpus, out = Path(tmp) / "corpus.parquet", Path(tmp) / "vectors"
+
+        def run() -> object:
+            return embed_dataset(manager, "hf-minilm", corpus, out, id_column="id", progress=False)
+
+        _write(corpus, base)
+        full_s = timed(run)
+        syncs, reports = [], []
+        for day in range(max(1, min(repeat, 3))):  # each day edits yesterday's corpus: a fresh 2% each time
+            before = {r["id"]: r for r in base}
+            base = _edited(base, seed=day)
+            _write(corpus, base)
+            started = time.perf_counter()
+            reports.append(run())
+            syncs.append(time.perf_counter() - started)
+        table = pq.read_table(out)
+        vectors = dict(zip(table.column("id").to_pylist(), table.column("embedding").to_numpy(zero_copy_only=False)))
+        fresh = [r for r in base if r["id"] not in before or before[r["id"]]["text"] != r["text"]]
+        expected = manager.encode("hf-minilm", [r["text"] for r in fresh], input_type="document")
+        worst = float(np.abs(np.stack([vectors[r["id"]] for r in fresh]) - expected).max())
+    manager.close()
+    best = min(syncs)
+    last = reports[syncs.index(best)]
+    spread = (max(syncs) - best) / best
+    yield Row("8c sync", f"sync of {total:,} rows after 1% changed, 0.5% added, 0.5% removed", "s", best,
+              "full build of the same corpus", full_s, higher_is_better=False, target=10.0, spread=spread,
+              note=f"{last.added} added, {last.changed} changed, {last.unchanged} unchanged, {last.removed} removed, "
+                   f"{last.embedded} embedded; changed rows vs a fresh encode: max difference {worst:.1e}; "
+                   f"syncs {', '.join(f'{s:.1f}' for s in syncs)} s")
+
+
+def search(n: int, batch: int, repeat: int) -> Iterator[Row]:
+    """Exact top-10 over 50 x n rows (100,000 at --n 2000), streamed shard by shard, in a child process
+    (ms per query, peak RSS), against loading the whole table and one matrix product."""
+    from agent_embeddings import AbstractEmbeddingGenerator, EmbeddingGeneratorManager
+    from agent_embeddings.bulk import embed_dataset
+
+    class HashEmbedding(AbstractEmbeddingGenerator):  # the vectors' values do not matter to the search's cost
+        provider = "hash"
+
+        def _embed_batch(self, texts: list[str]) -> np.ndarray:
+            out = np.empty((len(texts), 384), np.float32)
+            for i, text in enumerate(texts):
+                out[i] = np.random.default_rng(zlib.crc32(text.encode())).standard_normal(384)
+            return out
+
+    total = 50 * n
+    manager = EmbeddingGeneratorManager()
+    manager.register_generator("hash", HashEmbedding(model="hash-384", normalize=True))
+    with tempfile.TemporaryDirectory() as tmp:
+        from .data import short_sentences
+
+        corpus = _write(Path(tmp) / "corpus.parquet",
+                        [{"id": f"doc-{i}", "text": t} for i, t in enumerate(short_sentences(total, seed=3))])
+        out = Path(tmp) / "vectors"
+        embed_dataset(manager, "hash", corpus, out, id_column="id", input_type=None, progress=False)
+        runs = {"stream": [], "whole": []}
+        for i in range(max(repeat, 2)):
+            for way in (("stream", "whole") if i % 2 == 0 else ("whole", "stream")):
+                result = subprocess.run([sys.executable, "-m", "benchmarks.bulk", "search", way, str(out)], cwd=ROOT,
+                                        capture_output=True, text=True, timeout=600)
+                if result.returncode:
+                    raise RuntimeError(result.stderr[-2000:])
+                runs[way].append(json.loads(result.stdout.strip().splitlines()[-1]))
+    stream = min(runs["stream"], key=lambda r: r["ms"])
+    whole = min(runs["whole"], key=lambda r: r["ms"])
+    rss_stream, rss_whole = min(r["rss_mb"] for r in runs["stream"]), min(r["rss_mb"] for r in runs["whole"])
+    times = [r["ms"] for r in runs["stream"] + runs["whole"]]
+    yield Row("8d search", f"exact top-10, {total:,} rows, streamed shard by shard", "ms/query", stream["ms"],
+              "the whole matrix held in memory (loaded once)", whole["ms"], higher_is_better=False,
+              spread=(max(times) - min(times)) / min(times),
+              note=f"peak RSS {rss_stream:.0f} MB streamed vs {rss_whole:.0f} MB whole; the same top-10: "
+                   f"{stream['top'] == whole['top']}")
+
+
+def _search_child(way: str, output: str) -> None:
+    import pyarrow.parquet as pq
+
+    from agent_embeddings.bulk.search import search as search_output
+
+    queries = np.random.default_rng(7).standard_normal((5, 384)).astype(np.float32)
+    times, top = [], []
+    if way == "whole":  # a service that holds the whole matrix: loaded once, then one product per query
+        table = pq.read_table(output, columns=["id", "embedding"])
+        column = table.column("embedding").combine_chunks()
+        matrix = column.values.to_numpy().reshape(len(column), -1)
+        norms = np.linalg.norm(matrix, axis=1)
+        ids = table.column("id").to_pylist()
+    for query in queries:  # the best of five queries: the first one also warms the page cache
+        started = time.perf_counter()
+        if way == "stream":
+            top = [h.id for h in search_output(output, query, k=10)]
+        else:
+            scores = matrix @ (query / np.linalg.norm(query)) / norms
+            top = [ids[i] for i in np.argsort(-scores)[:10]]
+        times.append(time.perf_counter() - started)
+    ms = min(times) * 1e3
+    status = Path("/proc/self/status").read_text()
+    peak_kb = next(int(line.split()[1]) for line in status.splitlines() if line.startswith("VmHWM:"))
+    print(json.dumps({"ms": ms, "rss_mb": peak_kb / 1024, "top": top}))
+
+
 def _rss_child(corpus: str, out: str) -> None:
     from agent_embeddings import AbstractEmbeddingGenerator, EmbeddingGeneratorManager
     from agent_embeddings.bulk import embed_dataset
@@ -168,5 +306,7 @@ def _rss_child(corpus: str, out: str) -> None:
 if __name__ == "__main__":
     if len(sys.argv) == 4 and sys.argv[1] == "rss":
         _rss_child(sys.argv[2], sys.argv[3])
+    elif len(sys.argv) == 4 and sys.argv[1] == "search":
+        _search_child(sys.argv[2], sys.argv[3])
     else:
         raise SystemExit(__doc__)

@@ -350,6 +350,8 @@ ALL: dict[str, Callable[..., Iterator[Row]]] = {
     "onnx": onnx,
     "bulk": bulk.bulk,
     "memory": bulk.memory,
+    "sync": bulk.sync,
+    "search": bulk.search,
     "ray": bulk.ray,
 }
 

@@ -5,6 +5,7 @@ Used by the bulk tests: the vectors come from our real server, only the faults a
 
 from __future__ import annotations
 
+import json
 import threading
 import urllib.request
 from collections.abc import Iterator
@@ -16,11 +17,13 @@ from agent_embeddings.space import PROBES
 
 class Front:
     """Replies ``faults`` in order (status, headers) to the first requests for corpus texts (the
-    probe sentences are always forwarded), then forwards every request to ``upstream``."""
+    probe sentences are always forwarded), then forwards every request to ``upstream``. A fault's
+    body is OpenAI's error shape with ``message``."""
 
-    def __init__(self, upstream: str, faults: list[tuple[int, dict[str, str]]]) -> None:
+    def __init__(self, upstream: str, faults: list[tuple[int, dict[str, str]]], message: str = "injected fault") -> None:
         self.upstream = upstream
         self.faults = list(faults)
+        self.message = message
         self.injected: list[int] = []
         self.forwarded = 0
         self.lock = threading.Lock()
@@ -34,16 +37,18 @@ class Front:
                 self.forwarded += 1
         if fault:
             status, headers = fault
-            return status, headers, b'{"error": {"message": "injected fault", "type": "server_error"}}'
+            return status, headers, json.dumps({"error": {"message": self.message, "type": "server_error"}}).encode()
         request = urllib.request.Request(f"{self.upstream}{path}", body, {"Content-Type": "application/json"})
         with urllib.request.urlopen(request, timeout=60) as answer:
             return answer.status, {}, answer.read()
 
 
 @contextmanager
-def faulty_front(upstream: str, faults: list[tuple[int, dict[str, str]]]) -> Iterator[tuple[Front, str]]:
+def faulty_front(
+    upstream: str, faults: list[tuple[int, dict[str, str]]], message: str = "injected fault"
+) -> Iterator[tuple[Front, str]]:
     """``(front, base_url)`` of a loopback server in front of ``upstream`` (``http://host:port``)."""
-    front = Front(upstream, faults)
+    front = Front(upstream, faults, message)
 
     class Handler(BaseHTTPRequestHandler):
         def do_POST(self) -> None:  # noqa: N802

@@ -85,3 +85,19 @@ def ray_cluster():
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
     yield ray
     ray.shutdown()
+
+
+@pytest.fixture
+def light_spec(tmp_path: Path):
+    """``light_spec(base_url)``: a spec file whose one generator, ``remote`` (``openai:hf-minilm`` at
+    ``base_url``, 384 dims), loads no model: ``serve`` is up in seconds, for CLI tests."""
+    import json
+
+    def make(base_url: str = "http://127.0.0.1:9/v1") -> Path:
+        path = tmp_path / "light-spec.json"
+        item = {"llm_type": "embeddings", "name": "remote", "llm_block_id": "openai:hf-minilm",
+                "llm_parameters": {"base_url": base_url, "dims": 384}}
+        path.write_text(json.dumps({"subject_id": "light", "models": [item]}))
+        return path
+
+    return make

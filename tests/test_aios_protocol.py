@@ -141,16 +141,16 @@ def test_status_codes_become_sdk_errors_naming_target_and_deadline(code, error):
 @pytest.mark.parametrize(
     ("exc", "code"),
     [
-        (InvalidInputError("bad"), grpc.StatusCode.INVALID_ARGUMENT),
-        (UnknownGeneratorError("who"), grpc.StatusCode.NOT_FOUND),
-        (RateLimitError("slow down"), grpc.StatusCode.RESOURCE_EXHAUSTED),
-        (BackendTimeoutError("late"), grpc.StatusCode.DEADLINE_EXCEEDED),
-        (BackendUnavailableError("down"), grpc.StatusCode.UNAVAILABLE),
-        (AuthenticationError("upstream key"), grpc.StatusCode.INTERNAL),
+        (InvalidInputError("secret-detail"), grpc.StatusCode.INVALID_ARGUMENT),
+        (UnknownGeneratorError("secret-detail"), grpc.StatusCode.INTERNAL),  # the backend's, not the caller's
+        (RateLimitError("secret-detail"), grpc.StatusCode.RESOURCE_EXHAUSTED),
+        (BackendTimeoutError("secret-detail"), grpc.StatusCode.DEADLINE_EXCEEDED),
+        (BackendUnavailableError("secret-detail"), grpc.StatusCode.UNAVAILABLE),
+        (AuthenticationError("secret-detail"), grpc.StatusCode.INTERNAL),
         (KeyError("secret-detail"), grpc.StatusCode.INTERNAL),
     ],
 )
 def test_server_errors_become_statuses(exc, code):
-    got, message = status_for_error(exc)
+    got, message = status_for_error(exc, model="m", request_id="r-42")
     assert got == code
-    assert "secret-detail" not in message  # unexpected errors do not leak their text
+    assert "secret-detail" not in message and "r-42" in message  # a backend's text never reaches the caller

@@ -24,9 +24,11 @@ import pytest
 from agent_embeddings import EmbeddingGeneratorManager
 from agent_embeddings.bulk import MANIFEST, embed_dataset
 from agent_embeddings.bulk.source import Corpus
+from agent_embeddings.bulk.store import Store
 from agent_embeddings.cli import main
-from agent_embeddings.errors import BulkOutputError, CorpusError, EmbeddingSpaceError, InvalidInputError, SpecError
+from agent_embeddings.errors import BulkOutputError, CorpusError, EmbeddingSpaceError, InvalidInputError
 from agent_embeddings.server.http import serve_in_thread
+from agent_embeddings.space import PROBES
 from benchmarks.data import short_sentences
 
 from ._faulty_front import faulty_front
@@ -92,7 +94,7 @@ def test_output_is_plain_parquet_with_a_fixed_size_list_of_float32(built):
     import pandas as pd
 
     frame = pd.read_parquet(out)  # the manifest's leading "_" keeps it out of the way
-    assert list(frame.columns) == ["id", "embedding"] and len(frame) == N
+    assert list(frame.columns) == ["id", "embedding", "content_hash"] and len(frame) == N
 
 
 def test_manifest_records_the_space_the_probes_and_the_input(built, corpus):
@@ -100,19 +102,21 @@ def test_manifest_records_the_space_the_probes_and_the_input(built, corpus):
     manifest = json.loads((out / MANIFEST).read_text())
     assert manifest["generator"] == "hf-minilm" and manifest["dims"] == 384 and manifest["normalize"] is True
     assert manifest["identity"]["model"] == "sentence-transformers/all-MiniLM-L6-v2"
-    assert manifest["identity"]["backend"] == "torch" and manifest["input_type"] == "document"
+    assert manifest["identity"]["precision"] == "fp32" and manifest["input_type"] == "document"
+    assert manifest["identity"]["max_seq_length"] == 256 and manifest["space_id"].startswith("all-minilm-l6-v2-")
     assert manifest["model_item"]["llm_block_id"] == "hf:sentence-transformers/all-MiniLM-L6-v2"
-    assert len(manifest["probes"]["texts"]) == len(manifest["probes"]["vectors"]) >= 3
+    assert set(manifest["probes"]["vectors"]) == {"none", "query", "document"}
+    assert all(len(v) == len(manifest["probes"]["texts"]) >= 3 for v in manifest["probes"]["vectors"].values())
     [record] = manifest["inputs"]
     assert record["source"] == str(corpus) and record["complete"] and record["rows"] == N and record["shards"] == 4
     assert manifest["rows"] == N
 
 
-def test_run_again_resumes_and_embeds_nothing(hf_manager, built, corpus):
+def test_run_again_on_an_unchanged_input_does_nothing(hf_manager, built, corpus):
     out, _ = built
     before = {p.name: p.stat().st_mtime_ns for p in out.glob("part-*.parquet")}
     report = embed_dataset(hf_manager, "hf-minilm", corpus, out, id_column="id", shard_rows=500)
-    assert (report.rows, report.embedded, report.resumed_shards) == (N, 0, 4)
+    assert (report.action, report.rows, report.embedded, report.unchanged) == ("unchanged", N, 0, N)
     assert {p.name: p.stat().st_mtime_ns for p in out.glob("part-*.parquet")} == before
 
 
@@ -123,9 +127,9 @@ def test_verify_space_passes_for_the_same_generator_and_fails_for_another(hf_man
     spec = json.loads(default_spec.read_text())
     spec["models"][0]["llm_parameters"]["normalize"] = False
     with EmbeddingGeneratorManager.from_subject_spec(spec) as other:
-        with pytest.raises(EmbeddingSpaceError, match="normalize: True vs False"):
+        with pytest.raises(EmbeddingSpaceError, match="normalization changed from True to False"):
             other.verify_space("hf-minilm", out)
-    with pytest.raises(SpecError, match="no bulk manifest"):
+    with pytest.raises(BulkOutputError, match="no bulk manifest"):
         hf_manager.verify_space("hf", out.parent)
 
 
@@ -136,7 +140,8 @@ def test_probes_catch_a_model_swapped_behind_the_same_identity(hf_manager, built
     swapped.mkdir()
     manifest = json.loads((out / MANIFEST).read_text())
     rng = np.random.default_rng(0)
-    manifest["probes"]["vectors"] = rng.normal(size=np.shape(manifest["probes"]["vectors"])).tolist()
+    for kind, vectors in manifest["probes"]["vectors"].items():
+        manifest["probes"]["vectors"][kind] = rng.normal(size=np.shape(vectors)).tolist()
     (swapped / MANIFEST).write_text(json.dumps(manifest))
     with pytest.raises(EmbeddingSpaceError, match="probe sentences moved"):
         hf_manager.verify_space("hf", swapped)
@@ -150,7 +155,7 @@ def test_another_generator_is_refused_before_writing(built, default_spec, corpus
     spec = json.loads(default_spec.read_text())
     spec["models"][0]["llm_parameters"]["prompt"] = "passage: "
     shards = sorted(out.glob("*.parquet"))
-    with pytest.raises(EmbeddingSpaceError, match=r"prompt: None vs 'passage: '.*use another --output, or --overwrite"):
+    with pytest.raises(EmbeddingSpaceError, match=r"the prompt of plain texts changed from None to 'passage: '.*another --output.*or pass --overwrite"):
         embed_dataset(spec, "hf-minilm", corpus, out, id_column="id", shard_rows=500)
     assert sorted(out.glob("*.parquet")) == shards
 
@@ -238,13 +243,6 @@ def test_skip_invalid_leaves_bad_rows_out_and_reports_them(hf_manager, tmp_path)
     assert json.loads((tmp_path / "out" / MANIFEST).read_text())["inputs"][0]["skipped"] == 4
 
 
-def test_non_string_text_is_a_bad_row(hf_manager, tmp_path):
-    source = tmp_path / "numbers.parquet"
-    pq.write_table(pa.table({"text": [1, 2]}), source)
-    with pytest.raises(CorpusError, match="text is int64, not a string"):
-        embed_dataset(hf_manager, "hf", source, tmp_path / "out")
-
-
 def test_an_output_that_is_a_file_or_locked_or_shards_without_manifest(hf_manager, tmp_path, corpus):
     (tmp_path / "file").write_text("x")
     with pytest.raises(BulkOutputError, match="exists and is not a directory"):
@@ -255,8 +253,8 @@ def test_an_output_that_is_a_file_or_locked_or_shards_without_manifest(hf_manage
     with pytest.raises(BulkOutputError, match="holds shards but no _embedding.json; pass --overwrite"):
         embed_dataset(hf_manager, "hf", corpus, orphan)
     locked = tmp_path / "locked"
-    locked.mkdir()
-    with open(locked / ".lock", "a+") as fh:
+    Store(locked).root.mkdir()
+    with open(Store(locked).root / "lock", "a+") as fh:
         fcntl.flock(fh, fcntl.LOCK_EX)
         with pytest.raises(BulkOutputError, match="another bulk job is writing"):
             embed_dataset(hf_manager, "hf", corpus, locked)
@@ -271,16 +269,17 @@ def test_the_ray_engine_needs_a_spec_not_a_hand_built_manager(tmp_path, corpus):
         embed_dataset(manager, "chars", corpus, tmp_path / "out", engine="ray")
 
 
-def test_resume_with_other_shard_rows_is_refused_and_overwrite_starts_afresh(hf_manager, tmp_path, texts):
+def test_other_shard_rows_reshard_without_embedding_and_overwrite_starts_afresh(hf_manager, tmp_path, texts):
     source = write_jsonl(tmp_path / "c.jsonl", [{"text": t} for t in texts[:40]])
     out = tmp_path / "out"
     embed_dataset(hf_manager, "hf", source, out, shard_rows=16)
-    with pytest.raises(BulkOutputError, match="resume with --shard-rows 16, or pass --overwrite"):
-        embed_dataset(hf_manager, "hf", source, out, shard_rows=20)
-    (out / "notes.txt").write_text("mine")
+    _, before = read_vectors(out)
+    report = embed_dataset(hf_manager, "hf", source, out, shard_rows=20)
+    assert (report.action, report.shards, report.embedded, report.unchanged) == ("sync", 2, 0, 40)
+    assert np.array_equal(read_vectors(out)[1], before)  # copied, bit for bit
     report = embed_dataset(hf_manager, "hf", source, out, shard_rows=20, overwrite=True)
-    assert (report.shards, report.embedded) == (2, 40) and len(list(out.glob("part-*.parquet"))) == 2
-    assert (out / "notes.txt").read_text() == "mine"  # overwrite removes only what bulk wrote
+    assert (report.action, report.shards, report.embedded) == ("overwrite", 2, 40)
+    assert len(list(out.glob("part-*.parquet"))) == 2
 
 
 def test_a_second_input_is_appended_to_the_same_space(hf_manager, tmp_path, texts, reference):
@@ -288,7 +287,10 @@ def test_a_second_input_is_appended_to_the_same_space(hf_manager, tmp_path, text
     first = write_jsonl(tmp_path / "a.jsonl", [{"id": f"a{i}", "text": t} for i, t in enumerate(texts[:30])])
     second = write_jsonl(tmp_path / "b.jsonl", [{"id": f"b{i}", "text": t} for i, t in enumerate(texts[30:50])])
     embed_dataset(hf_manager, "hf", first, out, id_column="id")
-    embed_dataset(hf_manager, "hf", second, out, id_column="id")
+    with pytest.raises(BulkOutputError, match="holds the vectors of another input .*; pass --append"):
+        embed_dataset(hf_manager, "hf", second, out, id_column="id")
+    report = embed_dataset(hf_manager, "hf", second, out, id_column="id", append=True)
+    assert (report.action, report.embedded) == ("append", 20)
     ids, vectors = read_vectors(out)
     order = np.argsort(ids)
     assert sorted(ids) == sorted([f"a{i}" for i in range(30)] + [f"b{i}" for i in range(20)])
@@ -304,8 +306,8 @@ def test_duplicates_are_embedded_once(hf_manager, tmp_path):
     report = embed_dataset(hf_manager, "hf", source, tmp_path / "out")
     _, vectors = read_vectors(tmp_path / "out")
     assert report.rows == 15 and np.array_equal(vectors[0], vectors[2])
-    # the probes, then two unique texts: not fifteen
-    assert hf_manager.stats()["hf-minilm"]["texts"] - stats == len(json.loads((tmp_path / "out" / MANIFEST).read_text())["probes"]["texts"]) + 2
+    # the probes of each input type, then two unique texts: not fifteen
+    assert hf_manager.stats()["hf-minilm"]["texts"] - stats == 3 * len(PROBES) + 2
 
 
 # -- a job killed with SIGKILL, then run again -------------------------------------------------
@@ -315,18 +317,22 @@ def test_sigkill_then_rerun_gives_every_row_exactly_once(hf_manager, corpus, ref
                "--id-column", "id", "--output", str(out), "--shard-rows", "100", "--no-progress"]
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
     job = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    staging = Store(out).root  # the snapshot being written, which readers do not see yet
     try:
         deadline = time.monotonic() + 240
-        while len(list(out.glob("part-*.parquet"))) < 3 and job.poll() is None and time.monotonic() < deadline:
+        while len(list(staging.glob("snap-*/part-*.parquet"))) < 3 and job.poll() is None and (
+            time.monotonic() < deadline
+        ):
             time.sleep(0.05)
         time.sleep(np.random.default_rng().uniform(0, 0.3))  # anywhere inside the next shard
         job.send_signal(signal.SIGKILL)
     finally:
         job.wait()
     assert job.returncode == -signal.SIGKILL, job.stderr.read().decode()[-2000:] if job.stderr else ""
-    visible = sorted(out.glob("part-*.parquet"))
+    assert not out.exists()  # readers see no output until it is whole
+    visible = sorted(staging.glob("snap-*/part-*.parquet"))
     assert 3 <= len(visible) < 20
-    for path in visible:  # a visible shard is a whole shard
+    for path in visible:  # a written shard is a whole shard
         assert pq.read_table(path).num_rows == 100
     report = embed_dataset(hf_manager, "hf-minilm", corpus, out, id_column="id", shard_rows=100)
     assert report.resumed_shards == len(visible) and report.embedded == N - 100 * len(visible)
@@ -392,7 +398,7 @@ def test_cli_bulk_and_verify(tmp_path, capsys, texts, default_spec):
     out = tmp_path / "out"
     args = ["bulk", "--spec", str(default_spec), "--input", str(source), "--output", str(out), "--id-column", "id"]
     assert main(args) == 0
-    assert capsys.readouterr().out.startswith(f"20 rows in 1 shard -> {out}")
+    assert capsys.readouterr().out.startswith(f"build: 20 rows in 1 shard -> {out}")
     assert main(["bulk", "verify", "--spec", str(default_spec), "--output", str(out)]) == 0
     assert "'hf-minilm' same space" in capsys.readouterr().out
     spec = json.loads(default_spec.read_text())
@@ -404,4 +410,4 @@ def test_cli_bulk_and_verify(tmp_path, capsys, texts, default_spec):
     assert main(["bulk", "--spec", str(default_spec), "--output", str(out)]) == 1
     assert "bulk needs --input" in capsys.readouterr().err
     assert main([*args, "--engine", "local", "--input-type", "query"]) == 1
-    assert "input_type 'document' vs 'query'" in capsys.readouterr().err
+    assert "embedded as input_type 'document', this job asks for 'query'" in capsys.readouterr().err

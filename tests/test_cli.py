@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import argparse
+import io
 import json
 import os
 import subprocess
@@ -98,3 +100,205 @@ def test_backends_and_schema_without_torch():
 def test_usage_errors_exit_2():
     result = run("embed")
     assert result.returncode == 2 and "--spec" in result.stderr and "Traceback" not in result.stderr
+
+
+# -- issue 19, finding 19: lines are split on "\n" only; --input FILE; no prefix matching ----------
+# Texts holding the characters str.splitlines() also takes for line ends; the third line ends in CRLF.
+ODD_LINES = ["form\x0cfeed here", "paragraph\u2028separator", "file\x1cseparator and\x1dgroup"]
+
+
+def run_main(argv: list[str], monkeypatch, capsys, stdin: bytes = b"") -> tuple[int, str, str]:
+    """The real CLI in this process (the session's model is shared), with stdin as POSIX gives it:
+    UTF-8, newline="\\n", so "\\r" and every other character reach the program untranslated."""
+    from agent_embeddings.cli import main
+
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(stdin), encoding="utf-8", newline="\n"))
+    rc = main(argv)
+    out, err = capsys.readouterr()
+    return rc, out, err
+
+
+def test_finding_19_stdin_is_split_on_newlines_only(default_spec: Path, hf_manager, monkeypatch, capsys):
+    data = (ODD_LINES[0] + "\n" + ODD_LINES[1] + "\n" + ODD_LINES[2] + "\r\n").encode()
+    rc, out, err = run_main(["embed", "--spec", str(default_spec), "--include-text"], monkeypatch, capsys, data)
+    assert rc == 0, err
+    rows = [json.loads(line) for line in out.splitlines()]
+    assert [(r["index"], r["text"]) for r in rows] == list(enumerate(ODD_LINES))  # 3 lines, 3 vectors
+    expected = hf_manager.encode("hf", ODD_LINES)
+    assert np.abs(np.array([r["embedding"] for r in rows]) - expected).max() <= 1e-5
+
+
+def test_finding_19_embed_input_file(default_spec: Path, hf_manager, monkeypatch, capsys, tmp_path: Path):
+    texts = tmp_path / "texts.txt"
+    texts.write_bytes(("\r\n".join(ODD_LINES) + "\n").encode())
+    rc, out, err = run_main(["embed", "--spec", str(default_spec), "--input", str(texts), "--include-text"],
+                            monkeypatch, capsys)
+    assert rc == 0, err
+    rows = [json.loads(line) for line in out.splitlines()]
+    assert [r["text"] for r in rows] == ODD_LINES  # the file's lines, not its name as one text
+    assert np.abs(np.array([r["embedding"] for r in rows]) - hf_manager.encode("hf", ODD_LINES)).max() <= 1e-5
+
+    for argv, message in (
+        (["--input", str(tmp_path / "missing.txt")], f"--input {tmp_path / 'missing.txt'}: no such file"),
+        (["--input", str(tmp_path)], "is a directory"),
+        (["--input", str(texts), "hello"], "give TEXT arguments or --input FILE, not both"),
+    ):
+        rc, out, err = run_main(["embed", "--spec", str(default_spec), *argv], monkeypatch, capsys)
+        assert (rc, out) == (1, "") and err.startswith("agent-embeddings: error: "), err
+        assert message in err and len(err.strip().splitlines()) == 1
+    texts.write_bytes(b"one\n\xff\xfe\n")
+    rc, _, err = run_main(["embed", "--spec", str(default_spec), "--input", str(texts)], monkeypatch, capsys)
+    assert rc == 1 and "not UTF-8 text (byte 4)" in err
+    texts.write_text("one\n\nthree\n")
+    rc, _, err = run_main(["embed", "--spec", str(default_spec), "--input", str(texts)], monkeypatch, capsys)
+    assert rc == 1 and f"{texts} line 2 is empty" in err
+
+
+def _parsers(parser: argparse.ArgumentParser, path: str = "agent-embeddings"):
+    yield path, parser
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, sub in action.choices.items():
+                yield from _parsers(sub, f"{path} {name}")
+
+
+def test_finding_19_no_option_is_taken_for_a_prefix_of_another(default_spec: Path, tmp_path: Path, monkeypatch, capsys):
+    from agent_embeddings.cli import build_parser
+
+    found = dict(_parsers(build_parser()))
+    assert {"agent-embeddings embed", "agent-embeddings serve", "agent-embeddings bulk verify"} <= set(found)
+    assert [path for path, parser in found.items() if parser.allow_abbrev] == []
+    # Abbreviations that argparse would complete by default are usage errors (exit 2), never guesses.
+    for argv in (
+        ["embed", "--spec", str(default_spec), "--include", "hello"],  # --include-text
+        ["embed", "--spec", str(default_spec), "--input-t", "query", "hello"],  # --input-type
+        ["bulk", "--spec", str(default_spec), "--inp=x.jsonl", "--output", str(tmp_path / "o")],  # --input
+        ["bulk", "verify", "--spec", str(default_spec), "--out", str(tmp_path / "o")],  # --output
+    ):
+        with pytest.raises(SystemExit) as info:
+            run_main(argv, monkeypatch, capsys)
+        err = capsys.readouterr().err
+        assert info.value.code == 2, argv
+        assert "unrecognized arguments: --" in err or "required: --output" in err, err
+
+
+# -- issue 19, finding 20: specs that load nothing, or cannot be read, are one-line errors ------------
+def test_finding_20_validate_and_serve_refuse_a_spec_without_an_embedding_generator(tmp_path: Path, monkeypatch,
+                                                                                  capsys):
+    block = "hf:sentence-transformers/all-MiniLM-L6-v2"
+    typo = tmp_path / "typo.json"
+    typo.write_text(json.dumps({"subject_id": "t", "models": [{"llm_type": "embedings", "llm_block_id": block}]}))
+    expected = (f"agent-embeddings: error: {typo}: no embedding generator in this spec; every item is skipped: "
+                f"models[0] ('{block}'): llm_type 'embedings' is not 'embeddings' (did you mean 'embeddings'?)")
+    assert run_main(["validate", str(typo)], monkeypatch, capsys) == (1, "", expected + "\n")
+    # serve used to start and serve nothing; now it stops before listening (timeout: it would serve forever)
+    served = subprocess.run([*CLI, "serve", "--spec", str(typo), "--http", "127.0.0.1:0"], capture_output=True,
+                            text=True, timeout=120)
+    assert (served.returncode, served.stderr.strip()) == (1, expected), served.stderr
+
+    mixed = tmp_path / "mixed.json"
+    mixed.write_text(json.dumps({"subject_id": "t", "models": [
+        {"llm_type": "embeddings", "llm_block_id": block, "name": "ok"},
+        {"llm_type": "embeding", "llm_block_id": block, "name": "lost"},
+    ]}))
+    rc, out, _ = run_main(["validate", str(mixed)], monkeypatch, capsys)
+    assert rc == 0 and out.splitlines()[0] == f"{mixed}: ok (1 embedding generator(s), 1 other item(s))"
+    assert f"  skipped models[1] ('{block}'): llm_type 'embeding' is not 'embeddings' (did you mean 'embeddings'?)" \
+        in out.splitlines()
+
+    for name, text, message in (
+        ("deep.json", '{"subject_id": "t", "models": ' + "[" * 50_000 + "]" * 50_000 + "}",
+         "JSON nested more than 64 levels deep"),
+        ("long.json", '{"subject_id": "t", "models": [], "n": ' + "7" * 5000 + "}",
+         "a number of 5000 digits at line 1, column 40 is too long"),
+    ):
+        path = tmp_path / name
+        path.write_text(text)
+        assert run_main(["validate", str(path)], monkeypatch, capsys) == (
+            1, "", f"agent-embeddings: error: {path}: {message}\n")
+
+
+# -- issue 19, findings 15, 16, 18 ----------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("flag", "value"),
+    [
+        ("--max-concurrency", "0"), ("--max-concurrency", "-1"), ("--max-inputs", "0"),
+        ("--max-request-bytes", "-1"), ("--max-request-bytes", str(2**31)),  # gRPC sizes are int32
+        ("--max-input-chars", "-3"), ("--grace-period", "nan"), ("--grace-period", "-5"),
+        ("--grace-period", "inf"), ("--metrics-port", "70000"),
+    ],
+)
+def test_finding_15_serve_refuses_a_bad_limit_in_one_line_before_loading_the_spec(flag, value, tmp_path, capsys):
+    """Once accepted: 0/-1 answered 429 or 413 to every request, -1 lifted gRPC's limit, nan was an
+    'unexpected ValueError'. The spec named here does not exist: the flag must be refused first."""
+    from agent_embeddings.cli import main
+
+    missing = tmp_path / "never-read.json"
+    code = main(["serve", "--spec", str(missing), "--grpc", "127.0.0.1:0", "--http", "127.0.0.1:0", flag, value])
+    err = capsys.readouterr().err
+    assert code == 1 and len(err.strip().splitlines()) == 1, err
+    assert err.startswith("agent-embeddings: error: ") and flag in err and "unexpected" not in err, err
+    assert "never-read" not in err
+
+
+def test_finding_16_serve_logs_one_access_line_per_request_by_default_and_obeys_log_level(light_spec):
+    """Both servers of one ``serve``: an INFO line per request on stderr by default (once: none, and
+    no 4xx either); ``--log-level warning`` turns them off."""
+    import grpc
+    import httpx
+
+    from agent_embeddings.protocol.convert import pb
+    from agent_embeddings.protocol.gen.aios.embeddings.v1 import embeddings_pb2_grpc as pb_grpc
+    from agent_embeddings.server.process import ServeProcess
+
+    from ._grpc_support import wait_for
+
+    env = {"AGENT_EMBEDDINGS_LOAD_PLUGINS": ""}
+    outputs = []
+    for args in ([], ["--log-level", "warning"]):
+        with ServeProcess(light_spec(), http="127.0.0.1:0", grpc="127.0.0.1:0", args=args, env=env) as served:
+            http = f"http://{served.addresses['http']}"
+            assert httpx.get(f"{http}/v1/models").status_code == 200
+            assert httpx.post(f"{http}/v1/embeddings", json={"model": "nope", "input": "a text"}).status_code == 404
+            with grpc.insecure_channel(served.addresses["grpc"]) as channel:
+                assert pb_grpc.EmbeddingServiceStub(channel).Info(pb.InfoRequest(), timeout=10).models
+            if not args:
+                wait_for(lambda: served.output.count("agent_embeddings.access") >= 3)
+            assert served.terminate() == 0, served.output
+        outputs.append(served.output)
+    default, quiet = outputs
+    access = [line.split("agent_embeddings.access: ")[1] for line in default.splitlines() if "agent_embeddings.access" in line]
+    assert len(access) == 3 and all(" INFO agent_embeddings.access: " in line for line in default.splitlines()
+                                    if "agent_embeddings.access" in line), default
+    assert access[0].startswith("http GET /v1/models 200 texts=- ")
+    assert access[1].startswith("http POST /v1/embeddings 404 texts=1 ") and access[1].endswith(" error=model_not_found")
+    assert access[2].startswith("grpc Info OK texts=- ")
+    assert "a text" not in default
+    assert "agent_embeddings.access" not in quiet and " INFO " not in quiet, quiet
+
+
+_HIDE_MODULE = '''
+import importlib.abc, sys
+
+class _Hide(importlib.abc.MetaPathFinder):
+    """This interpreter behaves as if {name!r} were not installed."""
+
+    def find_spec(self, fullname, path=None, target=None):
+        if fullname == {name!r} or fullname.startswith({name!r} + "."):
+            raise ModuleNotFoundError(f"No module named {{fullname!r}}", name=fullname)
+        return None
+
+sys.meta_path.insert(0, _Hide())
+'''
+
+
+@pytest.mark.parametrize(("hidden", "server"), [("prometheus_client", "--http"), ("fastapi", "--http"), ("grpc", "--grpc")])
+def test_finding_18_serve_without_the_server_extra_says_how_to_install_it(hidden, server, light_spec, tmp_path):
+    """The extra is simulated missing: a ``sitecustomize`` on PYTHONPATH hides the module from the
+    CLI's interpreter (once: 'unexpected ModuleNotFoundError: prometheus_client', after the spec loaded)."""
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "sitecustomize.py").write_text(_HIDE_MODULE.format(name=hidden))
+    pythonpath = os.pathsep.join([str(site), *filter(None, [os.environ.get("PYTHONPATH")])])
+    result = run("serve", "--spec", str(light_spec()), server, "127.0.0.1:0", env={"PYTHONPATH": pythonpath})
+    assert_one_line_error(result, "'server' extra", f"{hidden} is not installed", "pip install 'agent-embeddings[server]'")

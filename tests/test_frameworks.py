@@ -111,3 +111,60 @@ def test_llama_index_from_spec(default_spec):
     emb = AgentEmbedding.from_spec(default_spec, "hf", embed_batch_size=8)
     assert (emb.model_name, emb.embed_batch_size, emb.class_name()) == ("hf-minilm", 8, "AgentEmbedding")
     assert len(emb.get_text_embedding("hello")) == 384
+
+
+# -- issue 19, finding 29: a batch method's argument is checked before the framework iterates it ------
+# Each bad argument, and the end of the message it gets (after "<method>: texts must be a list of strings").
+BAD_BATCHES = [
+    ("abc", ", got a single str; use {single}() for one text"),  # was: three one-character embeddings
+    (b"abc", ", got a single bytes; use {single}() for one text"),
+    (None, ", got NoneType"),
+    (42, ", got int"),
+    ({"a": "b"}, ", got dict"),
+    ({"a", "b"}, ", got set"),  # no order to give the vectors back in
+]
+
+
+def _check_batch_method(call, method: str, single: str) -> None:
+    from agent_embeddings import InvalidInputError
+
+    for bad, ending in BAD_BATCHES:
+        with pytest.raises(TypeError) as info:  # an InvalidInputTypeError: a TypeError and an InvalidInputError
+            call(bad)
+        assert isinstance(info.value, InvalidInputError)
+        assert str(info.value) == f"{method}: texts must be a list of strings" + ending.format(single=single), bad
+    with pytest.raises(TypeError, match=rf"^{method}: texts\[1\] must be a string, got NoneType$"):
+        call(["fine", None])
+    with pytest.raises(InvalidInputError, match=rf"^{method}: texts\[0\] is an empty string"):
+        call([""])
+
+
+def test_finding_29_llama_index_batch_arguments_are_checked(e5):
+    from agent_embeddings.integrations.llama_index import AgentEmbedding
+
+    emb = AgentEmbedding(e5, "e5", embed_batch_size=2)
+    expected = e5.encode("e5", ["one", "two", "three"], input_type="document")
+    _check_batch_method(emb.get_text_embedding_batch, "AgentEmbedding.get_text_embedding_batch", "get_text_embedding")
+    _check_batch_method(lambda texts: asyncio.run(emb.aget_text_embedding_batch(texts)),
+                        "AgentEmbedding.aget_text_embedding_batch", "aget_text_embedding")
+    # any ordered iterable is fine: a generator (a raw TypeError before: LlamaIndex takes its len()), a tuple
+    got = emb.get_text_embedding_batch(t for t in ["one", "two", "three"])
+    assert np.abs(np.array(got) - expected).max() <= TOL
+    assert np.abs(np.array(asyncio.run(emb.aget_text_embedding_batch(("one", "two", "three")))) - expected).max() <= TOL
+    with pytest.raises(TypeError, match=r"^AgentEmbedding.get_query_embedding: query must be a string, got NoneType"):
+        emb.get_query_embedding(None)
+    with pytest.raises(TypeError, match=r"^AgentEmbedding.get_text_embedding: text must be a string, got a list"):
+        emb.get_text_embedding(["one"])
+
+
+def test_finding_29_langchain_embed_documents_arguments_are_checked(e5):
+    from agent_embeddings.integrations.langchain import AgentEmbeddings
+
+    emb = AgentEmbeddings(e5, "e5")
+    expected = e5.encode("e5", ["one", "two"], input_type="document")
+    _check_batch_method(emb.embed_documents, "AgentEmbeddings.embed_documents", "embed_query")
+    _check_batch_method(lambda texts: asyncio.run(emb.aembed_documents(texts)),
+                        "AgentEmbeddings.aembed_documents", "aembed_query")
+    assert np.abs(np.array(emb.embed_documents(t for t in ["one", "two"])) - expected).max() <= TOL
+    with pytest.raises(TypeError, match=r"^AgentEmbeddings.embed_query: text must be a string, got NoneType$"):
+        emb.embed_query(None)

@@ -189,4 +189,7 @@ def test_wire_format_round_trip():
 
 
 def test_repr_shows_description():
-    assert repr(CharStats(dims=8)) == "CharStats(provider='test', model='char-stats', dims=8, normalize=False)"
+    gen = CharStats(dims=8)
+    assert repr(gen) == (
+        f"CharStats(provider='test', model='char-stats', dims=8, normalize=False, space_id={gen.space().space_id!r})"
+    )

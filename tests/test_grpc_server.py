@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+import re
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,6 +24,7 @@ from agent_embeddings.server.process import ServeProcess
 from agent_embeddings.vectors import l2_normalize
 
 from ._grpc_support import ServerThread, wait_for
+from ._metrics_support import access_lines, by, samples
 from .fakes import SlowGenerator
 
 
@@ -212,3 +215,139 @@ def test_cli_serve_grpc_answers_and_exits_0_on_sigterm(default_spec: Path, hf_ma
             status = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=5).status
         assert status == health_pb2.HealthCheckResponse.SERVING
         assert served.terminate(timeout_s=30) == 0, served.output
+
+
+# -- issue 19 ----------------------------------------------------------------------------------
+def test_finding_04_an_upstream_failure_reaches_the_caller_as_a_status_and_a_request_id_only(
+    runner, hf_manager, caplog
+):
+    """An ``openai:`` generator behind this server, whose upstream (a real server of ours behind a
+    front that injects the fault) answers 401 naming an internal host: the gRPC caller sees neither
+    the URL nor the upstream's words, only a generic message with the request id; the server's log
+    has the details next to that id."""
+    from agent_embeddings.backends.openai import OpenAIEmbeddingGenerator
+    from agent_embeddings.server.http import serve_in_thread
+
+    from ._faulty_front import faulty_front
+
+    leak = "Internal host db-7.corp.internal:5432 rejected it"
+    with serve_in_thread(hf_manager) as upstream, faulty_front(
+        f"http://{upstream.address}", [(401, {})], message=leak
+    ) as (front, base_url):
+        manager = EmbeddingGeneratorManager()
+        manager.register_generator("remote", OpenAIEmbeddingGenerator(model="hf-minilm", base_url=base_url))
+        server = runner.grpc_server(manager)
+        try:
+            with grpc.insecure_channel(server.address) as channel:
+                stub = pb_grpc.EmbeddingServiceStub(channel)
+                with caplog.at_level("INFO", logger="agent_embeddings"), pytest.raises(grpc.RpcError) as excinfo:
+                    stub.Embed(pb.EmbedRequest(model="remote", inputs=["hello"], request_id="req-finding-4"), timeout=30)
+                # the next call goes through: the server keeps serving, and the front forwarded it
+                assert stub.Embed(pb.EmbedRequest(model="remote", inputs=["hello"]), timeout=30).rows == 1
+        finally:
+            runner.stop(server)
+            manager.close()
+    assert front.injected == [401]
+    details = excinfo.value.details()
+    assert _code(excinfo) == grpc.StatusCode.INTERNAL  # the server's own credentials: not the caller's to fix
+    for secret in ("db-7", "corp.internal", "rejected", base_url.split("//")[1], "127.0.0.1", "401"):
+        assert secret not in details, (secret, details)
+    assert "request id req-finding-4" in details and "'remote'" in details
+    logged = [r.getMessage() for r in caplog.records if r.name == "agent_embeddings.server.grpc"]
+    assert any("req-finding-4" in line and "db-7.corp.internal:5432" in line for line in logged), logged
+
+
+def test_finding_04_a_backend_outage_is_unavailable_without_its_text_and_aios_clients_retry_it(runner, hf_manager):
+    """Statuses stay what the ``aios:`` client acts on: UNAVAILABLE is retried by its channel."""
+    from agent_embeddings.backends.aios import AIOSEmbeddings
+    from agent_embeddings.retry import RetryPolicy
+
+    from .fakes import Flaky
+
+    once = Flaky(hf_manager.get("hf"), failures=1, retry=RetryPolicy(attempts=1))  # the server itself does not retry
+    always = Flaky(hf_manager.get("hf"), failures=10**6, retry=RetryPolicy(attempts=1))
+    manager = EmbeddingGeneratorManager()
+    manager.register_generator("once", once)
+    manager.register_generator("always", always)
+    server = runner.grpc_server(manager)
+    try:
+        with AIOSEmbeddings(grpc_url=server.address, model="once", timeout_s=30) as gen:
+            vectors = gen.encode(["retried"])
+        assert once.calls == 2  # the first answer was UNAVAILABLE; the client's channel sent it again
+        assert np.abs(vectors - hf_manager.encode("hf", ["retried"])).max() <= 1e-5
+        from agent_embeddings.errors import BackendUnavailableError
+
+        with AIOSEmbeddings(grpc_url=server.address, model="always", timeout_s=30) as gen, pytest.raises(
+            BackendUnavailableError
+        ) as excinfo:
+            gen.encode(["down"])
+        assert always.calls > 1  # retried, then given up
+        assert "flaky backend" not in str(excinfo.value) and "request id " in str(excinfo.value)
+    finally:
+        runner.stop(server)
+
+
+def test_finding_15_max_request_bytes_bounds_requests_not_answers(runner, hf_manager, sentences):
+    """A 1 KiB limit: a request of ~200 bytes whose answer is 8 x 384 floats (12 KiB) is answered
+    (it once failed after the model had run: "Sent message larger than max"); a request over the
+    limit is still refused, and Info announces the limit."""
+    server = runner.grpc_server(hf_manager, ServerConfig(max_request_bytes=1024))
+    try:
+        with grpc.insecure_channel(server.address) as channel:
+            stub = pb_grpc.EmbeddingServiceStub(channel)
+            request = pb.EmbedRequest(model="hf", inputs=sentences)
+            assert request.ByteSize() < 1024
+            response = stub.Embed(request, timeout=30)
+            assert response.ByteSize() > 8 * 384 * 4 > 1024
+            vectors = from_float32_bytes(response.vectors, response.rows, response.cols)
+            assert np.abs(vectors - hf_manager.encode("hf", sentences)).max() <= 1e-5
+            with pytest.raises(grpc.RpcError) as excinfo:
+                stub.Embed(pb.EmbedRequest(model="hf", inputs=["x" * 2048]), timeout=30)
+            assert _code(excinfo) == grpc.StatusCode.RESOURCE_EXHAUSTED
+            assert stub.Info(pb.InfoRequest(), timeout=10).max_message_bytes == 1024
+    finally:
+        runner.stop(server)
+
+
+def test_finding_16_grpc_counts_a_passed_deadline_as_such_and_logs_every_call(runner, hf_manager, caplog):
+    """A call whose deadline passes was counted CANCELLED; a cancelled one must stay CANCELLED. Every
+    call, failed ones too, has one access-log line; errors add up to the calls that failed."""
+    slow = SlowGenerator(hf_manager.get("hf"), delay_s=30)  # held until released below
+    manager = EmbeddingGeneratorManager()
+    manager.register_generator("slow", slow)
+    server = runner.grpc_server(manager)
+    try:
+        with caplog.at_level(logging.INFO, logger="agent_embeddings.access"), grpc.insecure_channel(server.address) as channel:
+            stub = pb_grpc.EmbeddingServiceStub(channel)
+            with pytest.raises(grpc.RpcError) as late:
+                stub.Embed(pb.EmbedRequest(model="slow", inputs=["late", "text two"]), timeout=0.5)
+            assert _code(late) == grpc.StatusCode.DEADLINE_EXCEEDED
+            wait_for(lambda: server.active_calls == 0)  # the server has given that call up
+            call = stub.Embed.future(pb.EmbedRequest(model="slow", inputs=["left"]), timeout=30)
+            wait_for(lambda: server.active_calls == 1)  # the server holds it: cancel it now
+            call.cancel()
+            with pytest.raises(grpc.RpcError) as unknown:
+                stub.Embed(pb.EmbedRequest(model="nope", inputs=["x"]), timeout=10)
+            assert _code(unknown) == grpc.StatusCode.NOT_FOUND
+            assert stub.Info(pb.InfoRequest(), timeout=10).models[0].name == "slow"
+
+            def embeds_counted() -> float:  # the server counts a call it gives up when it notices
+                found = samples(server.metrics.render().decode(), "agent_embeddings_requests_total", route="Embed")
+                return sum(found.values())
+
+            wait_for(lambda: embeds_counted() >= 3)
+    finally:
+        slow.release.set()
+        runner.stop(server)
+    text = server.metrics.render().decode()
+    calls = samples(text, "agent_embeddings_requests_total", server="grpc")
+    assert {f"{dict(k)['route']} {dict(k)['status']}": v for k, v in calls.items()} == {
+        "Embed DEADLINE_EXCEEDED": 1, "Embed CANCELLED": 1, "Embed NOT_FOUND": 1, "Info OK": 1,
+    }
+    errors = by("type", samples(text, "agent_embeddings_request_errors_total", server="grpc"))
+    assert errors == {"deadline_exceeded": 1, "cancelled": 1, "model_not_found": 1}
+    lines = access_lines(caplog.records)
+    pattern = r"grpc (Embed|Info) [A-Z_]+ texts=(\d+|-) \d+\.\dms( error=\w+)?"
+    assert len(lines) == 4 and all(re.fullmatch(pattern, line) for line in lines), lines
+    assert lines[0].startswith("grpc Embed DEADLINE_EXCEEDED texts=2 ") and lines[0].endswith("error=deadline_exceeded")
+    assert "late" not in " ".join(lines) and "text two" not in " ".join(lines)

@@ -421,3 +421,27 @@ def test_the_hf_cut_is_configurable(hf_manager):
     assert np.abs(gen.encode([text]) - hf_manager.encode("hf", [text[:20]])).max() <= TOL
     assert np.abs(gen.encode([text]) - hf_manager.encode("hf", [text])).max() > 0.01
     manager.close()
+
+
+# -- issue 19 ----------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("setting", "value"),
+    [
+        ("max_concurrency", 0), ("max_concurrency", -1), ("max_inputs", 0), ("max_inputs", True),
+        ("max_request_bytes", -1), ("max_request_bytes", 2**31), ("max_input_chars", -3), ("max_input_chars", 0),
+        ("grace_period_s", float("nan")), ("grace_period_s", -5.0), ("grace_period_s", float("inf")),
+        ("metrics_port", -1), ("metrics_port", 65536), ("max_inputs", "8"),
+    ],
+)
+def test_finding_15_server_config_refuses_a_bad_limit_naming_the_setting_and_its_flag(setting, value):
+    """The Python API builds servers too: ServerConfig itself refuses what would lock a server up."""
+    from agent_embeddings.errors import ConfigurationError
+
+    with pytest.raises(ConfigurationError) as excinfo:
+        ServerConfig(**{setting: value})
+    message = str(excinfo.value)
+    flag = "--" + setting.removesuffix("_s").replace("_", "-")
+    assert setting in message and flag in message and repr(value) in message and "\n" not in message
+    # the edges of what is accepted
+    ServerConfig(max_concurrency=1, max_inputs=1, max_request_bytes=2**31 - 1, max_input_chars=None,
+                 grace_period_s=0, metrics_port=0)

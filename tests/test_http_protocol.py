@@ -3,6 +3,7 @@ real uvicorn; the server keeps serving after each fault."""
 
 from __future__ import annotations
 
+import threading
 import time
 
 import httpx
@@ -46,17 +47,23 @@ def test_finding_12_trickling_and_idle_connections_are_closed_within_the_read_ti
             break
         time.sleep(0.2)
     for n, sock in enumerate(trickling):
-        answer = read_answer(sock, timeout=1)
+        answer = read_answer(sock, timeout=0.5)  # a 408, unless the reset after our late bytes dropped it
         if answer is not None:
             answers[n] = answer.status
-            assert answer.json()["error"]["code"] == "request_timeout"
-        closed_at.setdefault(n, time.monotonic() - opened)
+        if n not in closed_at and (answer is not None or closed_by_peer(sock, timeout=0.5)):
+            closed_at[n] = time.monotonic() - opened
         sock.close()
     # read timeout 2 s; the margin covers a busy event loop and the 0.2 s steps of this loop
-    assert len(closed_at) == 10 and max(closed_at.values()) < 5, closed_at
-    assert set(answers.values()) <= {408} and answers, answers  # told why, when the answer came through
+    assert len(closed_at) == 10, f"{10 - len(closed_at)} of 10 trickling connections still open after 8 s"
+    assert max(closed_at.values()) < 5, closed_at
+    assert set(answers.values()) <= {408}, answers
     assert closed_by_peer(idle, timeout=3)
     idle.close()
+    stalled = connect(server.address)  # part of a head, then nothing: told why
+    stalled.sendall(b"GET /health HTTP/1.1\r\nHost: t\r\n")
+    answer = read_answer(stalled, timeout=5)
+    stalled.close()
+    assert answer is not None and answer.status == 408 and answer.json()["error"]["code"] == "request_timeout"
     _still_serving(server)
 
 
@@ -92,12 +99,16 @@ def test_finding_12_a_body_that_stops_coming_frees_its_slot(server):
     """A client that announces a body and sends part of it holds its slot only until the read timeout."""
     sock = connect(server.address)
     sock.sendall(post_head("/v1/embeddings", 1000) + b'{"model": "hf", "input": "')
-    time.sleep(0.3)
     url = f"http://{server.address}/v1/embeddings"
-    assert httpx.post(url, json={"model": "hf", "input": "x"}, timeout=30).status_code == 429  # max_concurrency 1
-    assert closed_by_peer(sock, timeout=5)
+    meanwhile: list[int] = []
+    probe = threading.Timer(0.3, lambda: meanwhile.append(
+        httpx.post(url, json={"model": "hf", "input": "x"}, timeout=30).status_code))
+    probe.start()
+    assert closed_by_peer(sock, timeout=5)  # read timeout 2 s; base: open for good
     sock.close()
-    _still_serving(server)
+    probe.join()
+    assert meanwhile == [429]  # max_concurrency 1: the slot was held while the body was awaited...
+    _still_serving(server)  # ...and is free again
 
 
 def test_a_malformed_request_gets_400_in_openai_shape(server):
@@ -110,10 +121,10 @@ def test_a_malformed_request_gets_400_in_openai_shape(server):
     _still_serving(server)
 
 
-def test_header_bounds_are_checked_at_start(hf_manager):
+def test_header_bounds_are_checked_with_the_other_limits():
     from agent_embeddings.errors import ConfigurationError
 
-    with pytest.raises(ConfigurationError, match="--read-timeout"):
-        HttpServer(hf_manager, "127.0.0.1:0", ServerConfig(read_timeout_s=float("nan")))
-    with pytest.raises(ConfigurationError, match="--max-header-bytes"):
-        HttpServer(hf_manager, "127.0.0.1:0", ServerConfig(max_header_bytes=10))
+    with pytest.raises(ConfigurationError, match=r"read_timeout_s \(--read-timeout\)"):
+        ServerConfig(read_timeout_s=float("nan"))
+    with pytest.raises(ConfigurationError, match=r"max_header_bytes \(--max-header-bytes\) must be an integer from 1024"):
+        ServerConfig(max_header_bytes=10)

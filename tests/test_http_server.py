@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+import logging
 import shutil
 import ssl
 import subprocess
@@ -23,6 +24,7 @@ from agent_embeddings.server.config import ServerConfig
 from agent_embeddings.server.http import HttpServer, serve_in_thread
 from agent_embeddings.server.process import ServeProcess
 
+from ._metrics_support import access_lines, by, samples
 from .fakes import SlowGenerator
 
 
@@ -225,6 +227,96 @@ def test_http_listening_socket_disables_nagle():
         assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) == 1
     finally:
         sock.close()
+
+
+# -- issue 19 ----------------------------------------------------------------------------------
+def test_finding_10_env_keys_are_stripped_and_a_non_ascii_token_is_a_401(light_spec):
+    """``AGENT_EMBEDDINGS_API_KEYS="k1, k2"`` through ``serve``: both keys work on both servers; a
+    bearer token that is not ASCII is a 401 (once a 500: ``hmac.compare_digest`` TypeError) on the
+    fast path and on ``/v1/models``."""
+    import grpc
+
+    from agent_embeddings.protocol.convert import pb
+    from agent_embeddings.protocol.gen.aios.embeddings.v1 import embeddings_pb2_grpc as pb_grpc
+
+    env = {"HF_HUB_OFFLINE": "1", "AGENT_EMBEDDINGS_LOAD_PLUGINS": "", "AGENT_EMBEDDINGS_API_KEYS": "k1, k2 ,"}
+    with ServeProcess(light_spec(), http="127.0.0.1:0", grpc="127.0.0.1:0", env=env) as served:
+        base = f"http://{served.addresses['http']}/v1"
+        for key in ("k1", "k2"):
+            assert httpx.get(f"{base}/models", headers={"Authorization": f"Bearer {key}"}).status_code == 200, key
+        assert httpx.get(f"{base}/models", headers={"Authorization": "Bearer k3"}).status_code == 401
+        with grpc.insecure_channel(served.addresses["grpc"]) as channel:
+            info = pb_grpc.EmbeddingServiceStub(channel).Info(
+                pb.InfoRequest(), metadata=(("authorization", "Bearer k2"),), timeout=10
+            )
+        assert [m.name for m in info.models] == ["remote"]
+        token = "Bearer ключ-k2".encode()  # a header carries bytes; Starlette reads them as latin-1
+        models = httpx.get(f"{base}/models", headers={"Authorization": token})
+        fast = httpx.post(f"{base}/embeddings", headers={"Authorization": token}, json={"model": "remote", "input": "x"})
+        for answer in (models, fast):
+            assert answer.status_code == 401 and answer.json()["error"]["code"] == "invalid_api_key", answer.text
+        assert served.terminate() == 0, served.output
+    assert "Traceback" not in served.output and "TypeError" not in served.output
+    # the Python API strips too, and compares bytes
+    config = ServerConfig(api_keys=(SecretStr(" k2\t"),))
+    assert config.accepts_key("k2") and not config.accepts_key("ключ") and not config.accepts_key(" k2\t")
+    from agent_embeddings.errors import ConfigurationError
+
+    for bad in (" ", "k\n2", "ключ"):  # a key no client can send: refused, without showing it
+        with pytest.raises(ConfigurationError, match=r"api_keys\[1\]") as excinfo:
+            ServerConfig(api_keys=(SecretStr("k1"), SecretStr(bad)))
+        assert bad.strip() not in str(excinfo.value) or not bad.strip()
+
+
+ACCESS_LINE = r"http (GET|POST) (/v1/embeddings|/v1/models|/health|/metrics|other) \d{3} texts=(\d+|-) \d+\.\dms( error=\w+)?"
+
+
+def test_finding_16_every_error_answer_is_counted_once_by_cause_and_logged(hf_manager, caplog):
+    """Seven 4xx answers of different kinds (once: requests_total 7, request_errors_total 1, no log
+    line): each counts as an error with its cause, and every request has one access-log line with
+    no key and no text in it."""
+    import re
+
+    from ._grpc_support import wait_for
+
+    key = "k-finding-16-secret"
+    config = ServerConfig(api_keys=(SecretStr(key),), max_inputs=2, max_request_bytes=4096)
+    auth = {"Authorization": f"Bearer {key}"}
+    with caplog.at_level(logging.INFO, logger="agent_embeddings.access"), serve_in_thread(hf_manager, config=config) as srv:
+        base = f"http://{srv.address}"
+        answers = [
+            httpx.post(f"{base}/v1/embeddings", json={"model": "hf", "input": "no key"}),  # 401
+            httpx.get(f"{base}/v1/models", headers={"Authorization": "Bearer wrong"}),  # 401
+            httpx.post(f"{base}/v1/embeddings", content=b"{not json", headers={**auth, "Content-Type": "application/json"}),
+            httpx.post(f"{base}/v1/embeddings", json={"model": "nope", "input": "x"}, headers=auth),  # 404
+            httpx.post(f"{base}/v1/embeddings", json={"model": "hf", "input": ["a", "b", "c"]}, headers=auth),  # 413
+            httpx.post(f"{base}/v1/embeddings", json={"model": "hf", "input": "y" * 5000}, headers=auth),  # 413 body
+            httpx.get(f"{base}/no/such/route"),  # 404
+            httpx.post(f"{base}/v1/embeddings", json={"model": "hf", "input": ["secret text one", "two"]}, headers=auth),
+        ]
+        assert [a.status_code for a in answers] == [401, 401, 400, 404, 413, 413, 404, 200]
+        scraped: list[str] = []
+
+        def all_counted() -> bool:  # a request is counted just after its answer is sent
+            scraped.append(httpx.get(f"{base}/metrics").text)
+            found = samples(scraped[-1], "agent_embeddings_requests_total", server="http")
+            return sum(v for k, v in found.items() if dict(k)["route"] != "/metrics") >= 8
+
+        wait_for(all_counted)
+        metrics = scraped[-1]
+    errors = by("type", samples(metrics, "agent_embeddings_request_errors_total", server="http"))
+    answered = by("status", samples(metrics, "agent_embeddings_requests_total", server="http"))
+    assert sum(v for status, v in answered.items() if int(status) >= 400) == 7 == sum(errors.values())
+    assert errors == {
+        "invalid_api_key": 2, "invalid_json": 1, "model_not_found": 1, "too_many_inputs": 1,
+        "request_too_large": 1, "invalid_request_error": 1,  # no such route: OpenAI's type for it
+    }
+    lines = access_lines(caplog.records)[:8]
+    assert all(re.fullmatch(ACCESS_LINE, line) for line in lines), lines
+    assert lines[0].startswith("http POST /v1/embeddings 401 texts=- ") and lines[0].endswith(" error=invalid_api_key")
+    assert lines[4].startswith("http POST /v1/embeddings 413 texts=3 ") and lines[4].endswith(" error=too_many_inputs")
+    assert lines[6].startswith("http GET other 404 ") and lines[7].startswith("http POST /v1/embeddings 200 texts=2 ")
+    assert key not in caplog.text and "secret text" not in caplog.text and "wrong" not in caplog.text
 
 
 def _certificate(directory: Path, name: str) -> tuple[Path, Path]:

@@ -152,12 +152,12 @@ def test_forward_passes_are_sorted_bounded_and_give_the_same_vectors(hf_manager,
     texts += ["word " * 2000]  # longer than the model reads: counted at its max sequence length
     passes = gen._passes(gen._model(), texts, None)
     assert sorted(i for rows in passes for i in rows) == list(range(len(texts)))
-    order = [len(texts[i]) for rows in passes for i in rows]
+    tokens = [min(len(t) // 4 + 2, gen._model().model.max_seq_length) for t in texts]  # the estimate
+    order = [tokens[i] for rows in passes for i in rows]
     assert order == sorted(order, reverse=True)  # longest first, as sentence-transformers orders a call
     budget = gen.batch_size * gen.PASS_TOKENS_PER_TEXT
     for rows in passes:
-        longest = min(len(texts[rows[0]]) // 4 + 2, gen._model().model.max_seq_length)
-        assert len(rows) <= gen.batch_size and (len(rows) == 1 or longest * len(rows) <= budget)
+        assert len(rows) <= gen.batch_size and (len(rows) == 1 or tokens[rows[0]] * len(rows) <= budget)
     assert [len(rows) for rows in passes] == [1, 1, 1, 1, 1, 1, 8, 8]  # each passage alone, sentences by eight
     on_gpu = gen._passes(dataclasses.replace(gen._model(), cpu=False), texts, None)
     assert [len(rows) for rows in on_gpu] == [8, 8, 6]  # a GPU gets full batches, as sentence-transformers cuts
@@ -197,3 +197,19 @@ def test_finding_01_a_cancelled_hf_call_stops_after_its_forward_pass(hf_manager,
     freed_after = asyncio.run(main())  # asyncio.run also waits for the worker thread to end
     assert len(passes) <= 2 and sum(passes) < len(texts) / 2, (passes, freed_after)
     assert len(gen.encode(["still works"])) == 1
+
+
+def test_finding_20_max_seq_length_over_the_model_limit_is_refused_at_load(hf_manager):
+    # all-MiniLM-L6-v2 has 512 position embeddings: asked for more, torch used to fail on the first
+    # long text ("The size of tensor a (2002) must match the size of tensor b (512)").
+    for asked in (1_000_000_000, 513):
+        gen = HuggingFaceEmbeddingGenerator(model_name=MINILM, max_seq_length=asked, name="long")
+        with pytest.raises(ConfigurationError) as info:
+            gen.warm_up()
+        message = str(info.value)
+        assert message.startswith("hf generator 'long': ") and f"llm_parameters.max_seq_length={asked}" in message
+        assert "the 512 tokens model 'sentence-transformers/all-MiniLM-L6-v2' can read" in message
+    at_limit = HuggingFaceEmbeddingGenerator(model_name=MINILM, max_seq_length=512)
+    long = "word " * 2000  # 2,002 tokens: cut at 512, embedded
+    assert np.isfinite(at_limit.generate(long)).all()
+    assert at_limit._loaded.model.max_seq_length == 512

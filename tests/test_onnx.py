@@ -5,6 +5,7 @@ The packaged all-MiniLM-L6-v2 is exported once per module into a temporary cache
 
 from __future__ import annotations
 
+import json
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -249,3 +250,30 @@ def test_cache_folder_defaults(monkeypatch, tmp_path):
     assert onnx_runtime.cache_root() == tmp_path / "home" / ".cache" / "agent-embeddings" / "onnx"
     monkeypatch.setenv("AGENT_EMBEDDINGS_ONNX_THREADS", "3")
     assert onnx_runtime.cpu_cores() == 3
+
+
+def test_an_fp32_index_refuses_the_int8_build_naming_the_precision(int8, hf_manager, tmp_path):
+    """int8 weights move every vector: another space (issue 20), said as such, not 'a different model'."""
+    from agent_embeddings import EmbeddingGeneratorManager
+    from agent_embeddings.bulk import embed_dataset
+    from agent_embeddings.errors import EmbeddingSpaceError
+
+    source = tmp_path / "c.jsonl"
+    source.write_text("".join(json.dumps({"text": t}) + "\n" for t in SENTENCES[:4]))
+    embed_dataset(hf_manager, "hf", source, tmp_path / "vectors")
+    assert int8.space().precision == "int8" and int8.space().space_id != hf_manager.get("hf").space().space_id
+    manager = EmbeddingGeneratorManager()
+    manager.register_generator("int8", int8)
+    with pytest.raises(EmbeddingSpaceError, match="the precision changed from 'fp32' to 'int8'") as caught:
+        manager.verify_space("int8", tmp_path / "vectors")
+    assert "a different model" not in str(caught.value)
+
+
+def test_finding_20_max_seq_length_over_the_model_limit_is_refused_on_onnx(int8, onnx_cache: Path):
+    assert int8._loaded.model.meta["max_positions"] == 512  # recorded at export: the bound for every load
+    gen = HuggingFaceEmbeddingGenerator(
+        model_name=MINILM, backend="onnx-int8", onnx_cache_dir=str(onnx_cache), max_seq_length=100_000, name="o"
+    )
+    with pytest.raises(ConfigurationError, match=r"^hf generator 'o': llm_parameters.max_seq_length=100000 is more "
+                                                 r"than the 512 tokens model"):
+        gen.warm_up()

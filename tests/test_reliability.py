@@ -342,7 +342,7 @@ def test_manager_stats_and_prometheus_metrics(hf_manager, sentences, runner):
         text = httpx.get(f"http://{grpc_server.metrics_address}/metrics").text
         assert 'agent_embeddings_requests_total{route="Embed",server="grpc",status="OK"} 1.0' in text
         assert 'agent_embeddings_requests_total{route="Embed",server="grpc",status="NOT_FOUND"} 1.0' in text
-        assert 'agent_embeddings_request_errors_total{server="grpc",type="UnknownGeneratorError"} 1.0' in text
+        assert 'agent_embeddings_request_errors_total{server="grpc",type="model_not_found"} 1.0' in text
         assert 'agent_embeddings_generator_calls_total{generator="local",provider="hf"} 3.0' in text
     finally:
         runner.stop(grpc_server)

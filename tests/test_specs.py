@@ -220,3 +220,56 @@ def test_configuration_errors_from_a_backend_name_the_spec_location(root: Path, 
     message = str(info.value)
     assert message.startswith(f"{root / 'specs' / 'agent-retriever.json'}: models[0] ('openai:text-embedding-3-small'): ")
     assert "no API key" in message
+
+
+# -- issue 19, finding 20: hostile spec files get a SpecError naming the file, the item and the field --
+def test_finding_20_deep_nesting_is_a_spec_error(tmp_path: Path):
+    deep = '{"subject_id": "t", "models": [' + "[" * 100_000 + "]" * 100_000 + "]}"
+    assert load_error(tmp_path, deep) == f"{tmp_path / 'spec.json'}: JSON nested more than 64 levels deep"
+    # Deep enough to pass the JSON parser, deep enough to overflow the recursive walks after it
+    # (pydantic, the redaction of secrets in repr()) before the bound.
+    nested: dict = {}
+    for _ in range(900):
+        nested = {"a": nested}
+    item = {"llm_type": "embeddings", "llm_block_id": HF, "llm_selection_query": nested}
+    message = load_error(tmp_path, spec_with(item))
+    assert message == f"{tmp_path / 'spec.json'}: models[0].llm_selection_query.a.a.a...: nested more than 64 levels deep"
+    loop: dict = {"subject_id": "t", "models": []}
+    loop["tools"] = [loop]  # a mapping from Python may even be cyclic
+    with pytest.raises(SpecError, match=r"^<mapping>: tools\[0\]\.tools\[0\]\.tools.*nested more than 64 levels"):
+        load_spec(loop)
+    shallow = spec_with({**item, "llm_selection_query": {"a": {"b": {"c": [[{"d": 1}]]}}}})
+    assert load_spec(shallow).models[0].llm_selection_query["a"]["b"]["c"] == [[{"d": 1}]]
+
+
+def test_finding_20_a_number_too_long_to_read_is_a_spec_error(tmp_path: Path):
+    text = '{"subject_id": "t",\n "models": [{"llm_type": "embeddings", "llm_block_id": "%s",\n' % HF
+    text += '   "llm_parameters": {"batch_size": ' + "9" * 5000 + "}}]}"
+    message = load_error(tmp_path, text)
+    assert message == f"{tmp_path / 'spec.json'}: a number of 5000 digits at line 3, column 37 is too long"
+    with pytest.raises(SpecError, match=r"^<json string>: a number of 4301 digits at line 1, column 16"):
+        load_spec('{"subject_id": -' + "1" * 4301 + "}")
+    big = load_spec(spec_with(hf_item(dims=10**30)) | {"extra": 10**4000})  # long, but not too long: kept
+    assert big.model_extra == {"extra": 10**4000}
+
+
+def test_finding_20_a_misspelt_llm_type_is_named_with_a_suggestion(tmp_path: Path, caplog):
+    typo = {"llm_type": "embedings", "llm_block_id": HF}
+    message = load_error(tmp_path, spec_with(typo, {"llm_type": "chat", "llm_block_id": "openai:gpt-4o"}))
+    assert message == (
+        f"{tmp_path / 'spec.json'}: no embedding generator in this spec; every item is skipped: "
+        f"models[0] ('{HF}'): llm_type 'embedings' is not 'embeddings' (did you mean 'embeddings'?); "
+        "models[1] ('openai:gpt-4o'): llm_type 'chat' is not 'embeddings'"
+    )
+    assert load_error(tmp_path, spec_with()).endswith("spec.json: no embedding generator in this spec; models is empty")
+    # Beside a good item, a near miss builds nothing and is logged; another type is skipped quietly.
+    with caplog.at_level("WARNING", logger="agent_embeddings.manager"):
+        manager = EmbeddingGeneratorManager.from_subject_spec(
+            write(tmp_path, spec_with({**hf_item(), "name": "ok"}, {**typo, "llm_type": "Embedding", "name": "lost"},
+                                      {"llm_type": "chat", "llm_block_id": "openai:gpt-4o"}))
+        )
+    assert manager.names() == ["ok"]
+    assert [r.getMessage() for r in caplog.records] == [
+        f"{tmp_path / 'spec.json'}: models[1] ('{HF}'): llm_type 'Embedding' is not 'embeddings' "
+        "(did you mean 'embeddings'?); this item builds no generator"
+    ]

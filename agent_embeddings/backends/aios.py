@@ -30,6 +30,7 @@ from ..hookspecs import hookimpl
 from ..redaction import remember_secret
 from ..results import BackendResult
 from ..retry import RetryPolicy
+from ..space import SpaceIdentity, remote_space
 from ..specs import GeneratorParams, ModelItem
 from ..vectors import InputType
 
@@ -244,6 +245,27 @@ class AIOSEmbeddings(AbstractEmbeddingGenerator):
 
     async def __aexit__(self, *exc: object) -> None:
         await self.aclose()
+
+    # -- the embedding space ---------------------------------------------------------------
+    def space(self) -> SpaceIdentity:
+        """The space the server publishes for the model in Info, after what this client does (it asks
+        for raw vectors and normalizes them itself, sends input types, may narrow ``dimensions``);
+        a server that publishes none is known by the model's name, and the probes decide."""
+        self._server_info()
+        served = self._served
+        if served is None or served.space is None:
+            return self._declared_space()
+        return remote_space(
+            served.space, normalize=self.normalize, dimensions=self.dimensions, sends_input_type=True,
+            server_normalizes=False,
+        )
+
+    def known_space(self) -> SpaceIdentity | None:
+        return self.space() if self._info is not None else None
+
+    def cache_scope(self) -> str | None:
+        served = self._served
+        return None if served is not None and served.space is not None else self.grpc_url
 
     # -- server info -----------------------------------------------------------------------
     def warm_up(self) -> None:

@@ -23,13 +23,16 @@ from pydantic import Field, PositiveInt, field_validator, model_validator
 from .._deps import require
 from ..base import AbstractEmbeddingGenerator
 from ..batching import CHARS_PER_TOKEN as TOKEN_CHARS
+from ..batching import forward_passes
 from ..cancellation import raise_if_cancelled
 from ..errors import ConfigurationError, ModelNotFoundError
 from ..hookspecs import hookimpl
 from ..results import BackendResult
+from ..space import SpaceIdentity
 from ..specs import GeneratorParams, ModelItem
 from ..vectors import InputType
 from .onnx_runtime import cache_root, load_onnx_encoder
+from .positions import config_position_limit, position_limit
 
 __all__ = ["HuggingFaceEmbeddingGenerator", "HuggingFaceParams"]
 
@@ -182,6 +185,7 @@ class HuggingFaceEmbeddingGenerator(AbstractEmbeddingGenerator):
                     cache_dir=self.params.onnx_cache_dir,
                     who=self._who(),
                 )
+                self._check_seq_length(encoder.meta.get("max_positions") or config_position_limit(path))
                 loaded = _LoadedModel(model=encoder, dims=encoder.get_embedding_dimension(), lock=threading.Lock())
                 _shared[key] = loaded
                 return loaded
@@ -196,12 +200,27 @@ class HuggingFaceEmbeddingGenerator(AbstractEmbeddingGenerator):
                 )
             except OSError as exc:
                 raise ModelNotFoundError(f"{self._who()}: cannot load model from {path}: {exc}") from exc
+            self._check_seq_length(position_limit(model))
             if self.params.max_seq_length is not None:
                 model.max_seq_length = self.params.max_seq_length
             get_dims = getattr(model, "get_embedding_dimension", None) or model.get_sentence_embedding_dimension
             loaded = _LoadedModel(model=model, dims=int(get_dims()), lock=threading.Lock(), cpu=device == "cpu")
             _shared[key] = loaded
             return loaded
+
+    def _check_seq_length(self, limit: int | None) -> None:
+        """Refuse a ``max_seq_length`` over the model's own limit now, not on the first long text.
+
+        Refused rather than clamped: the spec asks for something the model cannot do, and a
+        silent clamp would hide that texts are cut earlier than it says.
+        """
+        asked = self.params.max_seq_length
+        if asked is not None and limit is not None and asked > limit:
+            raise ConfigurationError(
+                f"{self._who()}: llm_parameters.max_seq_length={asked} is more than the {limit} tokens model "
+                f"{self.model_name!r} can read (its position embeddings); set it to {limit} or less, or leave it "
+                "out for the model's own default"
+            )
 
     def _onnx_device(self) -> str:
         """ONNX Runtime runs these models on the CPU; a spec asking for another device is an error."""
@@ -273,6 +292,35 @@ class HuggingFaceEmbeddingGenerator(AbstractEmbeddingGenerator):
         """The prompt a query or document is embedded with (the model is loaded to read its prompts)."""
         return None if input_type is None else (self._prompt(self._model(), input_type) or "")
 
+    def _effective_prompt(self, loaded: _LoadedModel, input_type: InputType | None) -> str | None:
+        """The prompt texts of ``input_type`` really get: the spec's or the model's named one, else the
+        model's default prompt (which sentence-transformers applies by itself), else none."""
+        prompt = self._prompt(loaded, input_type)
+        if prompt is None:
+            default = getattr(loaded.model, "default_prompt_name", None)
+            prompt = (getattr(loaded.model, "prompts", None) or {}).get(default) if default else None
+        return prompt or None
+
+    def space(self) -> SpaceIdentity:
+        """Read off the loaded model: effective prompts, width and sequence limit; int8 weights are
+        their own precision (the vectors move), fp32 torch and ONNX share one."""
+        loaded = self._model()
+        seq = getattr(loaded.model, "max_seq_length", None)
+        return SpaceIdentity(
+            model=self.model_identity, revision=self.params.revision,
+            precision="int8" if self.params.backend == "onnx-int8" else "fp32",
+            prompt=self._effective_prompt(loaded, None), query_prompt=self._effective_prompt(loaded, "query"),
+            document_prompt=self._effective_prompt(loaded, "document"), normalize=self.normalize,
+            dims=self.dimensions or self.dims or loaded.dims, dimensions=self.dimensions,
+            max_seq_length=int(seq) if seq else None,
+        )
+
+    def known_space(self) -> SpaceIdentity | None:
+        return self.space() if self._loaded is not None else None
+
+    def cache_scope(self) -> str | None:
+        return None  # the space (model, precision, prompts, limits) pins the vectors down
+
     def _embed_batch(self, texts: list[str], *, input_type: InputType | None = None) -> BackendResult:
         loaded = self._model()
         limit = self._input_limit(loaded)
@@ -299,31 +347,11 @@ class HuggingFaceEmbeddingGenerator(AbstractEmbeddingGenerator):
         return BackendResult(out, None if all_counts is None else sum(all_counts), all_counts)
 
     def _passes(self, loaded: _LoadedModel, texts: list[str], prompt: str | None) -> list[list[int]]:
-        """Row indices per forward pass: longest first, as sentence-transformers orders one call's
-        texts, each pass within ``batch_size`` texts and the padded-token budget."""
+        """Row indices per forward pass, by estimated tokens (:func:`..batching.forward_passes`)."""
         most = getattr(loaded.model, "max_seq_length", None) or 1 << 30  # the model reads no further
-        size = self.batch_size
-        budget = size * (self.PASS_TOKENS_PER_TEXT if loaded.cpu else most)
         extra = len(prompt) // TOKEN_CHARS + 2 if prompt else 2  # the prompt, the [CLS]/[SEP] a tokenizer adds
-
-        def tokens(text: str) -> int:
-            return min(len(text) // TOKEN_CHARS + extra, most)
-
-        if len(texts) <= size and len(texts) * tokens(max(texts, key=len)) <= budget:
-            return [list(range(len(texts)))]  # the common case: one pass, nothing to sort
-        order = sorted(range(len(texts)), key=lambda i: -len(texts[i]))
-        passes: list[list[int]] = []
-        current: list[int] = []
-        longest = 0
-        for i in order:
-            if current and (len(current) >= size or longest * (len(current) + 1) > budget):
-                passes.append(current)
-                current = []
-            if not current:
-                longest = tokens(texts[i])
-            current.append(i)
-        passes.append(current)
-        return passes
+        budget = self.batch_size * (self.PASS_TOKENS_PER_TEXT if loaded.cpu else most)
+        return forward_passes([min(len(t) // TOKEN_CHARS + extra, most) for t in texts], self.batch_size, budget)
 
     def _forward(
         self, loaded: _LoadedModel, texts: list[str], prompt: str | None

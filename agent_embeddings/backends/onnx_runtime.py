@@ -10,9 +10,8 @@ The export needs torch and sentence-transformers (the ``hf`` extra) once; it nev
 network unless ``allow_download`` is set. The result is cached under
 ``$AGENT_EMBEDDINGS_CACHE_DIR/onnx`` (default ``~/.cache/agent-embeddings/onnx``) in a folder
 named after a hash of the model's files (name, size, mtime) and the export recipe, so a later
-load needs only onnxruntime and the tokenizer. Each artifact is written to a temporary folder
-and renamed into place, so concurrent processes never see half-written files.
-"""
+load needs only onnxruntime and the tokenizer. Artifacts are written to a temporary folder and
+renamed into place: concurrent processes never see half-written files."""
 
 from __future__ import annotations
 
@@ -33,6 +32,7 @@ import numpy as np
 from .._deps import require
 from ..cache import cache_dir
 from ..errors import ConfigurationError, ModelNotFoundError
+from .positions import position_limit
 
 __all__ = ["BACKENDS", "OnnxEncoder", "cache_root", "load_onnx_encoder", "stats"]
 
@@ -312,6 +312,7 @@ def _pipeline(model: Any, who: str) -> dict[str, Any]:
         "normalize": names[2:] == ["Normalize"],
         "do_lower_case": bool(getattr(model[0], "do_lower_case", False)),
         "max_seq_length": model.max_seq_length,
+        "max_positions": position_limit(model),  # the bound on llm_parameters.max_seq_length
         "dims": int((getattr(model, "get_embedding_dimension", None) or model.get_sentence_embedding_dimension)()),
         "prompts": {k: v for k, v in (getattr(model, "prompts", None) or {}).items() if v is not None},
         "default_prompt_name": getattr(model, "default_prompt_name", None),

@@ -20,8 +20,6 @@ is required at build time unless the endpoint is on loopback or ``api_key_requir
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
 import inspect
 import json
 import logging
@@ -41,7 +39,6 @@ from ..base import AbstractEmbeddingGenerator
 from ..errors import (
     BackendError,
     ConfigurationError,
-    EmbeddingContractError,
     InvalidInputError,
 )
 from ..hookspecs import hookimpl
@@ -50,9 +47,11 @@ from ..redaction import redact, remember_secret
 from ..results import BackendResult
 from ..retry import RetryPolicy, remaining
 from ..secrets import resolve_secret_ref
+from ..space import SpaceIdentity, identity_from, remote_space
 from ..specs import GeneratorParams, ModelItem
 from ..vectors import InputType
 from .openai_errors import safe_cause, translate_error
+from .openai_response import decode_embeddings
 from .openai_tokens import MAX_TOKENS_PER_INPUT, Tokenizer, make_tokenizer
 
 __all__ = ["OpenAIEmbeddingGenerator", "OpenAIParams"]
@@ -64,6 +63,7 @@ DEFAULT_MODEL = "text-embedding-3-small"
 MAX_INPUTS_PER_REQUEST = 2048
 MAX_TOKENS_PER_REQUEST = 300_000
 Truncate = Literal["end", "start", "error"]
+_UNASKED = object()
 TokenizerChoice = Literal["auto", "tiktoken", "estimate"]
 
 
@@ -186,6 +186,8 @@ class OpenAIEmbeddingGenerator(AbstractEmbeddingGenerator):
         except openai.OpenAIError as exc:
             raise ConfigurationError(f"{self._who()}: cannot configure the client for {self.endpoint}: "
                                      f"{redact(str(exc))}") from None
+        self._published: Any = _UNASKED  # the endpoint's space: not asked yet, None (none) or an identity
+        self._space_lock = threading.Lock()
         # One async client per event loop: an httpx connection pool cannot move between loops.
         self._aclients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Any] = weakref.WeakKeyDictionary()
         self._aclient_lock = threading.Lock()
@@ -262,9 +264,6 @@ class OpenAIEmbeddingGenerator(AbstractEmbeddingGenerator):
         tok = self.tokenizer
         return sum(tok.count(list(texts))) if tok.exact else None
 
-    def warm_up(self) -> None:
-        self.tokenizer  # noqa: B018 - loads the BPE ranks now rather than on the first call
-
     def _chunk_size(self) -> int:
         # Requests are cut to the endpoint's limits in _plan(); hand over everything at once.
         return 1 << 62
@@ -313,6 +312,63 @@ class OpenAIEmbeddingGenerator(AbstractEmbeddingGenerator):
     def input_signature(self, input_type: InputType | None) -> str | None:
         """``input_type`` changes the vectors only where it is sent (``input_type_field``)."""
         return input_type if self.params.input_type_field else None
+
+    # -- the embedding space -------------------------------------------------------------------
+    def space(self) -> SpaceIdentity:
+        """The endpoint's published space (``GET /models/{model}``'s ``space``, as our server answers),
+        after what this client changes; for an endpoint that publishes none (OpenAI itself, most
+        peers), the model name and the declared settings: the probes decide."""
+        published = self._published_space()
+        if published is None:
+            return self._declared_space()
+        return remote_space(
+            published, normalize=self.normalize, dimensions=self.dimensions,
+            sends_input_type=bool(self.params.input_type_field), server_normalizes=True,
+        )
+
+    def known_space(self) -> SpaceIdentity | None:
+        return self.space() if self._published is not _UNASKED else None
+
+    def cache_scope(self) -> str | None:
+        # A space known by model name alone does not pin the vectors down: keep endpoints apart.
+        return None if self._published not in (None, _UNASKED) else self.endpoint
+
+    def _published_space(self) -> SpaceIdentity | None:
+        """Ask the endpoint once; an endpoint without the extension answers a status (or a card
+        without ``space``) and is remembered as publishing none. A connection failure is raised
+        and asked again next time."""
+        if self._published is _UNASKED:
+            with self._space_lock:
+                if self._published is _UNASKED:
+                    self._published = self._fetch_space()
+        published: SpaceIdentity | None = self._published
+        return published
+
+    def _fetch_space(self) -> SpaceIdentity | None:
+        import openai
+
+        try:
+            raw = self._client.models.with_raw_response.retrieve(
+                self.model, timeout=self.timeout, **({"extra_headers": self._extra_headers} if self._extra_headers else {})
+            )
+            card = json.loads(raw.http_response.content)
+        except openai.APIStatusError:
+            return None
+        except (ValueError, UnicodeDecodeError):
+            return None
+        except Exception as exc:
+            raise self._translate(exc, self.timeout) from None
+        published = identity_from(card.get("space") if isinstance(card, dict) else None)
+        if published is not None:
+            log.info("%s takes the embedding space %s published by %s", self._who(), published.space_id, self.endpoint)
+        return published
+
+    def warm_up(self) -> None:
+        self.tokenizer  # noqa: B018 - loads the BPE ranks now rather than on the first call
+        try:
+            self._published_space()
+        except BackendError as exc:  # the first call will say it again, with retries
+            log.warning("%s: cannot ask %s for its embedding space yet: %s", self._who(), self.endpoint, exc)
 
     def _attempt_timeout(self) -> float:
         """This request's timeout: ``timeout``, or less when the call's retry deadline is nearer."""
@@ -379,46 +435,7 @@ class OpenAIEmbeddingGenerator(AbstractEmbeddingGenerator):
         return BackendResult(matrix, tokens)
 
     def _decode(self, content: bytes, rows: int) -> tuple[np.ndarray, int | None]:
-        """Parse an embeddings response: vectors placed by ``index``, plus usage."""
-        where = f"{self._who()} at {self.endpoint}"
-        try:
-            body = json.loads(content)
-        except (ValueError, UnicodeDecodeError):
-            raise BackendError(f"{where}: the response is not valid JSON ({_preview(content)})") from None
-        data = body.get("data") if isinstance(body, dict) else None
-        if not isinstance(data, list):
-            raise EmbeddingContractError(f"{where}: the response has no 'data' list ({_preview(content)})")
-        if len(data) != rows:
-            raise EmbeddingContractError(f"{where}: returned {len(data)} embeddings for {rows} inputs")
-        vectors: list[np.ndarray | None] = [None] * rows
-        for pos, item in enumerate(data):
-            index = item.get("index", pos) if isinstance(item, dict) else None
-            if not isinstance(index, int) or not 0 <= index < rows or vectors[index] is not None:
-                raise EmbeddingContractError(f"{where}: data[{pos}] has a missing, duplicate or invalid index {index!r}")
-            vectors[index] = self._vector(item.get("embedding"), where, pos)
-        widths = {v.shape[0] for v in vectors}  # type: ignore[union-attr]
-        if len(widths) != 1:
-            raise EmbeddingContractError(f"{where}: returned vectors of unequal lengths {sorted(widths)}")
-        usage = body.get("usage")
-        tokens = usage.get("prompt_tokens") if isinstance(usage, dict) else None
-        return np.stack(vectors), (tokens if isinstance(tokens, int) else None)  # type: ignore[arg-type]
-
-    @staticmethod
-    def _vector(embedding: Any, where: str, pos: int) -> np.ndarray:
-        if isinstance(embedding, str):  # base64 of little-endian float32
-            try:
-                packed = base64.b64decode(embedding, validate=True)
-            except (binascii.Error, ValueError):
-                raise EmbeddingContractError(f"{where}: data[{pos}].embedding is not valid base64") from None
-            if not packed or len(packed) % 4:
-                raise EmbeddingContractError(f"{where}: data[{pos}].embedding is {len(packed)} bytes, not float32s")
-            return np.frombuffer(packed, dtype="<f4")
-        if isinstance(embedding, list) and embedding:  # a server that ignores encoding_format
-            try:
-                return np.asarray(embedding, dtype=np.float32)
-            except (TypeError, ValueError):
-                pass
-        raise EmbeddingContractError(f"{where}: data[{pos}].embedding is neither base64 nor a list of numbers")
+        return decode_embeddings(content, rows, where=f"{self._who()} at {self.endpoint}")
 
     # -- errors ------------------------------------------------------------------------------
     def _translate(self, exc: Exception, timeout: float) -> Exception:
@@ -443,11 +460,6 @@ def _display_url(url: str) -> str:
     if parts.port:
         netloc += f":{parts.port}"
     return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
-
-
-def _preview(content: bytes) -> str:
-    text = content[:80].decode("utf-8", "replace")
-    return f"starts with {text!r}" if content else "empty body"
 
 
 @hookimpl

@@ -15,8 +15,9 @@ _SHOWN_IDS = 20
 
 
 def cmd_bulk(args: argparse.Namespace) -> int:
-    if getattr(args, "bulk_command", None) == "verify":
-        return cmd_verify(args)
+    command = getattr(args, "bulk_command", None)
+    if command is not None:
+        return int({"verify": cmd_verify, "info": cmd_info, "compare": cmd_compare}[command](args))
     missing = [flag for flag, value in (("--spec", args.spec), ("--input", args.input), ("--output", args.output))
                if value is None]
     if missing:
@@ -29,7 +30,7 @@ def cmd_bulk(args: argparse.Namespace) -> int:
         name = pick_name(manager, args.name)
         report = embed_dataset(
             manager, name, args.input, args.output, text_column=args.text_column, id_column=args.id_column,
-            engine=args.engine, input_type=None if args.input_type == "none" else args.input_type,
+            keep_columns=_columns(args.keep_columns), append=args.append, engine=args.engine, input_type=None if args.input_type == "none" else args.input_type,
             shard_rows=args.shard_rows, skip_invalid=args.skip_invalid, overwrite=args.overwrite,
             concurrency=args.concurrency, progress=args.progress, ray_address=args.ray_address,
             workers=args.workers, gpus_per_worker=args.gpus_per_worker,
@@ -48,6 +49,10 @@ def cmd_bulk(args: argparse.Namespace) -> int:
     return 0
 
 
+def _columns(value: str | None) -> list[str]:
+    return [c.strip() for c in value.split(",") if c.strip()] if value else []
+
+
 def cmd_verify(args: argparse.Namespace) -> int:
     from ..cli_common import load_manager, pick_name
 
@@ -59,6 +64,92 @@ def cmd_verify(args: argparse.Namespace) -> int:
         manager.close()
     print(f"{args.output}: {name!r} {check.explain()}")
     return 0
+
+
+def cmd_info(args: argparse.Namespace) -> int:
+    from .manifest import describe_output
+
+    info = describe_output(args.output)
+    if args.json:
+        print(json.dumps(info, default=str))
+        return 0
+    print(f"{info['output']}: space {info['space_id']} ({info['identity']['model']}, {info['dims']} dims, "
+          f"normalize={info['identity']['normalize']}), generator {info['generator']!r}, input_type "
+          f"{info['input_type']}")
+    print(f"  {info['rows']} rows in {info['shards']} shards, {info['bytes'] / 1e6:.1f} MB, snapshot "
+          f"{info['snapshot']}, updated {info['updated']}")
+    for record in info["inputs"]:
+        print(f"  input {record['source']}: {record['rows']} rows, id column {record['id_column']}, fingerprint "
+              f"{record['fingerprint']}")
+    for sync in info["syncs"][-5:]:
+        print(f"  {sync['at']} {sync['kind']}: +{sync['added']} ~{sync['changed']} ={sync['unchanged']} "
+              f"-{sync['removed']}, {sync['embedded']} embedded in {sync['seconds']:.1f}s")
+    return 0
+
+
+def read_queries(path: str) -> list[str]:
+    """Queries, one per line; or JSON Lines with a "query" (or "text") field."""
+    from pathlib import Path
+
+    try:
+        lines = [line for line in Path(path).read_text(encoding="utf-8").split("\n") if line.strip()]
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InvalidInputError(f"{path}: cannot read the queries: {exc}") from None
+    if path.endswith((".jsonl", ".ndjson")):
+        queries = []
+        for number, line in enumerate(lines, 1):
+            try:
+                row = json.loads(line)
+                queries.append(str(row.get("query", row.get("text"))))
+            except (ValueError, AttributeError):
+                raise InvalidInputError(f"{path}, line {number}: not a JSON object with a 'query' field") from None
+        return queries
+    return [line.strip() for line in lines]
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    from ..cli_common import load_manager
+    from .search import compare_outputs
+
+    manager = load_manager(args.spec)
+    try:
+        result = compare_outputs(manager, args.old, args.new, read_queries(args.queries), k=args.k, show=args.show)
+    finally:
+        manager.close()
+    print(json.dumps(result.to_json(), default=str) if args.json else result.summary())
+    return 0
+
+
+def cmd_search(args: argparse.Namespace) -> int:
+    """``agent-embeddings search``: exact top-k over a bulk output, the query embedded as a query."""
+    from ..cli_common import load_manager, pick_name
+
+    manager = load_manager(args.spec)
+    try:
+        name = pick_name(manager, args.name)
+        hits = manager.search(name, args.output, args.query, k=args.k)
+    finally:
+        manager.close()
+    if args.json:
+        for hit in hits:
+            print(json.dumps({"id": hit.id, "score": hit.score, **hit.columns}, default=str))
+        return 0
+    for rank, hit in enumerate(hits, 1):
+        shown = "  ".join(f"{k}={str(v)[:80]!r}" for k, v in hit.columns.items())
+        print(f"{rank:>3}  {hit.score:.4f}  {hit.id!r}  {shown}".rstrip())
+    return 0
+
+
+def add_search_parser(sub: Any) -> None:
+    """Add ``search`` to the CLI's sub-commands."""
+    p = sub.add_parser("search", help="exact top-k over a bulk output for a query (streamed, bounded memory)")
+    p.add_argument("--spec", required=True, help="subject spec JSON file")
+    p.add_argument("--name", help="generator name (needed when the spec has several)")
+    p.add_argument("--output", required=True, help="the bulk output directory")
+    p.add_argument("--k", type=int, default=10, help="results to show (default: 10)")
+    p.add_argument("--json", action="store_true", help="one JSON line per result")
+    p.add_argument("query", help="the query text")
+    p.set_defaults(func=cmd_search)
 
 
 def add_bulk_parser(sub: Any) -> None:
@@ -76,7 +167,12 @@ def add_bulk_parser(sub: Any) -> None:
     p.add_argument("--input", help="a Parquet, JSON Lines or CSV file, or a directory of them")
     p.add_argument("--output", help="the output directory")
     p.add_argument("--text-column", default="text", help="column holding the texts (default: text)")
-    p.add_argument("--id-column", help="column holding row ids (default: the row number)")
+    p.add_argument("--id-column", help="column holding row ids (default: the row number); needed to sync a "
+                   "changed input")
+    p.add_argument("--keep-columns", metavar="COL,COL",
+                   help="input columns to copy into the output beside id and embedding (e.g. text,title)")
+    p.add_argument("--append", action="store_true",
+                   help="add this input to an output that holds another input's vectors (same space; ids unique)")
     p.add_argument("--engine", choices=["local", "ray"], default="local")
     p.add_argument("--input-type", choices=["document", "query", "none"], default="document",
                    help="embed rows as documents (default), queries, or with no input type")
@@ -94,9 +190,22 @@ def add_bulk_parser(sub: Any) -> None:
     prog.add_argument("--progress", dest="progress", action="store_true", default=None)
     prog.add_argument("--no-progress", dest="progress", action="store_false")
     p.set_defaults(func=cmd_bulk)
-    verbs = p.add_subparsers(dest="bulk_command", metavar="verify")
+    verbs = p.add_subparsers(dest="bulk_command", metavar="{verify,info,compare}")
     v = verbs.add_parser("verify", help="check that a generator embeds into an output's space")
     v.add_argument("--output", required=True, help="the output directory (or its _embedding.json)")
     v.add_argument("--spec", required=True, help="subject spec JSON file")
     v.add_argument("--name", help="generator name (needed when the spec has several)")
     v.set_defaults(func=cmd_bulk)
+    i = verbs.add_parser("info", help="an output's space, rows, inputs, syncs and size")
+    i.add_argument("output", help="the output directory")
+    i.add_argument("--json", action="store_true", help="print it as one JSON object")
+    i.set_defaults(func=cmd_bulk)
+    c = verbs.add_parser("compare", help="how retrieval changes between two outputs of one corpus (two spaces)")
+    c.add_argument("old", help="the output agents use now")
+    c.add_argument("new", help="the output in the space to move to")
+    c.add_argument("--spec", required=True, help="a spec with a generator for each output's space")
+    c.add_argument("--queries", required=True, help="queries: a text file, one per line, or JSON Lines")
+    c.add_argument("--k", type=int, default=10, help="neighbours compared per query (default: 10)")
+    c.add_argument("--show", type=int, default=5, help="queries that change most, shown (default: 5)")
+    c.add_argument("--json", action="store_true", help="print the comparison as one JSON object")
+    c.set_defaults(func=cmd_bulk)

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..vectors import InputType
+from .donor import Donor
 from .shard import ShardResult, embed_shard, shard_name, write_shard
 from .source import Corpus, Shard
 
@@ -32,8 +33,8 @@ class Job:
 
     name: str
     corpus: Corpus
-    output: Path
-    fingerprint: str
+    output: Path  # the snapshot being written
+    key: str  # the input's shard-name prefix
     shard_rows: int
     dims: int
     input_type: InputType | None
@@ -41,9 +42,13 @@ class Job:
     step: int
     concurrency: int = 1
     spec: dict[str, Any] | None = field(default=None, repr=False)  # the subject spec, for Ray workers
+    #: the space's prompt for the job's input type: part of each row's content hash
+    prompt: str | None = None
+    #: the previous snapshot's rows of this input (a sync), or None (a build)
+    donor: Donor | None = field(default=None, repr=False)
 
     def shard_path(self, index: int) -> Path:
-        return self.output / shard_name(self.fingerprint, index)
+        return self.output / shard_name(self.key, index)
 
 
 def process_shard(
@@ -57,6 +62,7 @@ def process_shard(
     table, result = embed_shard(
         shard, embed, text_column=job.corpus.text_column, id_column=job.corpus.id_column,
         skip_invalid=job.skip_invalid, dims=job.dims, step=job.step, concurrency=job.concurrency, progress=progress,
+        prompt=job.prompt, donor=job.donor,
     )
     write_shard(table, result, job.output, job.shard_path(shard.index).name)
     return result
@@ -66,8 +72,11 @@ def process_shard(
 class BulkReport:
     """What a bulk job did.
 
-    ``rows`` counts every row of this input now in the output; ``embedded`` the rows this run
-    embedded (the rest were in shards completed by an earlier, interrupted run).
+    ``action`` is ``build`` (a new output), ``sync`` (a changed input brought up to date),
+    ``append`` (another input added), ``upgrade`` (an output of an earlier version given content
+    hashes), ``overwrite`` or ``unchanged`` (nothing to do). ``rows`` counts the rows of this input
+    now in the output; ``embedded`` the texts this run sent to the model; ``added`` / ``changed``
+    / ``unchanged`` / ``removed`` compare the input with the snapshot before the run.
     """
 
     output: Path
@@ -81,6 +90,14 @@ class BulkReport:
     skipped: int
     skipped_ids: tuple[Any, ...]
     seconds: float
+    #: shards of an earlier run that did not read back whole (truncated, damaged): embedded again
+    damaged_shards: tuple[str, ...] = ()
+    action: str = "build"
+    space_id: str = ""
+    added: int = 0
+    changed: int = 0
+    unchanged: int = 0
+    removed: int = 0
 
     @property
     def rows_per_s(self) -> float:
@@ -88,10 +105,16 @@ class BulkReport:
 
     def summary(self) -> str:
         resumed = f", {self.resumed_shards} resumed" if self.resumed_shards else ""
+        if self.damaged_shards:
+            resumed += f", {len(self.damaged_shards)} damaged and embedded again ({', '.join(self.damaged_shards)})"
         skipped = f"; skipped {self.skipped} invalid rows" if self.skipped else ""
         shards = f"{self.shards} shard" + ("" if self.shards == 1 else "s")
+        delta = ""
+        if self.action in ("sync", "upgrade", "unchanged"):
+            delta = (f" ({self.added} added, {self.changed} changed, {self.unchanged} unchanged, "
+                     f"{self.removed} removed)")
         return (
-            f"{self.rows} rows in {shards}{resumed} -> {self.output} "
+            f"{self.action}: {self.rows} rows{delta} in {shards}{resumed} -> {self.output} "
             f"({self.embedded} embedded in {self.seconds:.1f}s, {self.rows_per_s:.0f} rows/s){skipped}"
         )
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import re
 
 import numpy as np
@@ -71,8 +70,7 @@ _RAISED = re.compile(r"agent_embeddings\.errors\.(\w+): (.+)")
 
 def plan_shards(job: Job) -> int:
     """How many shards the input makes (Parquet: footers; JSON Lines/CSV: one counting pass)."""
-    rows = sum(job.corpus.file_rows(n) for n in range(len(job.corpus.files)))
-    return math.ceil(rows / job.shard_rows)
+    return job.corpus.shard_count(job.shard_rows)
 
 
 def run_ray(

@@ -34,6 +34,7 @@ class Shard:
     start: int
     ids: Any  # pyarrow.Array
     texts: Any  # pyarrow.Array
+    kept: dict[str, Any] = field(default_factory=dict)  # --keep-columns: name -> pyarrow.Array
 
     def __len__(self) -> int:
         return len(self.texts)
@@ -56,10 +57,16 @@ class Corpus:
     format: str
     text_column: str
     id_column: str | None = None
+    #: input columns copied into the output beside id and embedding (--keep-columns)
+    keep_columns: tuple[str, ...] = ()
     _file_rows: dict[int, int] = field(default_factory=dict, repr=False)
+    #: the type every file's column is read as (see :meth:`_plan_types`)
+    _types: dict[str, Any] = field(default_factory=dict, repr=False)
 
     @classmethod
-    def open(cls, path: str | Path, *, text_column: str, id_column: str | None = None) -> Corpus:
+    def open(
+        cls, path: str | Path, *, text_column: str, id_column: str | None = None, keep_columns: tuple[str, ...] = ()
+    ) -> Corpus:
         """Find the files and check that the columns exist; a clear :class:`CorpusError` if not."""
         path = Path(path)
         if not path.exists():
@@ -79,8 +86,13 @@ class Corpus:
             raise CorpusError(f"{path}: unknown input format {path.suffix!r}; use {', '.join(sorted(FORMATS))}")
         if len(formats) > 1:
             raise CorpusError(f"{path}: mixes formats ({', '.join(sorted(str(f) for f in formats))}); use one")
-        corpus = cls(path, tuple(files), str(formats.pop()), text_column, id_column)
-        corpus._check_columns()
+        reserved = {"id", "embedding", "content_hash"} - {id_column or ""}
+        clash = sorted(set(keep_columns) & reserved)
+        if clash:
+            raise CorpusError(f"--keep-columns {', '.join(clash)}: the output has a column of that name already")
+        keep = tuple(c for c in dict.fromkeys(keep_columns) if c != id_column)
+        corpus = cls(path, tuple(files), str(formats.pop()), text_column, id_column, keep)
+        corpus._plan_types()
         return corpus
 
     # -- reading -------------------------------------------------------------------------
@@ -108,58 +120,142 @@ class Corpus:
         try:
             return ds.dataset([str(f) for f in files or self.files], format=self._format())
         except (OSError, _pa().ArrowException) as exc:
-            raise CorpusError(f"{self.path}: cannot read as {self.format}: {exc}") from None
+            raise CorpusError.from_library(f"{self.path}: cannot read as {self.format}", exc) from None
 
-    def _check_columns(self) -> None:
-        names = self._dataset().schema.names
-        for role, column in (("text", self.text_column), ("id", self.id_column)):
-            if column is not None and column not in names:
-                raise CorpusError(
-                    f"{self.path}: no {role} column {column!r}; its columns: {', '.join(names) or 'none'}"
-                )
+    def _file_schema(self, file: Path) -> Any:
+        """One file's schema: a Parquet footer, or what the CSV/JSON reader infers from its first block."""
+        try:
+            if self.format == "parquet":
+                return require("pyarrow.parquet", "bulk").read_schema(str(file))
+            if self.format == "csv":
+                return require("pyarrow.csv", "bulk").open_csv(str(file), convert_options=self._csv_options()).schema
+            # inferred, not forced: the explicit text type of _json_options would invent a missing column
+            return require("pyarrow.json", "bulk").open_json(str(file)).schema
+        except (OSError, _pa().ArrowException) as exc:
+            raise CorpusError.from_library(f"{file}: cannot read as {self.format}", exc) from None
+
+    def _plan_types(self) -> None:
+        """Check the columns of every file and choose the one type each is read as.
+
+        Files of one directory need not agree on the exact type: ``string`` and ``large_string``,
+        a dictionary-encoded (categorical) text column, UTF-8 in a binary column, and integer ids
+        of any width are read as one type. What cannot be unified (integer ids in one file,
+        string ids in another; a text column of numbers) is refused, naming the files.
+        """
+        found: dict[str, list[tuple[Path, Any]]] = {c: [] for c in self.columns}
+        roles = [("text", self.text_column), ("id", self.id_column), *(("kept", c) for c in self.keep_columns)]
+        for file in self.files:
+            schema = self._file_schema(file)
+            for role, column in roles:
+                if column is None:
+                    continue
+                if column not in schema.names:
+                    where = self.path if file == self.path else file
+                    raise CorpusError(
+                        f"{where}: no {role} column {column!r}; its columns: {', '.join(schema.names) or 'none'}"
+                    )
+                found[column].append((file, schema.field(column).type))
+        for column in self.keep_columns:
+            self._types[column] = found[column][0][1]  # the first file's type; the others are cast to it
+        self._types[self.text_column] = _text_type(self.text_column, found[self.text_column])
+        if self.id_column is not None:
+            self._types[self.id_column] = _id_type(self.id_column, found[self.id_column])
 
     @property
     def columns(self) -> list[str]:
-        return [self.text_column] + ([self.id_column] if self.id_column else [])
+        """The columns read: text, id, kept (each once)."""
+        wanted = [self.text_column, *([self.id_column] if self.id_column else []), *self.keep_columns]
+        return list(dict.fromkeys(wanted))
 
-    def _batches(self, files: tuple[Path, ...]) -> Iterator[Any]:
-        """Record batches of the wanted columns, in file and row order, read as they are consumed.
+    def _batches(self, files: tuple[Path, ...], columns: tuple[str, ...] | None = None) -> Iterator[Any]:
+        """Record batches of the wanted columns, in file and row order, read as they are consumed,
+        each column cast to the corpus's type for it (:meth:`_plan_types`).
 
         Each file is read by a synchronous streaming reader, not by ``pyarrow.dataset``'s scanner:
         the scanner reads ahead while the model (the bottleneck) works, and its buffered batches
         grew a job's memory with the corpus (1 GB over 2,000,000 rows).
         """
-        try:
-            for file in files:
-                yield from self._file_batches(file)
-        except (OSError, _pa().ArrowException) as exc:
-            raise CorpusError(f"{self.path}: cannot read as {self.format}: {exc}") from None
+        wanted = list(columns or self.columns)
+        for file in files:
+            row = 0
+            try:
+                for batch in self._file_batches(file, wanted):
+                    yield self._conform(batch, file, row, wanted)
+                    row += batch.num_rows
+            except (OSError, _pa().ArrowException) as exc:
+                raise CorpusError.from_library(f"{file}: cannot read as {self.format}", exc) from None
 
-    def _file_batches(self, file: Path) -> Iterator[Any]:
+    def _conform(self, batch: Any, file: Path, first_row: int, wanted: list[str]) -> Any:
+        """``batch`` with each column as its planned type; text that is not valid UTF-8 is refused,
+        naming the file and the line (a reader may pass such bytes through unchecked)."""
+        pa = _pa()
+        columns = []
+        for name in wanted:
+            column = batch.column(name)
+            target = self._types.get(name)
+            if target is not None and column.type != target:
+                try:
+                    column = column.cast(target)
+                except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError):
+                    if name == self.text_column:
+                        raise self._bad_text(file, first_row, batch.column(name), name) from None
+                    raise CorpusError(
+                        f"{file}: column {name!r} is {column.type}, which cannot be read as {target} (its type in "
+                        f"{self.files[0]})"
+                    ) from None
+            if name == self.text_column and target is not None:
+                try:
+                    column.validate(full=True)
+                except pa.ArrowInvalid:
+                    raise self._bad_text(file, first_row, column, name) from None
+            columns.append(column)
+        return pa.RecordBatch.from_arrays(columns, names=wanted)
+
+    def _bad_text(self, file: Path, first_row: int, column: Any, name: str) -> CorpusError:
+        """The error for a value that is not UTF-8 (or not castable): its file, row and, for JSON Lines, line."""
+        pa = _pa()
+        raw = column.dictionary_decode() if pa.types.is_dictionary(column.type) else column
+        offset = _first_not_utf8(raw.cast(pa.binary()).to_pylist())
+        if offset is None:
+            return CorpusError(f"{file}: column {name!r} cannot be read as {self._types[name]}")
+        row = first_row + offset
+        where = f"line {_json_line(file, row)}" if self.format == "json" else f"row {row}"
+        return CorpusError(
+            f"{file}, {where}: column {name!r} is not valid UTF-8; convert the file to UTF-8 "
+            "(e.g. iconv -f latin1 -t utf-8)"
+        )
+
+    def _file_batches(self, file: Path, columns: list[str]) -> Iterator[Any]:
         if self.format == "parquet":
             pq = require("pyarrow.parquet", "bulk")
             with pq.ParquetFile(str(file)) as reader:
-                yield from reader.iter_batches(batch_size=_READ_ROWS, columns=self.columns, use_threads=False)
+                yield from reader.iter_batches(batch_size=_READ_ROWS, columns=columns, use_threads=False)
         elif self.format == "csv":
             csv = require("pyarrow.csv", "bulk")
-            yield from csv.open_csv(str(file), convert_options=self._csv_options(self.columns))
+            yield from csv.open_csv(str(file), convert_options=self._csv_options(columns))
         else:
             json = require("pyarrow.json", "bulk")
             for batch in json.open_json(str(file), parse_options=self._json_options()):
-                yield batch.select(self.columns)
+                yield batch.select(columns)
 
     def _shard_of(self, index: int, start: int, batches: list[Any]) -> Shard:
         pa = _pa()
         table = pa.Table.from_batches(batches, schema=batches[0].schema) if batches else None
-        texts = table.column(self.text_column).combine_chunks() if table is not None else pa.array([], pa.string())
-        if self.id_column is None:
-            ids = pa.array(range(start, start + len(texts)), pa.int64())
-        else:
-            ids = table.column(self.id_column).combine_chunks() if table is not None else pa.array([])
-        return Shard(index, start, ids, texts)
+
+        def column(name: str) -> Any:
+            if table is not None:
+                return table.column(name).combine_chunks()
+            return pa.array([], self._types.get(name) or pa.string())
+
+        texts = column(self.text_column)
+        ids = pa.array(range(start, start + len(texts)), pa.int64()) if self.id_column is None else column(self.id_column)
+        return Shard(index, start, ids, texts, {name: column(name) for name in self.keep_columns})
 
     def shards(self, shard_rows: int) -> Iterator[Shard]:
-        """Every shard, in order, streaming: at most one shard and one read batch in memory."""
+        """Every shard, in order, streaming: at most one shard and one read batch in memory.
+
+        A corpus without rows makes one empty shard, so that the output still has the schema.
+        """
         pending: list[Any] = []
         held = start = index = 0
         for batch in self._batches(self.files):
@@ -172,8 +268,23 @@ class Corpus:
                 if held == shard_rows:
                     yield self._shard_of(index, start, pending)
                     pending, held, start, index = [], 0, start + shard_rows, index + 1
-        if held:
+        if held or index == 0:
             yield self._shard_of(index, start, pending)
+
+    def shard_count(self, shard_rows: int) -> int:
+        """How many shards :meth:`shards` makes (at least one)."""
+        rows = sum(self.file_rows(n) for n in range(len(self.files)))
+        return max(1, -(-rows // shard_rows))
+
+    def ids(self) -> Any:
+        """Every row's id, in order (one read of the id column; row numbers without one)."""
+        pa = _pa()
+        if self.id_column is None:
+            total = sum(self.file_rows(n) for n in range(len(self.files)))
+            return pa.array(range(total), pa.int64())
+        id_type = self._types.get(self.id_column) or pa.string()
+        parts = [batch.column(self.id_column) for batch in self._batches(self.files, (self.id_column,))]
+        return pa.concat_arrays(parts) if parts else pa.array([], id_type)
 
     def file_rows(self, number: int) -> int:
         """Rows in file ``number`` (Parquet: from its footer; JSON Lines/CSV: one counting pass, remembered)."""
@@ -181,7 +292,7 @@ class Corpus:
             try:
                 self._file_rows[number] = int(self._dataset((self.files[number],)).count_rows())
             except (OSError, _pa().ArrowException) as exc:
-                raise CorpusError(f"{self.files[number]}: cannot read as {self.format}: {exc}") from None
+                raise CorpusError.from_library(f"{self.files[number]}: cannot read as {self.format}", exc) from None
         return self._file_rows[number]
 
     def count_rows(self) -> int | None:
@@ -220,7 +331,11 @@ class Corpus:
                         groups.append(g)
                     first += n
                 table = reader.read_row_groups(groups, columns=self.columns)
-            return list(table.slice(lo - skipped, hi - lo).to_batches())
+            out, row = [], lo
+            for batch in table.slice(lo - skipped, hi - lo).to_batches():
+                out.append(self._conform(batch, file, row, self.columns))
+                row += batch.num_rows
+            return out
         out, first = [], 0
         for batch in self._batches((file,)):
             n = batch.num_rows
@@ -250,3 +365,73 @@ class Corpus:
                     digest.update(fh.read(_SAMPLE))
         digest.update(f"{self.format}\0{self.text_column}\0{self.id_column}".encode())
         return digest.hexdigest()[:16]
+
+
+# -- column types ------------------------------------------------------------------------------
+def _text_kind(kind: Any) -> str | None:
+    """'text', 'bytes' (UTF-8 to decode), 'null' (an all-null column), or None (not text at all)."""
+    pa = _pa()
+    if pa.types.is_dictionary(kind):
+        kind = kind.value_type
+    if pa.types.is_string(kind) or pa.types.is_large_string(kind) or getattr(pa.types, "is_string_view", bool)(kind):
+        return "text"
+    if pa.types.is_binary(kind) or pa.types.is_large_binary(kind) or getattr(pa.types, "is_binary_view", bool)(kind):
+        return "bytes"
+    return "null" if pa.types.is_null(kind) else None
+
+
+def _text_type(column: str, found: list[tuple[Path, Any]]) -> Any:
+    """The type a text column is read as: ``large_string`` if any file has it, else ``string``."""
+    pa = _pa()
+    for file, kind in found:
+        if _text_kind(kind) is None:
+            raise CorpusError(
+                f"{file}: column {column!r} is {kind}, not a string; --text-column must name a column of texts"
+            )
+    large = any(pa.types.is_large_string(k) or pa.types.is_large_binary(k) for _, k in found)
+    return pa.large_string() if large else pa.string()
+
+
+def _id_type(column: str, found: list[tuple[Path, Any]]) -> Any:
+    """``int64`` when every file's ids are integers, ``string`` when they are strings; else an error."""
+    pa = _pa()
+    kinds: dict[str, Path] = {}
+    for file, kind in found:
+        value = kind.value_type if pa.types.is_dictionary(kind) else kind
+        if pa.types.is_integer(value):
+            kinds.setdefault("integer", file)
+        elif _text_kind(value) == "text":
+            kinds.setdefault("string", file)
+        elif not pa.types.is_null(value):
+            raise CorpusError(
+                f"{file}: id column {column!r} is {kind}; ids must be integers or strings "
+                "(a float id can be NaN or lose digits; lists and structs are not ids)"
+            )
+    if len(kinds) > 1:
+        raise CorpusError(
+            f"id column {column!r} holds integers in {kinds['integer']} but strings in {kinds['string']}; "
+            "give every file one id type"
+        )
+    return pa.int64() if "integer" in kinds else pa.string()
+
+
+def _first_not_utf8(values: list[Any]) -> int | None:
+    for offset, value in enumerate(values):
+        if isinstance(value, bytes):
+            try:
+                value.decode("utf-8")
+            except UnicodeDecodeError:
+                return offset
+    return None
+
+
+def _json_line(file: Path, row: int) -> int:
+    """The 1-based line of JSON Lines record ``row`` (blank lines hold no record)."""
+    seen = -1
+    with open(file, "rb") as fh:
+        for number, line in enumerate(fh, 1):
+            if line.strip():
+                seen += 1
+                if seen == row:
+                    return number
+    return row + 1

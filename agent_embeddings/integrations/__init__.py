@@ -11,10 +11,34 @@ prompts a spec declares for each reach the model without glue.
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
+from collections.abc import Set as AbstractSet
+
+from ..errors import InvalidInputTypeError
 from ..manager import EmbeddingGeneratorManager
 from ..specs import SpecSource
+from ..vectors import check_text
 
-__all__ = ["manager_and_name"]
+__all__ = ["manager_and_name", "texts_argument"]
+
+
+def texts_argument(texts: object, *, method: str, single: str) -> list[str]:
+    """The ``texts`` of a framework's batch ``method``, checked, as a list.
+
+    A list, a tuple, a generator: any ordered iterable of strings. A single string is refused
+    (frameworks iterate it character by character: "abc" gave three embeddings), as are None, a
+    number, a mapping or a set (no order to match vectors to texts), with an
+    :class:`~agent_embeddings.errors.InvalidInputTypeError` (also a ``TypeError``) naming ``method``.
+    """
+    expected = f"{method}: texts must be a list of strings"
+    if isinstance(texts, (str, bytes)):
+        raise InvalidInputTypeError(f"{expected}, got a single {type(texts).__name__}; use {single}() for one text")
+    if not isinstance(texts, Iterable) or isinstance(texts, (Mapping, AbstractSet)):
+        raise InvalidInputTypeError(f"{expected}, got {type(texts).__name__}")
+    items = list(texts)
+    for index, text in enumerate(items):
+        check_text(text, where=f"{method}: texts[{index}]")
+    return items
 
 
 def manager_and_name(spec: SpecSource, name: str | None) -> tuple[EmbeddingGeneratorManager, str]:

@@ -20,7 +20,8 @@ except ImportError as exc:  # pragma: no cover - the hint is the point
 
 from ..manager import EmbeddingGeneratorManager
 from ..specs import SpecSource
-from . import manager_and_name
+from ..vectors import check_text
+from . import manager_and_name, texts_argument
 
 __all__ = ["AgentEmbeddings"]
 
@@ -38,15 +39,19 @@ class AgentEmbeddings(Embeddings):
         return cls(*manager_and_name(spec, name))
 
     def embed_documents(self, texts: list[str]) -> list[list[float]]:
-        return self.manager.generate_batch(self.name, texts, input_type="document")
+        items = texts_argument(texts, method="AgentEmbeddings.embed_documents", single="embed_query")
+        return self.manager.generate_batch(self.name, items, input_type="document")
 
     def embed_query(self, text: str) -> list[float]:
+        check_text(text, where="AgentEmbeddings.embed_query: text")
         return self.manager.generate(self.name, text, input_type="query")
 
     async def aembed_documents(self, texts: list[str]) -> list[list[float]]:
-        return await self.manager.agenerate_batch(self.name, texts, input_type="document")
+        items = texts_argument(texts, method="AgentEmbeddings.aembed_documents", single="aembed_query")
+        return await self.manager.agenerate_batch(self.name, items, input_type="document")
 
     async def aembed_query(self, text: str) -> list[float]:
+        check_text(text, where="AgentEmbeddings.aembed_query: text")
         return await self.manager.agenerate(self.name, text, input_type="query")
 
     def __repr__(self) -> str:

@@ -26,7 +26,8 @@ from pydantic import PrivateAttr
 
 from ..manager import EmbeddingGeneratorManager
 from ..specs import SpecSource
-from . import manager_and_name
+from ..vectors import check_text
+from . import manager_and_name, texts_argument
 
 __all__ = ["AgentEmbedding"]
 
@@ -56,16 +57,32 @@ class AgentEmbedding(BaseEmbedding):
     def class_name(cls) -> str:
         return "AgentEmbedding"
 
+    # LlamaIndex's batch methods iterate their argument before any of ours runs: "abc" became
+    # three one-character texts, None and a generator raw TypeErrors. Checked here first.
+    def get_text_embedding_batch(self, texts: list[str], show_progress: bool = False, **kwargs: Any) -> list[Any]:
+        items = texts_argument(texts, method="AgentEmbedding.get_text_embedding_batch", single="get_text_embedding")
+        return super().get_text_embedding_batch(items, show_progress, **kwargs)
+
+    async def aget_text_embedding_batch(
+        self, texts: list[str], show_progress: bool = False, **kwargs: Any
+    ) -> list[Any]:
+        items = texts_argument(texts, method="AgentEmbedding.aget_text_embedding_batch", single="aget_text_embedding")
+        return await super().aget_text_embedding_batch(items, show_progress, **kwargs)
+
     def _get_query_embedding(self, query: str) -> list[float]:
+        check_text(query, where="AgentEmbedding.get_query_embedding: query")
         return self._manager.generate(self.model_name, query, input_type="query")
 
     async def _aget_query_embedding(self, query: str) -> list[float]:
+        check_text(query, where="AgentEmbedding.aget_query_embedding: query")
         return await self._manager.agenerate(self.model_name, query, input_type="query")
 
     def _get_text_embedding(self, text: str) -> list[float]:
+        check_text(text, where="AgentEmbedding.get_text_embedding: text")
         return self._manager.generate(self.model_name, text, input_type="document")
 
     async def _aget_text_embedding(self, text: str) -> list[float]:
+        check_text(text, where="AgentEmbedding.aget_text_embedding: text")
         return await self._manager.agenerate(self.model_name, text, input_type="document")
 
     def _get_text_embeddings(self, texts: list[str]) -> list[list[float]]:

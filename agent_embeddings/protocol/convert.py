@@ -17,7 +17,6 @@ import grpc
 import numpy as np
 
 from ..errors import (
-    AgentEmbeddingsError,
     AuthenticationError,
     BackendError,
     BackendTimeoutError,
@@ -28,9 +27,9 @@ from ..errors import (
     InvalidInputError,
     RateLimitError,
     RemoteNotFoundError,
-    UnknownGeneratorError,
 )
 from ..results import GeneratorInfo
+from ..space import SpaceIdentity, identity_from
 from ..vectors import InputType, check_text, from_float32_bytes, to_float32_bytes
 from .gen.aios.embeddings.v1 import embeddings_pb2 as pb
 
@@ -98,6 +97,8 @@ class ServedModel:
     model_id: str = ""
     dims: int | None = None
     normalize: bool = False
+    #: the space the server publishes for this model (None: it publishes none)
+    space: SpaceIdentity | None = None
 
     @property
     def names(self) -> tuple[str, ...]:
@@ -272,7 +273,24 @@ def info_response(
         )
         if info.dims:
             item.dims = info.dims
+        if info.space is not None:
+            item.space.CopyFrom(space_message(info.space))
     return out
+
+
+def space_message(space: SpaceIdentity) -> pb.EmbeddingSpace:
+    """A :class:`SpaceIdentity` as the wire's ``EmbeddingSpace`` (unknown fields left unset)."""
+    fields = {k: v for k, v in space.model_dump().items() if v is not None}
+    return pb.EmbeddingSpace(id=space.space_id, **fields)
+
+
+def space_from_message(message: pb.EmbeddingSpace) -> SpaceIdentity | None:
+    """The identity an ``EmbeddingSpace`` publishes; None when unset (an older server) or unusable."""
+    if not message.model:
+        return None
+    fields = {name: getattr(message, name) for name in SpaceIdentity.model_fields
+              if name in ("model", "normalize") or message.HasField(name)}
+    return identity_from(fields)
 
 
 def info_from_response(response: pb.InfoResponse) -> ServerInfo:
@@ -284,6 +302,7 @@ def info_from_response(response: pb.InfoResponse) -> ServerInfo:
             model_id=m.model_id,
             dims=m.dims if m.HasField("dims") else None,
             normalize=m.normalize,
+            space=space_from_message(m.space) if m.HasField("space") else None,
         )
         for m in response.models
     )
@@ -328,21 +347,26 @@ def error_from_rpc(exc: grpc.RpcError, *, who: str, target: str, timeout_s: floa
     return cls(text)
 
 
-def status_for_error(exc: BaseException) -> tuple[grpc.StatusCode, str]:
-    """The status a server answers for an exception raised while serving a call."""
+def status_for_error(exc: BaseException, *, model: str, request_id: str) -> tuple[grpc.StatusCode, str]:
+    """The status and message a server answers when the backend of ``model`` failed a call.
+
+    The message is generic, with ``request_id``: the exception's own text may name internal
+    hosts and quote the upstream's answer, so it goes to the server's (redacted) log beside the
+    same id, never to the caller. The status tells the caller what to do: ``UNAVAILABLE`` (the
+    ``aios:`` client's channel retries it) and ``RESOURCE_EXHAUSTED`` are worth a retry,
+    ``INTERNAL`` (the server's own credentials or set-up, a broken contract) is not. Errors
+    about the caller's own request (bad input, unknown model) are answered by the server with
+    their message before any backend is called.
+    """
+    where = f"(request id {request_id}; details in the server log)"
     if isinstance(exc, (InvalidInputError, BadRequestError)):
-        return grpc.StatusCode.INVALID_ARGUMENT, str(exc)
-    if isinstance(exc, (UnknownGeneratorError, RemoteNotFoundError)):
-        return grpc.StatusCode.NOT_FOUND, str(exc)
+        return grpc.StatusCode.INVALID_ARGUMENT, f"the backend of model {model!r} refused the input {where}"
     if isinstance(exc, RateLimitError):
-        return grpc.StatusCode.RESOURCE_EXHAUSTED, str(exc)
+        return grpc.StatusCode.RESOURCE_EXHAUSTED, f"the backend of model {model!r} is rate limited; retry shortly {where}"
     if isinstance(exc, BackendTimeoutError):
-        return grpc.StatusCode.DEADLINE_EXCEEDED, str(exc)
+        return grpc.StatusCode.DEADLINE_EXCEEDED, f"the backend of model {model!r} did not answer in time {where}"
     if isinstance(exc, (BackendUnavailableError, ConfigurationError)):
-        return grpc.StatusCode.UNAVAILABLE, str(exc)
-    if isinstance(exc, AuthenticationError):
-        # the server's own upstream rejected *its* credentials: not the caller's problem
-        return grpc.StatusCode.INTERNAL, str(exc)
-    if isinstance(exc, AgentEmbeddingsError):
-        return grpc.StatusCode.INTERNAL, str(exc)
-    return grpc.StatusCode.INTERNAL, f"internal error ({type(exc).__name__})"
+        return grpc.StatusCode.UNAVAILABLE, f"the backend of model {model!r} is unavailable; retry shortly {where}"
+    # AuthenticationError (the upstream refused *this server's* credentials: not the caller's
+    # problem), RemoteNotFoundError (the server's upstream lacks its model), a broken contract, a bug.
+    return grpc.StatusCode.INTERNAL, f"the backend of model {model!r} failed {where}"

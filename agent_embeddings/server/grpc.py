@@ -2,7 +2,10 @@
 
 The servicer is thin: it checks limits and credentials, asks the manager for vectors (local
 models run in a worker thread, so the event loop keeps answering health checks under load),
-and converts with :mod:`agent_embeddings.protocol.convert`. It also serves
+and converts with :mod:`agent_embeddings.protocol.convert`. A caller's mistake is answered with
+a message that says what to fix; a backend's failure with a status and a generic message with
+the request id, its text staying in this server's log. Every call is counted and logged once
+(:meth:`~agent_embeddings.server.metrics.ServerMetrics.request_done`). It also serves
 ``grpc.health.v1.Health`` (SERVING only after :meth:`GrpcServer.set_serving`) and reflection.
 """
 
@@ -10,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import time
 import uuid
 from typing import Any
@@ -19,11 +23,18 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1.health import aio as health_aio
 from grpc_reflection.v1alpha import reflection
 
-from ..errors import ConfigurationError, DimensionMismatchError, InvalidInputError, UnknownGeneratorError
+from ..errors import (
+    AgentEmbeddingsError,
+    ConfigurationError,
+    DimensionMismatchError,
+    InvalidInputError,
+    RateLimitError,
+    UnknownGeneratorError,
+)
 from ..manager import EmbeddingGeneratorManager
 from ..net import is_loopback, split_host_port
 from ..protocol import SERVICE_NAME
-from ..protocol.convert import embed_response, info_response, parse_embed_request, pb, status_for_error
+from ..protocol.convert import EmbedCall, embed_response, info_response, parse_embed_request, pb, status_for_error
 from ..vectors import l2_normalize, truncate
 from ..version import __version__
 from .config import ServerConfig
@@ -31,7 +42,6 @@ from .config import ServerConfig
 __all__ = ["GrpcServer"]
 
 log = logging.getLogger("agent_embeddings.server.grpc")
-
 
 
 class _Undecodable:
@@ -69,11 +79,21 @@ def _add_servicer(servicer: _Servicer, server: grpc.aio.Server) -> None:
     server.add_registered_method_handlers(SERVICE_NAME, handlers)
 
 
-async def _refuse_undecodable(request: Any, context: grpc.aio.ServicerContext) -> None:
-    if isinstance(request, _Undecodable):
-        await context.abort(grpc.StatusCode.INVALID_ARGUMENT, request.message)
+class _Refused(Exception):
+    """A call answered with an error status: the code, the message for the caller, and the cause
+    as ``request_errors_total`` labels it (the same labels as the HTTP server's, see metrics.py)."""
+
+    def __init__(self, code: grpc.StatusCode, message: str, error_type: str) -> None:
+        super().__init__(message)
+        self.code, self.message, self.error_type = code, message, error_type
 
 
+# A caller's request id is echoed in answers and logs: only a plain token, lest it forge log lines.
+_SAFE_ID = re.compile(r"[A-Za-z0-9._:/+=-]{1,128}")
+
+
+def _request_id(given: str) -> str:
+    return given if _SAFE_ID.fullmatch(given) else uuid.uuid4().hex
 
 
 class _Servicer:
@@ -86,7 +106,40 @@ class _Servicer:
         self.active = 0  # Embed calls being worked on (one event loop: no lock needed)
         self.calls = 0  # Embed calls answered successfully
 
-    async def _authorize(self, context: grpc.aio.ServicerContext) -> None:
+    async def Embed(self, request: pb.EmbedRequest, context: grpc.aio.ServicerContext) -> pb.EmbedResponse:
+        return await self._answer("Embed", self._embed_call, request, context)  # type: ignore[no-any-return]
+
+    async def Info(self, request: pb.InfoRequest, context: grpc.aio.ServicerContext) -> pb.InfoResponse:
+        return await self._answer("Info", self._info_call, request, context)  # type: ignore[no-any-return]
+
+    async def _answer(self, route: str, handler: Any, request: Any, context: grpc.aio.ServicerContext) -> Any:
+        """Run ``handler``; answer a refusal with its status; count the call once, as the HTTP server does."""
+        started = time.perf_counter()
+        m = self.metrics
+        m.in_flight.labels("grpc").inc()
+        status, error_type = "OK", None
+        texts = len(request.inputs) if isinstance(request, pb.EmbedRequest) else None
+        try:
+            return await handler(request, context)
+        except _Refused as refused:
+            status, error_type = refused.code.name, refused.error_type
+            await context.abort(refused.code, refused.message)
+        except asyncio.CancelledError:
+            # The caller cancelled, or its deadline passed (then gRPC cancels the handler too).
+            remaining = context.time_remaining()
+            late = remaining is not None and remaining <= 0
+            status, error_type = ("DEADLINE_EXCEEDED", "deadline_exceeded") if late else ("CANCELLED", "cancelled")
+            raise
+        except Exception:  # a bug here: a generic INTERNAL, not grpc's "Unexpected <class>: <text>"
+            log.exception("%s failed", route)
+            status, error_type = "INTERNAL", "server_error"
+            await context.abort(grpc.StatusCode.INTERNAL, "internal error; see the server log")
+        finally:
+            m.in_flight.labels("grpc").dec()
+            m.request_done("grpc", route, status, time.perf_counter() - started, texts=texts, error_type=error_type)
+        raise AssertionError("unreachable")  # context.abort raises
+
+    def _authorize(self, context: grpc.aio.ServicerContext) -> None:
         if not self.config.api_keys:
             return
         token = None
@@ -94,98 +147,88 @@ class _Servicer:
             if key == "authorization" and isinstance(value, str) and value[:7].lower() == "bearer ":
                 token = value[7:].strip()
         if not self.config.accepts_key(token):
-            await context.abort(
-                grpc.StatusCode.UNAUTHENTICATED,
-                "missing bearer token" if token is None else "invalid bearer token",
-            )
+            message = "missing bearer token" if token is None else "invalid bearer token"
+            raise _Refused(grpc.StatusCode.UNAUTHENTICATED, message, "invalid_api_key")
 
     def _served(self) -> str:
         return ", ".join(self.manager.names()) or "none"
 
     def _resolve(self, requested: str) -> str:
-        """The canonical name of the requested model; raises with the served names."""
+        """The canonical name of the requested model; refuses with the served names."""
         if not requested:
             names = self.manager.names()
             if len(names) == 1:
                 return names[0]
-            raise InvalidInputError(f"model is empty and this server serves {len(names)} models ({self._served()})")
+            raise _invalid(f"model is empty and this server serves {len(names)} models ({self._served()})")
         try:
             return self.manager.resolve(requested)
         except UnknownGeneratorError:
-            raise UnknownGeneratorError(f"unknown model {requested!r}; served models: {self._served()}") from None
-
-    async def Embed(self, request: pb.EmbedRequest, context: grpc.aio.ServicerContext) -> pb.EmbedResponse:
-        started = time.perf_counter()
-        m = self.metrics
-        m.in_flight.labels("grpc").inc()
-        status = "OK"
-        try:
-            return await self._embed_call(request, context)
-        except BaseException as exc:
-            code = context.code() if hasattr(context, "code") else None
-            status = getattr(code, "name", None) or ("CANCELLED" if isinstance(exc, asyncio.CancelledError) else "UNKNOWN")
-            raise
-        finally:
-            m.in_flight.labels("grpc").dec()
-            m.latency.labels("grpc", "Embed").observe(time.perf_counter() - started)
-            m.requests.labels("grpc", "Embed", status).inc()
+            message = f"unknown model {requested!r}; served models: {self._served()}"
+            raise _Refused(grpc.StatusCode.NOT_FOUND, message, "model_not_found") from None
 
     async def _embed_call(self, request: pb.EmbedRequest, context: grpc.aio.ServicerContext) -> pb.EmbedResponse:
-        await self._authorize(context)
-        await _refuse_undecodable(request, context)
+        self._authorize(context)
+        if isinstance(request, _Undecodable):
+            raise _invalid(request.message)
         self.metrics.batch.labels("grpc").observe(len(request.inputs))
         if self.active >= self.config.max_concurrency:
-            self.metrics.errors.labels("grpc", "server_busy").inc()
             # Refuse at once: a queue without bound only turns overload into timeouts.
-            await context.abort(
+            raise _Refused(
                 grpc.StatusCode.RESOURCE_EXHAUSTED,
                 f"server busy: {self.active} calls in progress (max_concurrency={self.config.max_concurrency}); retry later",
+                "server_busy",
             )
         self.active += 1
-        started = time.perf_counter()
-        request_id = request.request_id or uuid.uuid4().hex
         try:
-            response = await self._embed(request, request_id, started)
-        except Exception as exc:  # converted to a status below, outside this handler's try
-            code, message = status_for_error(exc)
-            self.metrics.errors.labels("grpc", type(exc).__name__).inc()
-            if code == grpc.StatusCode.INTERNAL:
-                log.exception("Embed %s failed", request_id)
-        else:
-            self.calls += 1
-            return response
+            response = await self._embed(request, _request_id(request.request_id), time.perf_counter())
         finally:
             self.active -= 1
-        await context.abort(code, message)
-        raise AssertionError("unreachable")  # context.abort raises
+        self.calls += 1
+        return response
 
-    async def _embed(self, request: pb.EmbedRequest, request_id: str, started: float) -> pb.EmbedResponse:
-        call = parse_embed_request(request)
+    def _check(self, request: pb.EmbedRequest) -> EmbedCall:
+        """The caller's request, validated against the server's limits (messages name the input)."""
+        try:
+            call = parse_embed_request(request)
+        except InvalidInputError as exc:
+            raise _invalid(str(exc)) from None
         if len(call.texts) > self.config.max_inputs:
-            raise InvalidInputError(
+            raise _Refused(
+                grpc.StatusCode.INVALID_ARGUMENT,
                 f"{len(call.texts)} inputs in one request; this server accepts at most {self.config.max_inputs} "
-                f"(see Info.max_inputs_per_request)"
+                f"(see Info.max_inputs_per_request)",
+                "too_many_inputs",
             )
         limit = self.config.max_input_chars
         if limit is not None:
             for i, text in enumerate(call.texts):
                 if len(text) > limit:
-                    raise InvalidInputError(
-                        f"inputs[{i}] has {len(text)} characters; this server accepts at most {limit} per text"
+                    raise _Refused(
+                        grpc.StatusCode.INVALID_ARGUMENT,
+                        f"inputs[{i}] has {len(text)} characters; this server accepts at most {limit} per text",
+                        "input_too_long",
                     )
+        return call
+
+    async def _embed(self, request: pb.EmbedRequest, request_id: str, started: float) -> pb.EmbedResponse:
+        call = self._check(request)
         name = self._resolve(call.model)
         generator = self.manager.get(name)
         normalize = generator.normalize if call.normalize is None else call.normalize
         computed = time.perf_counter()
-        if call.dimensions is None:
-            result = await self.manager.aembed(name, call.texts, normalize=normalize, input_type=call.input_type)
-            vectors = result.vectors
-        else:
-            result = await self.manager.aembed(name, call.texts, normalize=False, input_type=call.input_type)
+        try:
+            if call.dimensions is None:
+                result = await self.manager.aembed(name, call.texts, normalize=normalize, input_type=call.input_type)
+            else:
+                result = await self.manager.aembed(name, call.texts, normalize=False, input_type=call.input_type)
+        except Exception as exc:  # the backend's failure: its text stays in this server's log
+            raise self._backend_failed(exc, name, request_id) from None
+        vectors = result.vectors
+        if call.dimensions is not None:
             try:
-                vectors = truncate(result.vectors, call.dimensions, who=f"model {name!r}")
+                vectors = truncate(vectors, call.dimensions, who=f"model {name!r}")
             except DimensionMismatchError as exc:
-                raise InvalidInputError(str(exc)) from None
+                raise _invalid(str(exc)) from None
             if normalize:  # Matryoshka: normalize after shortening
                 vectors = l2_normalize(vectors)
         inference_us = int((time.perf_counter() - computed) * 1e6)
@@ -204,15 +247,23 @@ class _Servicer:
         )
         return response
 
-    async def Info(self, request: pb.InfoRequest, context: grpc.aio.ServicerContext) -> pb.InfoResponse:
-        await self._authorize(context)
-        await _refuse_undecodable(request, context)
+    def _backend_failed(self, exc: Exception, name: str, request_id: str) -> _Refused:
+        """Log the details beside the request id; the caller gets a status and a generic message."""
+        code, message = status_for_error(exc, model=name, request_id=request_id)
+        level = logging.WARNING if isinstance(exc, RateLimitError) else logging.ERROR
+        log.log(
+            level, "Embed %s: model %r failed (%s): %s: %s", request_id, name, code.name, type(exc).__name__, exc,
+            exc_info=not isinstance(exc, AgentEmbeddingsError),  # an unexpected error: its traceback too
+        )
+        return _Refused(code, message, type(exc).__name__)
+
+    async def _info_call(self, request: pb.InfoRequest, context: grpc.aio.ServicerContext) -> pb.InfoResponse:
+        self._authorize(context)
+        if isinstance(request, _Undecodable):
+            raise _invalid(request.message)
         models = self.manager.list_generators()
         if request.model:
-            try:
-                name = self._resolve(request.model)
-            except UnknownGeneratorError as exc:
-                await context.abort(grpc.StatusCode.NOT_FOUND, str(exc))
+            name = self._resolve(request.model)
             models = [m for m in models if m.name == name]
         return info_response(
             models,
@@ -221,6 +272,10 @@ class _Servicer:
             max_concurrency=self.config.max_concurrency,
             server_version=f"agent-embeddings {__version__}",
         )
+
+
+def _invalid(message: str) -> _Refused:
+    return _Refused(grpc.StatusCode.INVALID_ARGUMENT, message, "invalid_request_error")
 
 
 class GrpcServer:
@@ -291,11 +346,12 @@ class GrpcServer:
         return grpc.ssl_server_credentials([pair], root_certificates=client_ca, require_client_auth=bool(client_ca))
 
     async def start(self) -> None:
-        limit = self.config.max_request_bytes
         server = grpc.aio.server(
             options=[
-                ("grpc.max_receive_message_length", limit),
-                ("grpc.max_send_message_length", limit),
+                # --max-request-bytes bounds what callers send; answers are as large as the vectors
+                # asked for (gRPC's default: no limit), which max_inputs already bounds.
+                ("grpc.max_receive_message_length", self.config.max_request_bytes),
+                ("grpc.max_send_message_length", -1),
                 # Without this, a second server could silently share the port on Linux.
                 ("grpc.so_reuseport", 0),
             ]

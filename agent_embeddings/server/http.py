@@ -14,7 +14,6 @@ import threading
 from collections.abc import Iterator
 from typing import Any
 
-from .._deps import require
 from ..errors import ConfigurationError
 from ..manager import EmbeddingGeneratorManager
 from ..net import split_host_port
@@ -46,10 +45,6 @@ class HttpServer:
     ) -> None:
         self.config = config or ServerConfig()
         self._host, self._port = parse_address(address)
-        if self.config.max_header_bytes < 1024:
-            raise ConfigurationError(f"--max-header-bytes must be at least 1024, not {self.config.max_header_bytes}")
-        if not self.config.read_timeout_s > 0:  # also refuses nan
-            raise ConfigurationError(f"--read-timeout must be a positive number of seconds, not {self.config.read_timeout_s}")
         self.app = create_app(manager, self.config, serving=False, metrics=metrics)
         self._server: Any = None
         self._task: asyncio.Task[None] | None = None
@@ -62,14 +57,13 @@ class HttpServer:
     async def start(self) -> None:
         import uvicorn
 
-        require("httptools", "server", who="the HTTP server")  # the parser the protocol below extends
         from .http_protocol import BoundedHttpToolsProtocol
 
         cfg = self.config
         options = _tls_options(cfg)  # before binding: a bad file is a one-line error naming it
         sock = _bind(self._host, self._port)
         self._port = sock.getsockname()[1]
-        protocol = BoundedHttpToolsProtocol.configured(cfg.max_header_bytes, cfg.read_timeout_s)
+        protocol = BoundedHttpToolsProtocol.configured(cfg.max_header_bytes, cfg.read_timeout_s, self.app.state.metrics)
         config = uvicorn.Config(
             self.app, lifespan="off", log_config=None, access_log=False, server_header=False, http=protocol,
             timeout_graceful_shutdown=max(1, int(cfg.grace_period_s) + 1), **options,  # set again by stop()

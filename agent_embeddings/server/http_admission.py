@@ -32,6 +32,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from .config import ServerConfig
+from .http_middleware import note_request
 from .openai_schema import error_body
 
 __all__ = ["Admission", "Admit"]
@@ -72,9 +73,8 @@ class _TooLarge(Exception):
 class Admission:
     """The checks, the slots and the requests in flight of one HTTP server (shared with :class:`Admit`)."""
 
-    def __init__(self, config: ServerConfig, metrics: Any = None) -> None:
+    def __init__(self, config: ServerConfig) -> None:
         self.config = config
-        self.metrics = metrics
         #: requests holding a slot (being read or worked on)
         self.in_flight = 0
         self._tickets: set[_Ticket] = set()
@@ -127,8 +127,6 @@ class Admission:
         if self._closing:
             return await _refuse(send, 503, _SHUTTING_DOWN, "server_error", code="server_shutting_down", close=True)
         if self.in_flight >= cfg.max_concurrency:  # fail fast: no unbounded queue
-            if self.metrics is not None:
-                self.metrics.errors.labels("http", "server_busy").inc()
             return await _refuse(
                 send, 429, f"The server is at its limit of {cfg.max_concurrency} concurrent requests; retry shortly.",
                 "rate_limit_error", code="server_busy", close=close, headers=[(b"retry-after", b"1")],
@@ -254,7 +252,8 @@ async def _refuse(
     send: Send, status: int, message: str, type_: str = "invalid_request_error", *, code: str | None = None,
     close: bool = False, headers: list[tuple[bytes, bytes]] | None = None,
 ) -> None:
-    """An answer in OpenAI's error shape, sent straight from ASGI."""
+    """An answer in OpenAI's error shape, sent straight from ASGI (its cause noted for RequestMetrics)."""
+    note_request(status=status, error_type=code or type_)
     body = json.dumps(error_body(message, type_, code=code)).encode()
     head = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()), *(headers or ())]
     if close:  # the unread body makes the connection unusable

@@ -32,7 +32,7 @@ from ..vectors import check_text, l2_normalize, to_float32_bytes
 from ..version import __version__
 from .config import ServerConfig
 from .http_admission import Admission, Admit
-from .http_middleware import RequestMetrics, Shortcut
+from .http_middleware import RequestMetrics, Shortcut, note_request
 from .openai_schema import EmbeddingRequest, EmbeddingResponse, ErrorResponse, ModelCard, ModelList, error_body
 
 __all__ = ["ApiError", "create_app"]
@@ -69,6 +69,7 @@ class ApiError(Exception):
         self.error_type = error_type or code or type_
 
     def response(self) -> JSONResponse:
+        note_request(status=self.status, error_type=self.error_type)  # RequestMetrics counts it by this cause
         body = error_body(self.message, self.type, param=self.param, code=self.code)
         return JSONResponse(body, status_code=self.status, headers=self.headers)
 
@@ -101,7 +102,7 @@ def create_app(
         summary="OpenAI-compatible embeddings for every generator of a subject spec.",
         version=__version__,
     )
-    admission = Admission(config, metrics)
+    admission = Admission(config)
     app.state.embeddings = state
     app.state.metrics = metrics
     #: key, limits and slot checked before any body byte is read; abort() at the end of a shutdown
@@ -175,14 +176,13 @@ def create_app(
             return ApiError(500, "Internal server error; see the server log.", "server_error").response()
 
     async def serve(body: EmbeddingRequest) -> Response:
+        note_request(texts=1 if isinstance(body.input, str) else len(body.input))  # for the access log
         name = _resolve(manager, body.model, param="model")
         texts = _texts(body, config)
         metrics.batch.labels("http").observe(len(texts))
-        try:  # the slot of max_concurrency was taken by the admission
-            return await _embed(manager, name, texts, body)
-        except ApiError as exc:
-            metrics.errors.labels("http", exc.error_type).inc()
-            raise
+        # The slot of max_concurrency was taken by the admission; errors are counted by RequestMetrics,
+        # from the status and what ApiError.response() notes.
+        return await _embed(manager, name, texts, body)
 
     return app
 
@@ -309,9 +309,11 @@ def _too_wide(dimensions: int, width: int, name: str) -> ApiError:
 
 
 def _card(info: Any, state: _State) -> ModelCard:
+    space = info.space
     return ModelCard(
         id=info.name, created=state.created, owned_by="agent-embeddings", dims=info.dims,
         provider=info.provider, aliases=list(info.aliases), normalize=info.normalize,
+        space_id=space.space_id if space is not None else None, space=space.model_dump() if space is not None else None,
     )
 
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import logging
 from asyncio import TimerHandle, Transport
+from typing import Any
 
 import httptools
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
@@ -34,11 +35,16 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
 
     max_header_bytes = 64 * 1024
     read_timeout_s = 10.0
+    #: the server's ServerMetrics: the protocol's own answers are counted and logged as the app's are
+    metrics: Any = None
 
     @classmethod
-    def configured(cls, max_header_bytes: int, read_timeout_s: float) -> type[BoundedHttpToolsProtocol]:
+    def configured(
+        cls, max_header_bytes: int, read_timeout_s: float, metrics: Any = None
+    ) -> type[BoundedHttpToolsProtocol]:
         """A subclass with these bounds, for ``uvicorn.Config(http=...)``."""
-        return type(cls.__name__, (cls,), {"max_header_bytes": max_header_bytes, "read_timeout_s": read_timeout_s})
+        settings = {"max_header_bytes": max_header_bytes, "read_timeout_s": read_timeout_s, "metrics": metrics}
+        return type(cls.__name__, (cls,), settings)
 
     def connection_made(self, transport: Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
@@ -151,6 +157,8 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         head.append(b"content-type: application/json\r\ncontent-length: %d\r\nconnection: close\r\n\r\n" % len(body))
         self.transport.write(b"".join(head) + body)
         self.transport.close()
+        if self.metrics is not None:  # no ASGI request reached RequestMetrics: count it here
+            self.metrics.request_done("http", "other", str(status), 0.0, error_type=code)
 
 
 _REASONS: dict[int, bytes] = {400: b"Bad Request", 408: b"Request Timeout", 431: b"Request Header Fields Too Large"}

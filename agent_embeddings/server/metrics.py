@@ -1,9 +1,10 @@
-"""Prometheus metrics of the servers (``/metrics`` on HTTP, ``--metrics-port`` for gRPC).
+"""Prometheus metrics and the access log of the servers (``/metrics`` on HTTP, ``--metrics-port`` for gRPC).
 
-Request metrics are counted by the servers; generator metrics are read at scrape time from
-the manager's built-in collector (``manager.stats()``), so they cost nothing between scrapes.
-Labels are server kinds, routes, status codes, generator names, providers and error class
-names — never a key, a URL or a text.
+Request metrics are counted by the servers, each request once, when it is answered
+(:meth:`ServerMetrics.request_done`, which also writes its access-log line); generator metrics
+are read at scrape time from the manager's built-in collector (``manager.stats()``), so they
+cost nothing between scrapes. Labels are server kinds, routes, status codes, error types,
+generator names and providers — never a key, a URL or a text.
 
 | metric | type | labels |
 |---|---|---|
@@ -19,10 +20,42 @@ names — never a key, a URL or a text.
 | ``agent_embeddings_generator_latency_seconds`` / ``_batch_size`` | histogram | generator |
 | ``agent_embeddings_generator_micro_batch_texts`` / ``_micro_batch_callers`` | histogram | generator |
 | ``agent_embeddings_cache_hits_total`` / ``_misses_total`` / ``_errors_total``, ``_entries`` | counter / gauge | generator, kind |
+
+``requests_total`` counts every request a server answers: HTTP by route (``/v1/embeddings``,
+``/v1/models``, ``/health``, ``/metrics``, ``other``) and status code, gRPC by RPC (``Embed``,
+``Info``) and status name. ``request_errors_total`` counts, once more, every one of those
+answers that is not a success (HTTP status >= 400, gRPC status other than ``OK``), so that
+for each server the errors add up to the non-success requests. Its ``type`` names the cause,
+with the same label on both servers for the same cause:
+
+| type | HTTP | gRPC | cause |
+|---|---|---|---|
+| ``invalid_api_key`` | 401 | ``UNAUTHENTICATED`` | missing or wrong bearer key |
+| ``invalid_request_error``, ``invalid_json``, ``token_ids_not_supported`` | 400, 404 / 405 (no such route) | ``INVALID_ARGUMENT`` | a malformed or invalid request |
+| ``too_many_inputs``, ``input_too_long`` | 413 | ``INVALID_ARGUMENT`` | over ``--max-inputs`` / ``--max-input-chars`` |
+| ``request_too_large`` | 413 | (refused by gRPC itself, not seen) | over ``--max-request-bytes`` |
+| ``model_not_found`` | 404 | ``NOT_FOUND`` | an unknown model |
+| ``server_busy`` | 429 | ``RESOURCE_EXHAUSTED`` | at ``--max-concurrency`` |
+| ``cancelled`` | 499 (no answer) | ``CANCELLED`` | the caller left before the answer |
+| ``deadline_exceeded`` | | ``DEADLINE_EXCEEDED`` | the caller's deadline passed |
+| the SDK error class: ``BackendUnavailableError``, ``RateLimitError``, ... | 500 / 429 | ``UNAVAILABLE``, ``INTERNAL``, ... | the backend failed (details in the server log) |
+| ``server_error`` | 500 | ``INTERNAL`` | a bug in the server (traceback in the log) |
+| ``unavailable`` | 503 | | ``/health`` while loading or draining |
+| otherwise, for an answer that names no cause, by its HTTP status: ``unsupported_media_type``, ``http_NNN``, ... | | | |
+
+On HTTP the cause is the OpenAI error's ``code`` (else its ``type``) or the SDK error class.
+
+The access log (logger ``agent_embeddings.access``, INFO) has one line per answered request,
+for both servers: server, method and route, status, number of texts (``-`` when not known),
+milliseconds and the error type. It never holds a key, a text or a URL::
+
+    http POST /v1/embeddings 200 texts=3 4.2ms
+    grpc Embed NOT_FOUND texts=1 0.3ms error=model_not_found
 """
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Iterator
 from typing import Any
@@ -30,9 +63,11 @@ from typing import Any
 from ..manager import EmbeddingGeneratorManager
 from ..observability import BATCH_BUCKETS, LATENCY_BUCKETS_S
 
-__all__ = ["CONTENT_TYPE", "ServerMetrics", "start_metrics_server"]
+__all__ = ["ACCESS_LOG", "CONTENT_TYPE", "ServerMetrics", "start_metrics_server"]
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+#: one line per answered request, both servers (see the module's docstring)
+ACCESS_LOG = logging.getLogger("agent_embeddings.access")
 
 
 class _ManagerCollector:
@@ -106,7 +141,7 @@ class ServerMetrics:
         r = self.registry
         self.requests = Counter("agent_embeddings_requests", "Requests answered, by status",
                                 ["server", "route", "status"], registry=r)
-        self.errors = Counter("agent_embeddings_request_errors", "Failed requests by error type",
+        self.errors = Counter("agent_embeddings_request_errors", "Requests not answered with success, by cause",
                               ["server", "type"], registry=r)
         self.latency = Histogram("agent_embeddings_request_duration_seconds", "Request latency",
                                  ["server", "route"], buckets=LATENCY_BUCKETS_S, registry=r)
@@ -115,6 +150,21 @@ class ServerMetrics:
         self.in_flight = Gauge("agent_embeddings_requests_in_flight", "Requests being worked on",
                                ["server"], registry=r)
         r.register(_ManagerCollector(manager))
+
+    def request_done(
+        self, server: str, route: str, status: str, seconds: float, *,
+        method: str = "", texts: int | None = None, error_type: str | None = None,
+    ) -> None:
+        """Count one answered request (``error_type``: its cause when it is not a success) and log it."""
+        self.requests.labels(server, route, status).inc()
+        self.latency.labels(server, route).observe(seconds)
+        if error_type is not None:
+            self.errors.labels(server, error_type).inc()
+        if ACCESS_LOG.isEnabledFor(logging.INFO):
+            ACCESS_LOG.info(
+                "%s %s%s %s texts=%s %.1fms%s", server, f"{method} " if method else "", route, status,
+                "-" if texts is None else texts, seconds * 1e3, f" error={error_type}" if error_type else "",
+            )
 
     def render(self) -> bytes:
         from prometheus_client import generate_latest

@@ -71,6 +71,12 @@ class ModelCard(BaseModel):
     provider: str | None = None
     aliases: list[str] = Field(default_factory=list)
     normalize: bool | None = None
+    space_id: str | None = Field(default=None, description="Short name of the embedding space, once known.")
+    space: dict[str, Any] | None = Field(
+        default=None,
+        description="What the vectors are (model, precision, prompts, normalization, width, sequence limit): "
+        "an openai: client of this server takes it as its own space.",
+    )
 
 
 class ModelList(BaseModel):

@@ -18,7 +18,7 @@ from typing import Protocol
 from ..manager import EmbeddingGeneratorManager
 from .config import ServerConfig
 
-__all__ = ["ServerHandle", "make_servers", "run_servers"]
+__all__ = ["ServerHandle", "make_servers", "require_server_extra", "run_servers"]
 
 log = logging.getLogger("agent_embeddings.server")
 
@@ -43,6 +43,24 @@ class ServerHandle(Protocol):
         """Stop accepting calls, let in-flight calls finish within ``grace_s``, then close."""
 
 
+# What each server imports; all of it comes with the 'server' extra.
+_NEEDS = {
+    "metrics": ("prometheus_client",),
+    "grpc": ("grpc", "grpc_health.v1", "grpc_reflection.v1alpha", "google.protobuf"),
+    "http": ("fastapi", "uvicorn", "orjson", "httptools"),  # httptools: the protocol .http_protocol extends
+}
+
+
+def require_server_extra(*, grpc: bool, http: bool) -> None:
+    """Import what the servers asked for need, or raise a ConfigurationError naming the extra
+    (``pip install 'agent-embeddings[server]'``) instead of a ModuleNotFoundError."""
+    from .._deps import require
+
+    kinds = ["metrics"] + ["grpc"] * grpc + ["http"] * http
+    for module in (m for kind in kinds for m in _NEEDS[kind]):
+        require(module, "server", who="serving")
+
+
 def make_servers(
     manager: EmbeddingGeneratorManager,
     *,
@@ -51,6 +69,7 @@ def make_servers(
     config: ServerConfig | None = None,
 ) -> list[ServerHandle]:
     """Build (not start) the servers asked for; imports grpc / fastapi only when needed."""
+    require_server_extra(grpc=bool(grpc), http=bool(http))
     from .metrics import ServerMetrics
 
     config = config or ServerConfig()

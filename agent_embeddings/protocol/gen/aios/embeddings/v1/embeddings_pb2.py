@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n#aios/embeddings/v1/embeddings.proto\x12\x12\x61ios.embeddings.v1\"\xec\x02\n\x0c\x45mbedRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\x0e\n\x06inputs\x18\x02 \x03(\t\x12\x16\n\tnormalize\x18\x03 \x01(\x08H\x00\x88\x01\x01\x12\x17\n\ndimensions\x18\x04 \x01(\rH\x01\x88\x01\x01\x12\x32\n\ntruncation\x18\x05 \x01(\x0e\x32\x1e.aios.embeddings.v1.Truncation\x12\x12\n\nrequest_id\x18\x06 \x01(\t\x12\x42\n\tselection\x18\x07 \x03(\x0b\x32/.aios.embeddings.v1.EmbedRequest.SelectionEntry\x12\x31\n\ninput_type\x18\x08 \x01(\x0e\x32\x1d.aios.embeddings.v1.InputType\x1a\x30\n\x0eSelectionEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x42\x0c\n\n_normalizeB\r\n\x0b_dimensions\"5\n\x05Usage\x12\x1a\n\rprompt_tokens\x18\x01 \x01(\x04H\x00\x88\x01\x01\x42\x10\n\x0e_prompt_tokens\"0\n\x06Timing\x12\x10\n\x08total_us\x18\x01 \x01(\x04\x12\x14\n\x0cinference_us\x18\x02 \x01(\x04\"\xc9\x01\n\rEmbedResponse\x12\x0f\n\x07vectors\x18\x01 \x01(\x0c\x12\x0c\n\x04rows\x18\x02 \x01(\r\x12\x0c\n\x04\x63ols\x18\x03 \x01(\r\x12\r\n\x05model\x18\x04 \x01(\t\x12\x12\n\nnormalized\x18\x05 \x01(\x08\x12(\n\x05usage\x18\x06 \x01(\x0b\x32\x19.aios.embeddings.v1.Usage\x12*\n\x06timing\x18\x07 \x01(\x0b\x32\x1a.aios.embeddings.v1.Timing\x12\x12\n\nrequest_id\x18\x08 \x01(\t\"\x1c\n\x0bInfoRequest\x12\r\n\x05model\x18\x01 \x01(\t\"}\n\tModelInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07\x61liases\x18\x02 \x03(\t\x12\x10\n\x08provider\x18\x03 \x01(\t\x12\x10\n\x08model_id\x18\x04 \x01(\t\x12\x11\n\x04\x64ims\x18\x05 \x01(\rH\x00\x88\x01\x01\x12\x11\n\tnormalize\x18\x06 \x01(\x08\x42\x07\n\x05_dims\"\xa9\x01\n\x0cInfoResponse\x12-\n\x06models\x18\x01 \x03(\x0b\x32\x1d.aios.embeddings.v1.ModelInfo\x12\x1e\n\x16max_inputs_per_request\x18\x02 \x01(\r\x12\x19\n\x11max_message_bytes\x18\x03 \x01(\x04\x12\x17\n\x0fmax_concurrency\x18\x04 \x01(\r\x12\x16\n\x0eserver_version\x18\x05 \x01(\t*Q\n\nTruncation\x12\x1a\n\x16TRUNCATION_UNSPECIFIED\x10\x00\x12\x12\n\x0eTRUNCATION_END\x10\x01\x12\x13\n\x0fTRUNCATION_NONE\x10\x02*V\n\tInputType\x12\x1a\n\x16INPUT_TYPE_UNSPECIFIED\x10\x00\x12\x14\n\x10INPUT_TYPE_QUERY\x10\x01\x12\x17\n\x13INPUT_TYPE_DOCUMENT\x10\x02\x32\xab\x01\n\x10\x45mbeddingService\x12L\n\x05\x45mbed\x12 .aios.embeddings.v1.EmbedRequest\x1a!.aios.embeddings.v1.EmbedResponse\x12I\n\x04Info\x12\x1f.aios.embeddings.v1.InfoRequest\x1a .aios.embeddings.v1.InfoResponseB;\n\x16\x64\x65v.aios.embeddings.v1P\x01Z\x1f\x61ios/embeddings/v1;embeddingsv1b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n#aios/embeddings/v1/embeddings.proto\x12\x12\x61ios.embeddings.v1\"\xec\x02\n\x0c\x45mbedRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\x0e\n\x06inputs\x18\x02 \x03(\t\x12\x16\n\tnormalize\x18\x03 \x01(\x08H\x00\x88\x01\x01\x12\x17\n\ndimensions\x18\x04 \x01(\rH\x01\x88\x01\x01\x12\x32\n\ntruncation\x18\x05 \x01(\x0e\x32\x1e.aios.embeddings.v1.Truncation\x12\x12\n\nrequest_id\x18\x06 \x01(\t\x12\x42\n\tselection\x18\x07 \x03(\x0b\x32/.aios.embeddings.v1.EmbedRequest.SelectionEntry\x12\x31\n\ninput_type\x18\x08 \x01(\x0e\x32\x1d.aios.embeddings.v1.InputType\x1a\x30\n\x0eSelectionEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x42\x0c\n\n_normalizeB\r\n\x0b_dimensions\"5\n\x05Usage\x12\x1a\n\rprompt_tokens\x18\x01 \x01(\x04H\x00\x88\x01\x01\x42\x10\n\x0e_prompt_tokens\"0\n\x06Timing\x12\x10\n\x08total_us\x18\x01 \x01(\x04\x12\x14\n\x0cinference_us\x18\x02 \x01(\x04\"\xc9\x01\n\rEmbedResponse\x12\x0f\n\x07vectors\x18\x01 \x01(\x0c\x12\x0c\n\x04rows\x18\x02 \x01(\r\x12\x0c\n\x04\x63ols\x18\x03 \x01(\r\x12\r\n\x05model\x18\x04 \x01(\t\x12\x12\n\nnormalized\x18\x05 \x01(\x08\x12(\n\x05usage\x18\x06 \x01(\x0b\x32\x19.aios.embeddings.v1.Usage\x12*\n\x06timing\x18\x07 \x01(\x0b\x32\x1a.aios.embeddings.v1.Timing\x12\x12\n\nrequest_id\x18\x08 \x01(\t\"\x1c\n\x0bInfoRequest\x12\r\n\x05model\x18\x01 \x01(\t\"\xb0\x01\n\tModelInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07\x61liases\x18\x02 \x03(\t\x12\x10\n\x08provider\x18\x03 \x01(\t\x12\x10\n\x08model_id\x18\x04 \x01(\t\x12\x11\n\x04\x64ims\x18\x05 \x01(\rH\x00\x88\x01\x01\x12\x11\n\tnormalize\x18\x06 \x01(\x08\x12\x31\n\x05space\x18\x07 \x01(\x0b\x32\".aios.embeddings.v1.EmbeddingSpaceB\x07\n\x05_dims\"\xfa\x02\n\x0e\x45mbeddingSpace\x12\n\n\x02id\x18\x01 \x01(\t\x12\r\n\x05model\x18\x02 \x01(\t\x12\x15\n\x08revision\x18\x03 \x01(\tH\x00\x88\x01\x01\x12\x16\n\tprecision\x18\x04 \x01(\tH\x01\x88\x01\x01\x12\x13\n\x06prompt\x18\x05 \x01(\tH\x02\x88\x01\x01\x12\x19\n\x0cquery_prompt\x18\x06 \x01(\tH\x03\x88\x01\x01\x12\x1c\n\x0f\x64ocument_prompt\x18\x07 \x01(\tH\x04\x88\x01\x01\x12\x11\n\tnormalize\x18\x08 \x01(\x08\x12\x11\n\x04\x64ims\x18\t \x01(\rH\x05\x88\x01\x01\x12\x17\n\ndimensions\x18\n \x01(\rH\x06\x88\x01\x01\x12\x1b\n\x0emax_seq_length\x18\x0b \x01(\rH\x07\x88\x01\x01\x42\x0b\n\t_revisionB\x0c\n\n_precisionB\t\n\x07_promptB\x0f\n\r_query_promptB\x12\n\x10_document_promptB\x07\n\x05_dimsB\r\n\x0b_dimensionsB\x11\n\x0f_max_seq_length\"\xa9\x01\n\x0cInfoResponse\x12-\n\x06models\x18\x01 \x03(\x0b\x32\x1d.aios.embeddings.v1.ModelInfo\x12\x1e\n\x16max_inputs_per_request\x18\x02 \x01(\r\x12\x19\n\x11max_message_bytes\x18\x03 \x01(\x04\x12\x17\n\x0fmax_concurrency\x18\x04 \x01(\r\x12\x16\n\x0eserver_version\x18\x05 \x01(\t*Q\n\nTruncation\x12\x1a\n\x16TRUNCATION_UNSPECIFIED\x10\x00\x12\x12\n\x0eTRUNCATION_END\x10\x01\x12\x13\n\x0fTRUNCATION_NONE\x10\x02*V\n\tInputType\x12\x1a\n\x16INPUT_TYPE_UNSPECIFIED\x10\x00\x12\x14\n\x10INPUT_TYPE_QUERY\x10\x01\x12\x17\n\x13INPUT_TYPE_DOCUMENT\x10\x02\x32\xab\x01\n\x10\x45mbeddingService\x12L\n\x05\x45mbed\x12 .aios.embeddings.v1.EmbedRequest\x1a!.aios.embeddings.v1.EmbedResponse\x12I\n\x04Info\x12\x1f.aios.embeddings.v1.InfoRequest\x1a .aios.embeddings.v1.InfoResponseB;\n\x16\x64\x65v.aios.embeddings.v1P\x01Z\x1f\x61ios/embeddings/v1;embeddingsv1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -35,10 +35,10 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['DESCRIPTOR']._serialized_options = b'\n\026dev.aios.embeddings.v1P\001Z\037aios/embeddings/v1;embeddingsv1'
   _globals['_EMBEDREQUEST_SELECTIONENTRY']._loaded_options = None
   _globals['_EMBEDREQUEST_SELECTIONENTRY']._serialized_options = b'8\001'
-  _globals['_TRUNCATION']._serialized_start=1064
-  _globals['_TRUNCATION']._serialized_end=1145
-  _globals['_INPUTTYPE']._serialized_start=1147
-  _globals['_INPUTTYPE']._serialized_end=1233
+  _globals['_TRUNCATION']._serialized_start=1497
+  _globals['_TRUNCATION']._serialized_end=1578
+  _globals['_INPUTTYPE']._serialized_start=1580
+  _globals['_INPUTTYPE']._serialized_end=1666
   _globals['_EMBEDREQUEST']._serialized_start=60
   _globals['_EMBEDREQUEST']._serialized_end=424
   _globals['_EMBEDREQUEST_SELECTIONENTRY']._serialized_start=347
@@ -51,10 +51,12 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_EMBEDRESPONSE']._serialized_end=733
   _globals['_INFOREQUEST']._serialized_start=735
   _globals['_INFOREQUEST']._serialized_end=763
-  _globals['_MODELINFO']._serialized_start=765
-  _globals['_MODELINFO']._serialized_end=890
-  _globals['_INFORESPONSE']._serialized_start=893
-  _globals['_INFORESPONSE']._serialized_end=1062
-  _globals['_EMBEDDINGSERVICE']._serialized_start=1236
-  _globals['_EMBEDDINGSERVICE']._serialized_end=1407
+  _globals['_MODELINFO']._serialized_start=766
+  _globals['_MODELINFO']._serialized_end=942
+  _globals['_EMBEDDINGSPACE']._serialized_start=945
+  _globals['_EMBEDDINGSPACE']._serialized_end=1323
+  _globals['_INFORESPONSE']._serialized_start=1326
+  _globals['_INFORESPONSE']._serialized_end=1495
+  _globals['_EMBEDDINGSERVICE']._serialized_start=1669
+  _globals['_EMBEDDINGSERVICE']._serialized_end=1840
 # @@protoc_insertion_point(module_scope)

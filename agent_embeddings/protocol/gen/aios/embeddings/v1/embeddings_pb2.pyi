@@ -94,20 +94,48 @@ class InfoRequest(_message.Message):
     def __init__(self, model: _Optional[str] = ...) -> None: ...
 
 class ModelInfo(_message.Message):
-    __slots__ = ("name", "aliases", "provider", "model_id", "dims", "normalize")
+    __slots__ = ("name", "aliases", "provider", "model_id", "dims", "normalize", "space")
     NAME_FIELD_NUMBER: _ClassVar[int]
     ALIASES_FIELD_NUMBER: _ClassVar[int]
     PROVIDER_FIELD_NUMBER: _ClassVar[int]
     MODEL_ID_FIELD_NUMBER: _ClassVar[int]
     DIMS_FIELD_NUMBER: _ClassVar[int]
     NORMALIZE_FIELD_NUMBER: _ClassVar[int]
+    SPACE_FIELD_NUMBER: _ClassVar[int]
     name: str
     aliases: _containers.RepeatedScalarFieldContainer[str]
     provider: str
     model_id: str
     dims: int
     normalize: bool
-    def __init__(self, name: _Optional[str] = ..., aliases: _Optional[_Iterable[str]] = ..., provider: _Optional[str] = ..., model_id: _Optional[str] = ..., dims: _Optional[int] = ..., normalize: _Optional[bool] = ...) -> None: ...
+    space: EmbeddingSpace
+    def __init__(self, name: _Optional[str] = ..., aliases: _Optional[_Iterable[str]] = ..., provider: _Optional[str] = ..., model_id: _Optional[str] = ..., dims: _Optional[int] = ..., normalize: _Optional[bool] = ..., space: _Optional[_Union[EmbeddingSpace, _Mapping]] = ...) -> None: ...
+
+class EmbeddingSpace(_message.Message):
+    __slots__ = ("id", "model", "revision", "precision", "prompt", "query_prompt", "document_prompt", "normalize", "dims", "dimensions", "max_seq_length")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    REVISION_FIELD_NUMBER: _ClassVar[int]
+    PRECISION_FIELD_NUMBER: _ClassVar[int]
+    PROMPT_FIELD_NUMBER: _ClassVar[int]
+    QUERY_PROMPT_FIELD_NUMBER: _ClassVar[int]
+    DOCUMENT_PROMPT_FIELD_NUMBER: _ClassVar[int]
+    NORMALIZE_FIELD_NUMBER: _ClassVar[int]
+    DIMS_FIELD_NUMBER: _ClassVar[int]
+    DIMENSIONS_FIELD_NUMBER: _ClassVar[int]
+    MAX_SEQ_LENGTH_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    model: str
+    revision: str
+    precision: str
+    prompt: str
+    query_prompt: str
+    document_prompt: str
+    normalize: bool
+    dims: int
+    dimensions: int
+    max_seq_length: int
+    def __init__(self, id: _Optional[str] = ..., model: _Optional[str] = ..., revision: _Optional[str] = ..., precision: _Optional[str] = ..., prompt: _Optional[str] = ..., query_prompt: _Optional[str] = ..., document_prompt: _Optional[str] = ..., normalize: _Optional[bool] = ..., dims: _Optional[int] = ..., dimensions: _Optional[int] = ..., max_seq_length: _Optional[int] = ...) -> None: ...
 
 class InfoResponse(_message.Message):
     __slots__ = ("models", "max_inputs_per_request", "max_message_bytes", "max_concurrency", "server_version")
