@@ -93,6 +93,9 @@ def test_finding_12_a_huge_head_is_refused_with_431_and_not_read(server):
     sock.close()
     assert sent < 16 * 1024 * 1024, f"the server read {sent} bytes of one header"
     _still_serving(server)
+    counted = [line for line in httpx.get(f"http://{server.address}/metrics").text.splitlines()
+               if line.startswith("agent_embeddings_requests_total") and 'status="431"' in line]
+    assert counted and float(counted[0].rsplit(" ", 1)[1]) >= 3  # counted as the app's answers are
 
 
 def test_finding_12_a_body_that_stops_coming_frees_its_slot(server):
