@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
 from .config import ServerConfig
@@ -47,18 +47,23 @@ _MODELS = "/v1/models"
 _DISCARD_BYTES = 64 * 1024
 #: A request watches for its client leaving once it has run this long: most are answered sooner,
 #: and never pay for the watcher (a task per request: a fifth of the app's time on the hot path).
+#: One sweep every 50 ms while requests are in flight starts the watchers, no timer per request.
 _WATCH_AFTER_S = 0.05
 
 
 class _Ticket:
     """An admitted request holding a slot: its task, and why it was cancelled (None: it was not)."""
 
-    __slots__ = ("reason", "started", "task")
+    __slots__ = ("reason", "since", "started", "task", "watch", "watcher")
 
     def __init__(self, task: asyncio.Task[Any] | None) -> None:
         self.task = task
         self.reason: str | None = None
         self.started = False  # the response has begun: too late to cancel or to answer otherwise
+        #: once the body is read: the watcher to start (when the request runs long), and since when
+        self.watch: Callable[[], Coroutine[Any, Any, None]] | None = None
+        self.since = 0.0
+        self.watcher: asyncio.Task[None] | None = None
 
     def cancel(self, reason: str) -> None:
         if self.reason is None and not self.started and self.task is not None:
@@ -78,6 +83,7 @@ class Admission:
         #: requests holding a slot (being read or worked on)
         self.in_flight = 0
         self._tickets: set[_Ticket] = set()
+        self._sweeping = False
         self._closing = False
 
     def abort(self) -> int:
@@ -180,14 +186,32 @@ class Admission:
                     return
 
         loop = asyncio.get_running_loop()
-        watcher: list[asyncio.Task[None]] = []
-        timer = loop.call_later(_WATCH_AFTER_S, lambda: watcher.append(loop.create_task(watch())))
+        ticket.watch, ticket.since = watch, loop.time()
+        if not self._sweeping:
+            self._sweep_later(loop)
         try:
             await app(scope, replay, sending)
         finally:
-            timer.cancel()
-            if watcher:
-                watcher[0].cancel()
+            ticket.watch = None
+            if ticket.watcher is not None:
+                ticket.watcher.cancel()
+
+    def _sweep_later(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._sweeping = True
+        loop.call_later(_WATCH_AFTER_S, self._sweep, loop)
+
+    def _sweep(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Start the watchers of the requests that have run for _WATCH_AFTER_S; look again while some have not."""
+        self._sweeping = False
+        now, pending = loop.time(), False
+        for ticket in self._tickets:
+            if ticket.watch is not None and ticket.watcher is None:
+                if now - ticket.since >= _WATCH_AFTER_S:
+                    ticket.watcher = loop.create_task(ticket.watch())
+                else:
+                    pending = True
+        if pending:
+            self._sweep_later(loop)
 
 
 class Admit:
