@@ -42,7 +42,7 @@ from .results import BackendResult, Embeddings, GeneratorInfo
 from .specs import GeneratorParams, ModelItem, SubjectSpec, load_spec
 from .version import __version__
 
-# Every record of the agent_embeddings loggers has key-shaped text and known secrets redacted.
+# Every log record, of every logger, has known secrets, key-shaped text and URL credentials redacted.
 install_log_redaction()
 
 __all__ = [

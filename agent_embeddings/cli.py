@@ -121,7 +121,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
             manager = EmbeddingGeneratorManager.from_subject_spec(path)  # refuses a spec with no generator
         except AgentEmbeddingsError as exc:
             failed += 1
-            print(f"{PROG}: error: {exc}", file=sys.stderr)
+            _error(str(exc))
             continue
         spec = manager.spec
         skipped = skipped_items(spec) if spec is not None else []
@@ -164,6 +164,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     from pydantic import SecretStr
 
+    from .redaction import remember_secret
     from .secrets import resolve_secret_ref
     from .server.config import ServerConfig, parse_api_keys
     from .server.runner import require_server_extra
@@ -176,6 +177,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     keys = [SecretStr(k) for k in args.api_key or []]
     keys += [resolve_secret_ref(ref, who="--api-key-ref") for ref in args.api_key_ref or []]
     keys += parse_api_keys(os.environ.get("AGENT_EMBEDDINGS_API_KEYS", ""))
+    for key in keys:  # the server's own keys: masked in its log like any other secret
+        remember_secret(key.get_secret_value())
     config = ServerConfig(
         api_keys=tuple(keys),
         max_inputs=args.max_inputs,
@@ -298,6 +301,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 
+def _error(text: str) -> None:
+    """One line on stderr, redacted: whatever an error quotes (a library's text), no secret leaves."""
+    from .redaction import redact
+
+    print(f"{PROG}: error: {redact(text)}", file=sys.stderr)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     # Loading a model prints a weights progress bar; the CLI's output stays ours alone.
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
@@ -306,17 +316,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     debug = os.environ.get("AGENT_EMBEDDINGS_DEBUG") == "1"
     try:
         return int(args.func(args))
-    except AgentEmbeddingsError as exc:
-        if debug:
-            raise
-        print(f"{PROG}: error: {exc}", file=sys.stderr)
-        return 1
     except KeyboardInterrupt:
         return 130
     except BrokenPipeError:
         return 0
-    except Exception as exc:  # never a traceback for users; AGENT_EMBEDDINGS_DEBUG=1 shows it
+    except Exception as exc:  # never a traceback for users; AGENT_EMBEDDINGS_DEBUG=1 shows it, redacted
         if debug:
-            raise
-        print(f"{PROG}: error: unexpected {type(exc).__name__}: {exc}", file=sys.stderr)
+            import traceback
+
+            from .redaction import redact
+
+            sys.stderr.write(redact("".join(traceback.format_exception(exc))))
+        if isinstance(exc, AgentEmbeddingsError):
+            _error(str(exc))
+        else:
+            _error(f"unexpected {type(exc).__name__}: {exc}")
         return 1

@@ -24,13 +24,16 @@
           └── BackendTimeoutError       the backend did not answer in time
 
 Errors carry context in their message (generator name, spec file and field, target
-endpoint) and never a secret. Library errors (openai, grpc, torch) are translated where
-the library is called, with the original chained as ``__cause__``.
+endpoint) and never a secret: the root class redacts every message it is given. Library
+errors (openai, grpc, torch) are translated where the library is called, with the original
+chained as ``__cause__`` unless its text holds a secret.
 """
 
 from __future__ import annotations
 
-from typing import Self
+from typing import Any, Self
+
+from .redaction import redact
 
 __all__ = [
     "AgentEmbeddingsError",
@@ -63,9 +66,19 @@ class AgentEmbeddingsError(Exception):
 
     The message is one line. ``detail`` holds what a library said at length (a multi-line
     pyarrow message, say), for logs and ``AGENT_EMBEDDINGS_DEBUG=1``; None when there is none.
+
+    Message and detail are redacted when set (:func:`~agent_embeddings.redaction.redact`):
+    whatever they quote (an endpoint's answer, a library's error), a registered secret never
+    reaches ``str(error)``, a traceback, a log line, the CLI or a server's answer.
     """
 
     detail: str | None = None
+
+    def __init__(self, *args: object) -> None:
+        super().__init__(*(redact(a) if isinstance(a, str) else a for a in args))
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        super().__setattr__(name, redact(value) if name == "detail" and isinstance(value, str) else value)
 
     @classmethod
     def from_library(cls, summary: str, exc: BaseException) -> Self:

@@ -5,8 +5,8 @@
 * :class:`GeneratorStats` is the built-in collector each generator keeps (counts, errors by
   type, latency and batch-size histograms, cache hits); ``manager.stats()`` returns them and
   the servers' Prometheus endpoints export them.
-* :func:`install_log_redaction` makes every log record of the ``agent_embeddings`` loggers go
-  through :func:`~agent_embeddings.redaction.redact` (installed when the package is imported).
+* :func:`install_log_redaction` makes every log record, of every logger, go through
+  :func:`~agent_embeddings.redaction.redact` (installed when the package is imported).
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ import bisect
 import logging
 import threading
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -189,11 +190,13 @@ _installed = False
 
 
 def install_log_redaction() -> None:
-    """Redact every record of the ``agent_embeddings`` loggers (message, arguments, traceback).
+    """Redact every log record of every logger (message, arguments, traceback, stack).
 
-    A record factory rather than a logger filter: filters on ``agent_embeddings`` do not see
-    records of its child loggers, and handlers belong to the application. Records of other
-    libraries are left as they are. Idempotent.
+    A record factory rather than a filter: a filter on a logger does not see the records of
+    its children, a handler filter only the records of that handler, and httpx, uvicorn, grpc
+    or the root logger print what they are given (a URL with its password, a header value in
+    an exception). The factory runs once per record that a logger lets through, before any
+    handler; a record with nothing to hide is left untouched. Idempotent.
     """
     global _installed
     if _installed:
@@ -203,14 +206,50 @@ def install_log_redaction() -> None:
 
     def factory(*args: Any, **kwargs: Any) -> logging.LogRecord:
         record = previous(*args, **kwargs)
-        if record.name == "agent_embeddings" or record.name.startswith("agent_embeddings."):
-            try:
-                message = record.getMessage()
-            except Exception:  # noqa: BLE001 - a bad format string: leave it to logging's own report
-                return record
-            record.msg, record.args = redact(message), None
-            if record.exc_info and not record.exc_text:
-                record.exc_text = redact(logging.Formatter().formatException(record.exc_info))
+        _redact_record(record)
         return record
 
     logging.setLogRecordFactory(factory)
+
+
+def _redact_record(record: logging.LogRecord) -> None:
+    try:
+        message = record.getMessage()
+    except Exception:  # noqa: BLE001 - a bad format string: shown as such, redacted (logging's own
+        # report of it would print the arguments as they are)
+        record.msg, record.args = redact(f"{record.msg} [arguments that do not fit it: {record.args!r}]"), None
+        return
+    clean = redact(message)
+    if clean != message:
+        _redact_arguments(record, clean)
+    if record.exc_info and not record.exc_text:
+        text = logging.Formatter().formatException(record.exc_info)
+        safe = redact(text)
+        if safe != text:  # handlers would format the exception again from exc_info: drop it
+            record.exc_text, record.exc_info = safe, None
+    if record.stack_info:
+        record.stack_info = redact(record.stack_info)
+
+
+def _redact_arguments(record: logging.LogRecord, clean: str) -> None:
+    """Redact the format and each argument, keeping their shape (uvicorn's access formatter
+    unpacks ``record.args``); if that does not give ``clean``, keep ``clean`` alone."""
+    def safe(value: Any) -> Any:
+        if isinstance(value, (int, float)) or value is None:
+            return value
+        text = value if isinstance(value, str) else str(value)
+        redacted = redact(text)
+        return value if redacted == text else redacted
+
+    if isinstance(record.msg, str):
+        record.msg = redact(record.msg)
+    if isinstance(record.args, tuple):
+        record.args = tuple(safe(a) for a in record.args)
+    elif isinstance(record.args, Mapping):
+        record.args = {k: safe(v) for k, v in record.args.items()}
+    try:
+        if record.getMessage() == clean:
+            return
+    except Exception:  # noqa: BLE001, S110 - an argument that changed type: fall back below
+        pass
+    record.msg, record.args = clean, None

@@ -25,7 +25,7 @@ from pydantic import BaseModel, ConfigDict, Field, PositiveInt, ValidationError,
 from .batching import MicroBatching
 from .cache import CacheConfig
 from .errors import SpecError
-from .redaction import is_secret_name, redact_params, remember_params
+from .redaction import is_secret_name, redact, redact_params, remember_params
 from .retry import RetryPolicy
 
 __all__ = [
@@ -182,6 +182,11 @@ class GeneratorParams(BaseModel):
         "compatibility and cache keys, e.g. the local model an aios: block serves.",
     )
 
+    def __repr_args__(self) -> Iterator[tuple[str | None, Any]]:
+        # repr() of any backend's parameters: secret fields and header values masked, URLs displayed.
+        for name, value in super().__repr_args__():
+            yield name, value if name is None else redact_params({name: value})[name]
+
     @field_validator("micro_batching", mode="before")
     @classmethod
     def _micro_batching_switch(cls, value: Any) -> Any:
@@ -216,12 +221,24 @@ def _describe(err: Any) -> str:
     if kind == "missing":
         return f"{_loc(loc)}: required field is missing"
     msg = err["msg"].removeprefix("Value error, ")
-    secret = any(is_secret_name(part) for part in loc)
-    if "input" in err and not secret and kind not in ("value_error",):
+    if "input" in err and not _holds_secrets(loc) and kind not in ("value_error",):
         got = err["input"]
-        shown = repr(got) if len(repr(got)) <= 60 else repr(got)[:57] + "..."
+        shown = redact(repr(got))  # redacted before it is cut: a secret cut in two is not recognised
+        shown = shown if len(shown) <= 60 else shown[:57] + "..."
         msg += f" (got {type(got).__name__} {shown})"
+    elif "input" in err and kind not in ("value_error",):
+        msg += f" (got {type(err['input']).__name__}; the value is not shown)"
     return f"{_loc(loc)}: {msg}" if loc else msg
+
+
+def _holds_secrets(loc: tuple[Any, ...]) -> bool:
+    """A field whose wrong value is never echoed: a secret, a reference to one (a key pasted in its
+    place is the common mistake), headers (any value may be a credential), a URL (user info)."""
+    for part in loc:
+        name = str(part).lower()
+        if is_secret_name(part) or name.endswith("_ref") or "header" in name or "url" in name:
+            return True
+    return False
 
 
 def format_validation_error(exc: ValidationError, *, where: str) -> str:

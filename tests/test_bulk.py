@@ -15,6 +15,8 @@ import sys
 import time
 from pathlib import Path
 
+import grpc
+import httpx
 import numpy as np
 import pyarrow as pa
 import pyarrow.csv as pacsv
@@ -26,7 +28,13 @@ from agent_embeddings.bulk import MANIFEST, embed_dataset
 from agent_embeddings.bulk.source import Corpus
 from agent_embeddings.bulk.store import Store
 from agent_embeddings.cli import main
-from agent_embeddings.errors import BulkOutputError, CorpusError, EmbeddingSpaceError, InvalidInputError
+from agent_embeddings.errors import (
+    BulkOutputError,
+    CorpusError,
+    EmbeddingSpaceError,
+    InvalidInputError,
+    RemoteNotFoundError,
+)
 from agent_embeddings.server.http import serve_in_thread
 from agent_embeddings.space import PROBES
 from benchmarks.data import short_sentences
@@ -357,6 +365,56 @@ def test_openai_backend_against_our_http_server(hf_manager, tmp_path, texts, ref
     assert np.abs(read_vectors(tmp_path / "out")[1] - reference[:200]).max() <= TOL
     manifest = (tmp_path / "out" / MANIFEST).read_text()
     assert "sk-literal-secret-123" not in manifest and '"api_key": "**********"' in manifest
+
+
+def test_finding_05_manifest_repr_describe_listings_and_errors_mask_url_credentials_and_headers(
+    hf_manager, runner, tmp_path, texts
+):
+    password, query_token = "PASS-planted-in-userinfo-5a", "QUERY-planted-token-5b"
+    h_auth, h_session = "custom-auth-planted-5c", "session-planted-5d"
+    source = write_jsonl(tmp_path / "c.jsonl", [{"text": t} for t in texts[:40]])
+    secrets = (password, query_token, h_auth, h_session)
+    with serve_in_thread(hf_manager) as server:
+        def item(name: str, model: str, url: str) -> dict:
+            return {"llm_type": "embeddings", "name": name, "llm_block_id": f"openai:{model}",
+                    "llm_parameters": {"base_url": url, "api_key_required": False, "retry": {"attempts": 1},
+                                       "default_headers": {"X-Custom-Auth": h_auth, "X-Session": h_session}}}
+
+        userinfo = f"http://planted-user:{password}@{server.address}/v1"
+        spec = {"subject_id": "bulk", "models": [
+            item("userinfo", "hf-minilm", userinfo),
+            item("query", "hf-minilm", f"{userinfo}?token={query_token}"),
+            item("missing", "no-such-model", f"{userinfo}?token={query_token}"),
+        ]}
+        with EmbeddingGeneratorManager.from_subject_spec(spec) as manager:
+            embed_dataset(manager, "userinfo", source, tmp_path / "a")
+            first = (tmp_path / "a" / MANIFEST).read_text()
+            assert password not in first and h_auth not in first and h_session not in first, first
+            embed_dataset(manager, "query", source, tmp_path / "b")  # the query goes on every request
+            with pytest.raises(RemoteNotFoundError) as missing:
+                manager.embed("missing", ["x"])
+            shown = [(tmp_path / "a" / MANIFEST).read_text(), (tmp_path / "b" / MANIFEST).read_text(),
+                     repr(manager.spec), str(manager.spec.models[1]), repr(manager.get("query")),
+                     str(manager.get("query").describe()), repr(manager.get("query").params),
+                     str(manager.list_generators()), str(missing.value)]
+            with serve_in_thread(manager) as listing:
+                shown.append(httpx.get(f"http://{listing.address}/v1/models").text)
+            grpc_server = runner.grpc_server(manager)
+            try:
+                from agent_embeddings.protocol.convert import pb
+                from agent_embeddings.protocol.gen.aios.embeddings.v1.embeddings_pb2_grpc import EmbeddingServiceStub
+
+                with grpc.insecure_channel(grpc_server.address) as channel:
+                    shown.append(str(EmbeddingServiceStub(channel).Info(pb.InfoRequest(), timeout=30)))
+            finally:
+                runner.stop(grpc_server)
+    manifest = json.loads(shown[1])["model_item"]["llm_parameters"]
+    assert manifest["default_headers"] == {"X-Custom-Auth": "**********", "X-Session": "**********"}  # names stay
+    assert manifest["base_url"] == f"http://**********@{server.address}/v1?token=**********"
+    assert "HTTP 404" in shown[-3] and "**********@" in shown[-3]  # the error names the endpoint, masked
+    for text in shown:
+        for secret in secrets:
+            assert secret not in text, (secret, text[:300])
 
 
 def test_rate_limits_slow_the_job_down_instead_of_failing_it(hf_manager, tmp_path, texts, reference):

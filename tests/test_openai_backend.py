@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import base64
 import json
 import logging
 import subprocess
@@ -174,3 +176,57 @@ def test_openai_key_never_in_repr_errors_or_logs(keyed_server, caplog, monkeypat
     text = "\n".join([repr(gen), str(gen.describe()), message, repr(caught.value), caplog.text])
     assert wrong not in text and "DONOTLEAK" not in text and KEY not in text
     assert "openai" in caplog.text or "httpx" in caplog.text  # the client did log at DEBUG
+
+
+# -- issue 19: the password of a base_url is not logged; the key lives in the clients alone ------
+def test_finding_07_httpx_request_log_never_shows_the_url_password(hf_manager, caplog, sentences):
+    password = "PASSWORD-planted-in-url-77"
+    caplog.set_level(logging.DEBUG)
+    with serve_in_thread(hf_manager) as srv:  # no keys: the Basic auth httpx makes from the URL is ignored
+        gen = OpenAIEmbeddingGenerator(model="hf", base_url=f"http://planted-user:{password}@{srv.address}/v1")
+        assert np.abs(gen.encode(sentences[:2]) - hf_manager.encode("hf", sentences[:2])).max() <= 1e-5
+        gen.close()
+    requests = [r.getMessage() for r in caplog.records if r.getMessage().startswith("HTTP Request: POST")]
+    assert requests and f"http://**********@{srv.address}/v1/embeddings" in requests[0]  # httpx's own line
+    basic = base64.b64encode(f"planted-user:{password}".encode()).decode()
+    assert password not in caplog.text and basic not in caplog.text
+
+
+def _texts_in(obj: object, path: str = "", depth: int = 0, seen: set[int] | None = None) -> Iterator[tuple[str, str]]:
+    """``(path, text)`` for every string reachable from ``obj``'s attributes, except inside a
+    ``SecretStr`` and inside the openai clients (the only objects that may hold secrets in clear)."""
+    import openai
+
+    seen = set() if seen is None else seen
+    if id(obj) in seen or depth > 6 or isinstance(obj, (SecretStr, openai.OpenAI, openai.AsyncOpenAI)):
+        return
+    seen.add(id(obj))
+    if isinstance(obj, str):
+        yield path, obj
+    elif isinstance(obj, bytes):
+        yield path, obj.decode("latin-1")
+    elif isinstance(obj, dict):
+        for key, value in obj.items():
+            yield from _texts_in(key, f"{path}.<key>", depth + 1, seen)
+            yield from _texts_in(value, f"{path}[{key!r}]", depth + 1, seen)
+    elif isinstance(obj, (list, tuple, set, frozenset)):
+        for i, value in enumerate(obj):
+            yield from _texts_in(value, f"{path}[{i}]", depth + 1, seen)
+    elif hasattr(obj, "__dict__") and type(obj).__module__.startswith(("agent_embeddings", "pydantic")):
+        for name, value in vars(obj).items():
+            yield from _texts_in(value, f"{path}.{name}", depth + 1, seen)
+
+
+def test_finding_09_the_plain_key_and_header_values_live_only_in_the_clients(keyed_server, monkeypatch, sentences):
+    monkeypatch.setenv("KEY_FOR_ATTRIBUTES", KEY)
+    header = "X-Session-value-planted-0099"
+    gen = build_embeddings_from_model_item(item(
+        base_url=f"http://{keyed_server.address}/v1", api_key_ref="env:KEY_FOR_ATTRIBUTES",
+        default_headers={"X-Session": header}, model="hf"))
+    assert gen.encode(sentences[:1]).shape == (1, 384)  # the sync client has the key ...
+    asyncio.run(gen.aencode(sentences[:1]))  # ... and so has an async one, made later
+    assert gen._client.api_key == KEY and gen._client.default_headers["X-Session"] == header
+    found = [path for path, text in _texts_in(gen, "gen") if KEY in text or header in text]
+    assert found == [], found  # e.g. gen._client_kwargs['api_key'] before
+    assert "'X-Session': '**********'" in repr(gen.params) and header not in repr(gen.params)
+    gen.close()

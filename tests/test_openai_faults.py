@@ -6,8 +6,10 @@ decides what each request gets.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
+import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -27,6 +29,7 @@ from agent_embeddings import (
     RemoteNotFoundError,
 )
 from agent_embeddings.backends.openai import OpenAIEmbeddingGenerator
+from agent_embeddings.retry import RetryPolicy
 
 Reply = tuple[int, dict[str, str], bytes]
 
@@ -226,3 +229,75 @@ def test_openai_dimensions_are_sent(stub):
     ada = stub.generator(model="text-embedding-ada-002", dimensions=2, api_key="sk-x")
     ada.encode(TEXTS)
     assert "dimensions" not in stub.requests[1] and stub.auth[1] == "Bearer sk-x"
+
+
+# -- finding 11: a deadline bounds the whole call, even against a server trickling bytes ---------
+class Trickler:
+    """A loopback HTTP server that answers every request one byte a second (status line, headers,
+    body): each socket read gets a byte well within any read timeout, so only a deadline on the
+    whole request ends it. Connections close when the client leaves or the server stops."""
+
+    def __init__(self, interval_s: float = 1.0) -> None:
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}/v1"
+        self.interval_s = interval_s
+        self.stop = threading.Event()
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while not self.stop.is_set():
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._trickle, args=(conn,), daemon=True).start()
+
+    def _trickle(self, conn: socket.socket) -> None:
+        body = b'{"object": "list", "data": []}' + b" " * 10_000
+        answer = b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: %d\r\n\r\n%s" % (len(body), body)
+        with conn:
+            try:
+                conn.recv(65536)
+                for byte in answer:
+                    if self.stop.wait(self.interval_s):
+                        return
+                    conn.sendall(bytes([byte]))
+            except OSError:
+                return  # the client gave up: what the deadline is for
+
+    def close(self) -> None:
+        self.stop.set()
+        self.sock.close()
+
+
+# What the issue asks: the call ends within its deadline + 0.5 s. The margin covers the retry
+# loop's hand-offs and the scheduling of a busy 2-core box; before the fix the call never ended
+# (still running after 90 s, sync and async alike).
+DEADLINE_S, TIMEOUT_S, MARGIN_S = 5.0, 3.0, 0.5
+
+
+@pytest.mark.parametrize("path", ["sync", "async"])
+def test_finding_11_a_trickling_server_cannot_outlast_the_deadline(path):
+    trickler = Trickler()
+    gen = OpenAIEmbeddingGenerator(model="m", base_url=trickler.url, timeout=TIMEOUT_S, normalize=False)
+    gen.configure_retry(RetryPolicy(attempts=3, deadline_s=DEADLINE_S))
+    outcome: list[BaseException | None] = []
+
+    def call() -> None:
+        try:
+            gen.embed(["x"]) if path == "sync" else asyncio.run(gen.aembed(["x"]))
+            outcome.append(None)
+        except BaseException as exc:  # noqa: BLE001 - handed to the test thread
+            outcome.append(exc)
+
+    started = time.monotonic()
+    worker = threading.Thread(target=call, daemon=True)
+    worker.start()
+    worker.join(DEADLINE_S + MARGIN_S + 5)  # a regression fails in seconds, not at the suite's timeout
+    elapsed = time.monotonic() - started
+    trickler.close()
+    assert outcome, f"still running after {elapsed:.1f}s against a deadline of {DEADLINE_S}s"
+    assert isinstance(outcome[0], BackendTimeoutError), outcome[0]
+    # Tries of 3 s, then what is left: the whole deadline is used, and not overrun.
+    assert DEADLINE_S - MARGIN_S < elapsed < DEADLINE_S + MARGIN_S, elapsed
+    gen.close()

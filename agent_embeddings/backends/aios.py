@@ -30,6 +30,7 @@ from ..hookspecs import hookimpl
 from ..redaction import remember_secret
 from ..results import BackendResult
 from ..retry import RetryPolicy
+from ..secrets import SecretRef, check_key, resolve_secret_ref
 from ..space import SpaceIdentity, remote_space
 from ..specs import GeneratorParams, ModelItem
 from ..vectors import InputType
@@ -55,7 +56,7 @@ class AIOSParams(GeneratorParams):
     batch_size: PositiveInt = Field(
         default=64, description="Most texts per request (the server's own limit applies too)."
     )
-    api_key_ref: str | None = Field(
+    api_key_ref: SecretRef | None = Field(
         default=None, description="Bearer token sent as call metadata: 'env:NAME' or 'file:PATH'."
     )
     plaintext: bool | None = Field(
@@ -121,14 +122,16 @@ class AIOSEmbeddings(AbstractEmbeddingGenerator):
         self.selection_query = dict(selection_query or {})
         self._api_key = SecretStr(api_key) if isinstance(api_key, str) else api_key
         if self._api_key is not None:
+            check_key(self._api_key.get_secret_value(), who=self._who(), source="api_key")
             remember_secret(self._api_key.get_secret_value())
+        elif params.api_key_ref:  # resolved and checked now, when the spec loads, not on the first call
+            self._api_key = resolve_secret_ref(params.api_key_ref, who=f"{self._who()}: llm_parameters.api_key_ref")
         self._lock = threading.Lock()
         self._channel: Any = None
         self._stub: Any = None
         self._aio: dict[asyncio.AbstractEventLoop, tuple[Any, Any]] = {}
         self._info: ServerInfo | None = None
         self._served: ServedModel | None = None
-        self._metadata: tuple[tuple[str, str], ...] | None = None
 
     def configure_retry(self, policy: Any) -> None:
         """Map the spec's ``retry`` onto gRPC's retry policy; its deadline caps ``timeout_s``."""
@@ -169,12 +172,10 @@ class AIOSEmbeddings(AbstractEmbeddingGenerator):
         )
 
     def _call_metadata(self) -> tuple[tuple[str, str], ...]:
-        if self._metadata is None:
-            key = self._api_key
-            if key is None and self.params.api_key_ref:
-                key = require_secret(self.params.api_key_ref, who=self._who())
-            self._metadata = (("authorization", f"Bearer {key.get_secret_value()}"),) if key is not None else ()
-        return self._metadata
+        # Made per call (a tuple, well under a microsecond): the token stays a SecretStr on the
+        # generator, in clear only in the call that sends it.
+        key = self._api_key
+        return (("authorization", f"Bearer {key.get_secret_value()}"),) if key is not None else ()
 
     def _new_channel(self, aio: bool) -> tuple[Any, Any]:
         from ..protocol.gen.aios.embeddings.v1.embeddings_pb2_grpc import EmbeddingServiceStub
@@ -194,7 +195,6 @@ class AIOSEmbeddings(AbstractEmbeddingGenerator):
         with self._lock:
             if self._stub is None:
                 self._channel, self._stub = self._new_channel(aio=False)
-                self._call_metadata()
             return self._stub
 
     def _async_stub(self) -> Any:
@@ -206,7 +206,6 @@ class AIOSEmbeddings(AbstractEmbeddingGenerator):
                 for old in [lp for lp in self._aio if lp.is_closed()]:
                     del self._aio[old]
                 pair = self._aio[loop] = self._new_channel(aio=True)
-                self._call_metadata()
             return pair[1]
 
     def close(self) -> None:
@@ -464,12 +463,6 @@ class AIOSEmbeddings(AbstractEmbeddingGenerator):
             for task in tasks:
                 task.cancel()
         return self._assemble(list(responses), batches)
-
-
-def require_secret(ref: str, *, who: str) -> SecretStr:
-    from ..secrets import resolve_secret_ref
-
-    return resolve_secret_ref(ref, who=f"{who}: api_key_ref")
 
 
 @hookimpl

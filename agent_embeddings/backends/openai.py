@@ -3,7 +3,8 @@
 Built on the official ``openai`` client: one sync and one async client per generator, reused
 for every call. Retries (408/409/429/5xx and connection errors, honouring ``Retry-After``) are
 the SDK's shared loop, not the client's, so that ``retry.deadline_s`` bounds a call with all its
-tries: each request gets ``timeout`` or what is left of the deadline, whichever is less.
+tries: each request gets ``timeout`` or what is left of the deadline, whichever is less, as a
+bound on the whole request (``http_deadline.py``: httpx's timeouts bound each socket read).
 Requests ask for ``encoding_format="base64"`` (packed float32) and are decoded with numpy.
 Batches are split to the API's limits (2,048 inputs, 300,000 tokens per request, 8,192 tokens
 per input for OpenAI models, counted with tiktoken); results are placed by ``index``.
@@ -13,6 +14,8 @@ Keys: ``api_key`` (constructor) or ``api_key_ref`` (``env:NAME`` / ``file:PATH``
 (and ``OPENAI_BASE_URL``) are used, as by the official client; an explicit ``base_url`` never
 receives ``OPENAI_API_KEY`` implicitly, so a key meant for OpenAI is not sent elsewhere. A key
 is required at build time unless the endpoint is on loopback or ``api_key_required`` is false.
+The key, the ``base_url`` (it may carry credentials) and the ``default_headers`` values live in
+clear in the clients only; everything else shows the URL through ``display_url``.
 
 ``openai`` and ``tiktoken`` are imported when a generator is built, never at package import.
 """
@@ -29,7 +32,7 @@ import warnings
 import weakref
 from collections.abc import Sequence
 from typing import Any, Literal
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import parse_qsl, urlsplit, urlunsplit
 
 import numpy as np
 from pydantic import AliasChoices, Field, PositiveFloat, PositiveInt, SecretStr, model_validator
@@ -43,13 +46,14 @@ from ..errors import (
 )
 from ..hookspecs import hookimpl
 from ..net import is_loopback_url
-from ..redaction import redact, remember_secret
+from ..redaction import display_url, redact, remember_secret, remember_url
 from ..results import BackendResult
 from ..retry import RetryPolicy, remaining
-from ..secrets import resolve_secret_ref
+from ..secrets import KeyField, SecretHeaders, SecretRef, check_key, resolve_secret_ref
 from ..space import SpaceIdentity, identity_from, remote_space
 from ..specs import GeneratorParams, ModelItem
 from ..vectors import InputType
+from .http_deadline import deadline_http_client, request_deadline
 from .openai_errors import safe_cause, translate_error
 from .openai_response import decode_embeddings
 from .openai_tokens import MAX_TOKENS_PER_INPUT, Tokenizer, make_tokenizer
@@ -76,8 +80,8 @@ class OpenAIParams(GeneratorParams):
         validation_alias=AliasChoices("base_url", "api_base"),
         description="Endpoint, e.g. http://vllm:8000/v1 (also accepted as 'api_base'; default: OpenAI).",
     )
-    api_key_ref: str | None = Field(default=None, description="Where the key is: 'env:NAME' or 'file:PATH'.")
-    api_key: SecretStr | None = Field(default=None, description="Literal key (works, but warns: prefer api_key_ref).")
+    api_key_ref: SecretRef | None = Field(default=None, description="Where the key is: 'env:NAME' or 'file:PATH'.")
+    api_key: KeyField | None = Field(default=None, description="Literal key (works, but warns: prefer api_key_ref).")
     api_key_required: bool | None = Field(
         default=None, description="Fail at build time without a key (default: yes, unless base_url is on loopback)."
     )
@@ -105,7 +109,10 @@ class OpenAIParams(GeneratorParams):
         description="Send 'dimensions' to the endpoint (default: yes except text-embedding-ada-002); "
         "otherwise vectors are shortened here.",
     )
-    default_headers: dict[str, str] = Field(default_factory=dict, description="Extra HTTP headers on every request.")
+    default_headers: SecretHeaders = Field(
+        default_factory=dict,
+        description="Extra HTTP headers on every request (values are treated as secrets: masked wherever shown).",
+    )
     input_type_field: str | None = Field(
         default=None, min_length=1,
         description='Send input_type ("query"/"document") as this extra body field, for compatible servers that '
@@ -146,8 +153,11 @@ class OpenAIEmbeddingGenerator(AbstractEmbeddingGenerator):
             params = params.model_copy(update={"model": DEFAULT_MODEL})
         super().__init__(params=params, model=params.model, name=name)
         explicit_url = params.base_url
-        self.base_url = (explicit_url or os.environ.get("OPENAI_BASE_URL") or OPENAI_BASE_URL).rstrip("/")
-        self.endpoint = _display_url(self.base_url)
+        url = (explicit_url or os.environ.get("OPENAI_BASE_URL") or OPENAI_BASE_URL).rstrip("/")
+        remember_url(url)  # its user info and query values are masked in any text, log records included
+        # The URL as given (it may carry credentials) goes to the clients only; everything else shows it masked.
+        self._url = SecretStr(url)
+        self.base_url = self.endpoint = display_url(url)
         if params.retry is None:
             # Without a spec ``retry``: max_retries retries, and a deadline that leaves every try
             # its full timeout plus the backoff between tries.
@@ -162,46 +172,66 @@ class OpenAIEmbeddingGenerator(AbstractEmbeddingGenerator):
         self._api_key = self._resolve_key(params, explicit_url is not None)
 
         openai = require("openai", "openai", who=self._who())
-        kwargs: dict[str, Any] = {
-            "api_key": self._api_key.get_secret_value() if self._api_key else "",
-            "base_url": self.base_url,
+        # What every client of this generator is made with, secrets aside: the key, the URL and the
+        # header values stay SecretStr here and are handed to each client as it is made (_new_client).
+        self._client_options: dict[str, Any] = {
             "organization": params.organization,
             "project": params.project,
             "timeout": params.timeout,
             # The shared retry loop retries: the client's own retries would give every attempt a
             # full timeout and overrun the call's deadline.
             "max_retries": 0,
-            "default_headers": dict(params.default_headers) or None,
         }
         # A keyless endpoint: send no Authorization header (newer clients insist on being told so).
         self._extra_headers: dict[str, Any] | None = None
         if self._api_key is None:
             if "_enforce_credentials" in inspect.signature(openai.OpenAI.__init__).parameters:
-                kwargs["_enforce_credentials"] = False
+                self._client_options["_enforce_credentials"] = False
             if hasattr(openai, "Omit"):
                 self._extra_headers = {"Authorization": openai.Omit()}
-        self._client_kwargs = kwargs
-        try:
-            self._client = openai.OpenAI(**kwargs)
-        except openai.OpenAIError as exc:
-            raise ConfigurationError(f"{self._who()}: cannot configure the client for {self.endpoint}: "
-                                     f"{redact(str(exc))}") from None
+        # The sync client's sockets keep each request's deadline (http_deadline.py); the async
+        # path bounds requests with asyncio.timeout (_acall).
+        self._client = self._new_client(openai.OpenAI, http_client=deadline_http_client(openai))
         self._published: Any = _UNASKED  # the endpoint's space: not asked yet, None (none) or an identity
         self._space_lock = threading.Lock()
         # One async client per event loop: an httpx connection pool cannot move between loops.
         self._aclients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Any] = weakref.WeakKeyDictionary()
         self._aclient_lock = threading.Lock()
 
+    def _new_client(self, cls: Any, **extra: Any) -> Any:
+        """An ``openai.OpenAI``/``AsyncOpenAI``: the only objects that hold the key, URL and headers in clear."""
+        import openai
+
+        headers = {name: value.get_secret_value() for name, value in self.params.default_headers.items()}
+        # A query in base_url (?api-version=..., ?token=...) goes on every request: the client
+        # would append the path after it ("/v1?token=x" + "/embeddings").
+        url = urlsplit(self._url.get_secret_value())
+        query = dict(parse_qsl(url.query, keep_blank_values=True))
+        try:
+            return cls(
+                api_key=self._api_key.get_secret_value() if self._api_key is not None else "",
+                base_url=urlunsplit((url.scheme, url.netloc, url.path, "", "")),
+                default_headers=headers or None,
+                default_query=query or None,
+                **self._client_options,
+                **extra,
+            )
+        except openai.OpenAIError as exc:
+            raise ConfigurationError(
+                f"{self._who()}: cannot configure the client for {self.endpoint}: {redact(str(exc))}"
+            ) from None
+
     def _resolve_key(self, params: OpenAIParams, explicit_url: bool) -> SecretStr | None:
         """The key: given, a reference, or (for the default endpoint only) ``OPENAI_API_KEY``."""
         key = params.api_key
         if params.api_key_ref is not None:
-            key = resolve_secret_ref(params.api_key_ref, who=self._who())
-        if key is None and not explicit_url and os.environ.get("OPENAI_API_KEY"):
-            key = SecretStr(os.environ["OPENAI_API_KEY"])
+            key = resolve_secret_ref(params.api_key_ref, who=f"{self._who()}: llm_parameters.api_key_ref")
+        if key is None and not explicit_url and os.environ.get("OPENAI_API_KEY", "").strip():
+            key = SecretStr(os.environ["OPENAI_API_KEY"].strip())
+            check_key(key.get_secret_value(), who=self._who(), source="OPENAI_API_KEY")
         if key is not None and not key.get_secret_value():
             key = None
-        if key is not None:  # log records never show it, whatever the message
+        if key is not None:  # no text shows it, log records included
             remember_secret(key.get_secret_value())
         required = params.api_key_required
         if required is None:
@@ -390,8 +420,9 @@ class OpenAIEmbeddingGenerator(AbstractEmbeddingGenerator):
     def _call(self, client: Any, batch: list[str], input_type: InputType | None) -> tuple[np.ndarray, int | None]:
         timeout = self._attempt_timeout()
         try:
-            raw = client.embeddings.with_raw_response.create(**self._request_args(batch, timeout, input_type))
-            content = raw.http_response.content
+            with request_deadline(timeout):  # the whole request, not each socket read (a trickling server)
+                raw = client.embeddings.with_raw_response.create(**self._request_args(batch, timeout, input_type))
+                content = raw.http_response.content
         except Exception as exc:
             error, cause = self._translate(exc, timeout), safe_cause(exc)
             if cause is not None:
@@ -405,8 +436,9 @@ class OpenAIEmbeddingGenerator(AbstractEmbeddingGenerator):
     ) -> tuple[np.ndarray, int | None]:
         timeout = self._attempt_timeout()
         try:
-            raw = await client.embeddings.with_raw_response.create(**self._request_args(batch, timeout, input_type))
-            content = raw.http_response.content
+            async with asyncio.timeout(timeout):  # the whole request, not each socket read (a trickling server)
+                raw = await client.embeddings.with_raw_response.create(**self._request_args(batch, timeout, input_type))
+                content = raw.http_response.content
         except Exception as exc:
             error, cause = self._translate(exc, timeout), safe_cause(exc)
             if cause is not None:
@@ -422,7 +454,7 @@ class OpenAIEmbeddingGenerator(AbstractEmbeddingGenerator):
             if client is None:
                 import openai
 
-                client = self._aclients[loop] = openai.AsyncOpenAI(**self._client_kwargs)
+                client = self._aclients[loop] = self._new_client(openai.AsyncOpenAI)
             return client
 
     def _combine(self, parts: list[tuple[np.ndarray, int | None]], counts: list[int] | None) -> BackendResult:
@@ -449,17 +481,6 @@ class OpenAIEmbeddingGenerator(AbstractEmbeddingGenerator):
         super().close()  # micro-batcher and cache, when configured
         self._client.close()
         self._aclients.clear()  # their connections close with their event loop
-
-
-def _display_url(url: str) -> str:
-    """The URL without credentials or query (safe for messages)."""
-    parts = urlsplit(url)
-    netloc = parts.hostname or ""
-    if ":" in netloc:
-        netloc = f"[{netloc}]"
-    if parts.port:
-        netloc += f":{parts.port}"
-    return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
 
 
 @hookimpl

@@ -28,7 +28,7 @@ def translate_error(exc: Exception, *, where: str, model: str | None, timeout: f
     """The SDK's error for an exception raised by the client (``where`` names generator and endpoint)."""
     import openai
 
-    if isinstance(exc, openai.APITimeoutError):
+    if isinstance(exc, (openai.APITimeoutError, TimeoutError)):  # TimeoutError: asyncio.timeout around a request
         return BackendTimeoutError(f"{where}: no answer within {timeout:.3g}s")
     if isinstance(exc, openai.APIConnectionError):
         cause = exc.__cause__ or exc.__context__
@@ -36,7 +36,7 @@ def translate_error(exc: Exception, *, where: str, model: str | None, timeout: f
         return BackendUnavailableError(f"{where}: cannot connect{detail}")
     if isinstance(exc, openai.APIStatusError):
         status = exc.status_code
-        message = redact(_status_message(exc))
+        message = _status_message(exc)
         text = f"{where}: HTTP {status}: {message}"
         if isinstance(exc, (openai.AuthenticationError, openai.PermissionDeniedError)):
             return AuthenticationError(f"{text} (check the API key given by api_key_ref / OPENAI_API_KEY)")
@@ -61,9 +61,17 @@ def translate_error(exc: Exception, *, where: str, model: str | None, timeout: f
 
 
 def safe_cause(exc: Exception) -> Exception | None:
-    """``exc`` to chain as the cause, unless its text holds a secret (an endpoint echoing the key)."""
-    text = str(exc)
-    return exc if redact(text) == text else None
+    """``exc`` to chain as the cause, unless its text, or that of an exception it chains, holds a
+    secret (an endpoint echoing the key, a header value in an httpx error): a traceback prints them all."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        text = str(current)
+        if redact(text) != text:
+            return None
+        current = current.__cause__ or current.__context__
+    return exc
 
 
 def _retry_after(exc: Any) -> float | None:
@@ -80,9 +88,10 @@ def _retry_after(exc: Any) -> float | None:
 
 
 def _status_message(exc: Any) -> str:
+    """The endpoint's message, redacted before it is cut (a secret cut in two is not recognised)."""
     body = getattr(exc, "body", None)
     if isinstance(body, dict) and body.get("message"):
-        return str(body["message"])[:500]
+        return redact(str(body["message"]))[:500]
     if isinstance(body, str) and body.strip():
-        return body.strip()[:300]
-    return getattr(exc, "message", None) or type(exc).__name__
+        return redact(body.strip())[:300]
+    return redact(getattr(exc, "message", None) or type(exc).__name__)

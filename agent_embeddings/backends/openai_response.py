@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import BackendError, EmbeddingContractError
+from ..redaction import redact
 
 __all__ = ["decode_embeddings"]
 
@@ -58,5 +59,6 @@ def _vector(embedding: Any, where: str, pos: int) -> np.ndarray:
 
 
 def _preview(content: bytes) -> str:
-    text = content[:80].decode("utf-8", "replace")
+    # Redacted before it is cut: a secret cut in two would not be recognised.
+    text = redact(content[:4096].decode("utf-8", "replace"))[:80]
     return f"starts with {text!r}" if content else "empty body"

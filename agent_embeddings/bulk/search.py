@@ -56,15 +56,16 @@ def top_k(output: str | os.PathLike[str], queries: np.ndarray, k: int = 10) -> l
     q = q / np.maximum(np.linalg.norm(q, axis=1, keepdims=True), 1e-12)
     best_scores = np.full((len(q), 0), -np.inf, np.float32)
     best_where = np.zeros((len(q), 0, 2), np.int64)  # (shard, row)
+    unit = _unit_vectors(directory)
     for number, path in enumerate(shards):
-        column = pq.read_table(str(path), columns=["embedding"]).column("embedding").combine_chunks()
-        if not len(column):
+        matrix = _matrix(pq.read_table(str(path), columns=["embedding"], memory_map=True).column("embedding"))
+        if not len(matrix):
             continue
-        matrix = np.asarray(column.flatten().to_numpy(zero_copy_only=False)).reshape(len(column), -1)
         if matrix.shape[1] != q.shape[1]:
             raise InvalidInputError(f"the queries have {q.shape[1]} dimensions, {directory} holds {matrix.shape[1]}")
-        norms = np.maximum(np.linalg.norm(matrix, axis=1), 1e-12)
-        scores = (matrix @ q.T) / norms[:, None]  # rows x queries
+        scores = matrix @ q.T  # rows x queries: the cosine, when the output's vectors have unit length
+        if not unit:
+            scores /= np.maximum(np.linalg.norm(matrix, axis=1), 1e-12)[:, None]
         take = min(k, len(matrix))
         top = np.argpartition(-scores, take - 1, axis=0)[:take].T  # queries x take
         candidates = np.take_along_axis(scores.T, top, axis=1)
@@ -79,6 +80,25 @@ def top_k(output: str | os.PathLike[str], queries: np.ndarray, k: int = 10) -> l
     best_scores = np.take_along_axis(best_scores, order, axis=1)
     best_where = np.take_along_axis(best_where, order[:, :, None], axis=1)
     return _hits(shards, best_scores, best_where)
+
+
+def _matrix(column: Any) -> np.ndarray:
+    """A ``fixed_size_list<float32>`` column as a matrix: each chunk's values without a copy (a
+    shard's row group is one chunk; memory-mapped, the page cache is all it costs)."""
+    width = column.type.list_size
+    parts = [(c.values if c.offset == 0 and len(c.values) == len(c) * width else c.flatten())
+             .to_numpy(zero_copy_only=False).reshape(len(c), width) for c in column.chunks if len(c)]
+    if not parts:
+        return np.empty((0, width), np.float32)
+    return parts[0] if len(parts) == 1 else np.concatenate(parts)
+
+
+def _unit_vectors(directory: Path) -> bool:
+    try:
+        manifest = Manifest.read(directory)
+    except BulkOutputError:
+        return False
+    return manifest is not None and manifest.normalize
 
 
 def _hits(shards: list[Path], scores: np.ndarray, where: np.ndarray) -> list[list[Hit]]:
