@@ -30,6 +30,7 @@ from pydantic import ValidationError
 from .batching import BatcherSlot, MicroBatcher, MicroBatching, micro_batching_config
 from .cache import CacheConfig, EmbeddingCache, make_cache
 from .caching import aembed_cached, embed_cached
+from .cancellation import cancellable
 from .contract import accept, finish
 from .errors import BackendError, ConfigurationError, SpecError
 from .observability import GeneratorStats, call_finished, call_started
@@ -414,8 +415,8 @@ class AbstractEmbeddingGenerator:
     async def _arun_chunk(self, chunk: list[str], input_type: InputType | None = None) -> RawBatch:
         kind = input_type if self._takes_input_type() else None
         batcher = self._batching.for_chunk(self.micro_batching, chunk, self.name or self.provider, kind)
-        if batcher:
-            return await asyncio.wrap_future(batcher.submit(chunk))
+        if batcher:  # cancelled while queued: the texts leave the batch; while running: see on_behalf_of
+            return await cancellable(lambda: asyncio.wrap_future(batcher.submit(chunk)))
         return await self._acall_backend(chunk, kind)
 
     def _backend(self, texts: list[str], input_type: InputType | None) -> RawBatch:
@@ -437,11 +438,13 @@ class AbstractEmbeddingGenerator:
         )
 
     async def _acall_backend(self, texts: list[str], input_type: InputType | None = None) -> RawBatch:
+        """The async twin, cancellable: when the awaiting task is cancelled (the caller left), a worker
+        thread running the call is told so (:mod:`.cancellation`) and may stop between its steps."""
         if type(self).native_retries or self.retry.attempts <= 1:
-            return await self._abackend(texts, input_type)
-        return await aretry_call(
+            return await cancellable(lambda: self._abackend(texts, input_type))
+        return await cancellable(lambda: aretry_call(
             lambda: self._abackend(texts, input_type), self.retry, who=self._who(), on_retry=self.stats.note_retry
-        )
+        ))
 
     def _accept(self, raw: RawBatch, rows: int) -> BackendResult:
         return accept(raw, rows, who=self._who())

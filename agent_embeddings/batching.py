@@ -39,9 +39,11 @@ from typing import Any
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, PositiveInt
 
+from .cancellation import Token, current_token, on_behalf_of
+from .errors import CallCancelledError
 from .results import BackendResult
 
-__all__ = ["BatcherSlot", "MicroBatcher", "MicroBatching", "micro_batching_config"]
+__all__ = ["BatcherSlot", "MicroBatcher", "MicroBatching", "forward_passes", "micro_batching_config"]
 
 
 class MicroBatching(BaseModel):
@@ -103,10 +105,36 @@ def length_groups(lengths: list[int], max_tokens: int) -> list[list[int]]:
     return groups
 
 
+def forward_passes(lengths: list[int], size: int, budget: int) -> list[list[int]]:
+    """Indices cut into forward passes: longest first (as sentence-transformers orders one call's
+    texts), each of at most ``size`` texts and ``budget`` padded tokens (its longest length times its
+    texts; a text alone may exceed it). Lengths that fit in one pass come back as one, unsorted.
+
+    >>> forward_passes([3, 50, 7, 40], size=3, budget=100)
+    [[1, 3], [2, 0]]
+    """
+    if len(lengths) <= size and len(lengths) * max(lengths, default=0) <= budget:
+        return [list(range(len(lengths)))]
+    passes: list[list[int]] = []
+    current: list[int] = []
+    longest = 0
+    for i in sorted(range(len(lengths)), key=lengths.__getitem__, reverse=True):
+        if current and (len(current) >= size or longest * (len(current) + 1) > budget):
+            passes.append(current)
+            current = []
+        if not current:
+            longest = lengths[i]
+        current.append(i)
+    passes.append(current)
+    return passes
+
+
 @dataclass
 class _Request:
     texts: list[str]
     future: Future[Any]
+    #: the submitting call's cancellation token (None: a caller that cannot be cancelled)
+    token: Token | None = None
 
 
 _STOP = object()
@@ -157,7 +185,7 @@ class MicroBatcher:
             if self._closed:
                 future.set_exception(RuntimeError(f"{self._name}: micro-batcher is closed"))
                 return future
-            self._queue.put(_Request(texts, future))
+            self._queue.put(_Request(texts, future, current_token()))
             if self._thread is None:
                 self._thread = threading.Thread(target=self._loop, name=f"microbatch-{self._name}", daemon=True)
                 self._thread.start()
@@ -226,6 +254,10 @@ class MicroBatcher:
     def _run(self, batch: list[_Request]) -> None:
         if not batch:
             return
+        with on_behalf_of([r.token for r in batch]):  # a batch whose callers all left stops early
+            self._run_batch(batch)
+
+    def _run_batch(self, batch: list[_Request]) -> None:
         self.batches += 1
         self.requests += len(batch)
         self._last_batch_requests = len(batch)
@@ -239,9 +271,10 @@ class MicroBatcher:
             vectors, counts = self._call(texts)
         except BaseException as exc:  # noqa: BLE001 - find whose input failed: each alone
             self._ended(len(batch))
-            if getattr(exc, "retryable", False):
-                # The backend is down or overloaded (and was retried already): no one's input is
-                # to blame, so every caller gets the error now instead of n more tries, one by one.
+            if getattr(exc, "retryable", False) or isinstance(exc, CallCancelledError):
+                # The backend is down or overloaded (and was retried already), or every caller left:
+                # no one's input is to blame, so every caller gets the error now instead of n more
+                # tries, one by one.
                 for request in batch:
                     request.future.set_exception(exc)
                 return

@@ -12,6 +12,7 @@
      │    └── CorpusError           a bulk input cannot be read, or has bad rows (names path, column, row id)
      ├── BulkOutputError            a bulk output directory cannot hold this job (a file, another input)
      ├── EmbeddingSpaceError        a generator does not embed into an index's space (identity or probes)
+     ├── CallCancelledError         a call's caller left (cancelled); its worker thread stopped early
      ├── EmbeddingContractError     a backend broke the output contract
      │    └── DimensionMismatchError    declared dims != delivered dims (names both)
      └── BackendError               a call to a backend failed
@@ -42,6 +43,7 @@ __all__ = [
     "BackendUnavailableError",
     "BadRequestError",
     "BulkOutputError",
+    "CallCancelledError",
     "ConfigurationError",
     "CorpusError",
     "DimensionMismatchError",
@@ -134,6 +136,11 @@ class BulkOutputError(AgentEmbeddingsError):
 
 class EmbeddingSpaceError(AgentEmbeddingsError):
     """A generator's vectors would not live in an index's embedding space (identity or probe vectors differ)."""
+
+
+class CallCancelledError(AgentEmbeddingsError):
+    """The task awaiting a backend call was cancelled (its client left, the server shut down), so the
+    worker thread doing the call stopped between two steps; no caller waits for this error."""
 
 
 class EmbeddingContractError(AgentEmbeddingsError):

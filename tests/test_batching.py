@@ -13,7 +13,7 @@ import pytest
 from agent_embeddings import EmbeddingGeneratorManager, InvalidInputError, SpecError, build_embeddings_from_model_item
 from agent_embeddings.batching import MicroBatching
 
-from .fakes import SlowLengths
+from .fakes import Lengths, SlowLengths
 
 
 def expected(text: str) -> list[float]:
@@ -221,3 +221,25 @@ def test_a_token_budget_gives_the_model_s_own_vectors(hf_manager, st_model):
     assert np.abs(vectors - reference).max() <= 1e-5
     assert gen.batcher.batches < len(texts)  # they were coalesced, then grouped
     gen.close()
+
+
+def test_a_cancelled_caller_leaves_the_micro_batch():
+    """A caller who leaves while queued (an HTTP client hanging up) takes its texts out of the next batch:
+    asyncio.wrap_future cancels the pending future, and the worker skips it (set_running_or_notify_cancel)."""
+    gen = Lengths(delay_s=0.5, micro_batching=MicroBatching(max_batch_size=64, max_wait_ms=5))
+
+    async def main() -> None:
+        first = asyncio.create_task(gen.aembed(["first"]))
+        while not gen.calls:  # the worker is in the backend with "first" for 0.5 s
+            await asyncio.sleep(0.005)
+        gone = asyncio.create_task(gen.aembed(["gone"]))
+        kept = asyncio.create_task(gen.aembed(["kept"]))
+        await asyncio.sleep(0.05)  # both queued behind "first"
+        gone.cancel()
+        assert (await kept).vectors.tolist() == [expected("kept")]
+        await first
+        with pytest.raises(asyncio.CancelledError):
+            await gone
+
+    asyncio.run(main())
+    assert gen.calls == [["first"], ["kept"]]

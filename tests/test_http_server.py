@@ -5,6 +5,9 @@ from __future__ import annotations
 import base64
 import json
 import logging
+import shutil
+import ssl
+import subprocess
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -314,3 +317,46 @@ def test_finding_16_every_error_answer_is_counted_once_by_cause_and_logged(hf_ma
     assert lines[4].startswith("http POST /v1/embeddings 413 texts=3 ") and lines[4].endswith(" error=too_many_inputs")
     assert lines[6].startswith("http GET other 404 ") and lines[7].startswith("http POST /v1/embeddings 200 texts=2 ")
     assert key not in caplog.text and "secret text" not in caplog.text and "wrong" not in caplog.text
+
+
+def _certificate(directory: Path, name: str) -> tuple[Path, Path]:
+    cert, key = directory / f"{name}-cert.pem", directory / f"{name}-key.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out", str(cert),
+         "-days", "1", "-subj", "/CN=localhost", "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    return cert, key
+
+
+@pytest.mark.skipif(shutil.which("openssl") is None, reason="needs the openssl command to make a certificate")
+def test_finding_17_tls_files_that_cannot_serve_are_named_with_their_problem(hf_manager, default_spec, tmp_path,
+                                                                                capsys):
+    """The issue: a missing file gave `unexpected FileNotFoundError` without the path, a garbage PEM
+    `unexpected SSLError`. Each is now a one-line error naming the file and what is wrong with it."""
+    from agent_embeddings.cli import main
+
+    cert, key = _certificate(tmp_path, "server")
+    _, other_key = _certificate(tmp_path, "other")
+    garbage = tmp_path / "garbage.pem"
+    garbage.write_text("this is not PEM\n")
+    missing = tmp_path / "missing.pem"
+    cases = [
+        (["--tls-cert", str(missing), "--tls-key", str(key)], [str(missing), "No such file"]),
+        (["--tls-cert", str(cert), "--tls-key", str(tmp_path)], [str(tmp_path), "Is a directory"]),
+        (["--tls-cert", str(garbage), "--tls-key", str(key)], [str(garbage), "holds no PEM certificate"]),
+        (["--tls-cert", str(cert), "--tls-key", str(garbage)], [str(garbage), "holds no PEM private key"]),
+        (["--tls-cert", str(cert), "--tls-key", str(other_key)], [str(other_key), "not the key of the certificate"]),
+        (["--tls-cert", str(cert)], [str(cert), "holds no private key"]),
+        (["--tls-key", str(key)], ["needs a certificate"]),
+        (["--tls-cert", str(cert), "--tls-key", str(key), "--tls-client-ca", str(garbage)],
+         [str(garbage), "--tls-client-ca"]),
+    ]
+    for args, expected in cases:
+        code = main(["serve", "--spec", str(default_spec), "--http", "127.0.0.1:0", *args])
+        err = capsys.readouterr().err.strip()
+        assert code == 1 and "unexpected" not in err and err.count("\n") == 0, err
+        assert all(part in err for part in expected), (expected, err)
+    with serve_in_thread(hf_manager, config=ServerConfig(tls_cert=cert, tls_key=key)) as srv:  # a good pair serves
+        trusted = ssl.create_default_context(cafile=str(cert))
+        assert httpx.get(f"https://{srv.address}/health", verify=trusted).json() == {"status": "serving"}

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
+import time
+
 import numpy as np
 import pytest
 
@@ -15,6 +19,11 @@ from agent_embeddings import (
 from agent_embeddings.plugins import register_plugin, unregister_plugin
 
 MINILM = "sentence-transformers/all-MiniLM-L6-v2"
+
+
+def _passages(sentences: list[str], n: int) -> list[str]:
+    """``n`` distinct passages of about 180 tokens (three times the test sentences)."""
+    return [f"{' '.join(sentences * 3)} ({i})" for i in range(n)]
 
 
 def test_same_vectors_as_sentence_transformers(hf_manager, st_model, sentences):
@@ -135,6 +144,59 @@ def test_hook_resolve_local_model(hf_manager, tmp_path):
         np.testing.assert_allclose(gen.generate("hello"), hf_manager.generate("hf", "hello"), atol=1e-5)
     finally:
         unregister_plugin(plugin)
+
+
+def test_forward_passes_are_sorted_bounded_and_give_the_same_vectors(hf_manager, st_model, sentences):
+    gen = HuggingFaceEmbeddingGenerator(model_name=MINILM, device="cpu", batch_size=8)  # shares the loaded model
+    texts = [f"{s} ({i})" for i, s in enumerate(sentences * 2)] + _passages(sentences, 5)
+    texts += ["word " * 2000]  # longer than the model reads: counted at its max sequence length
+    passes = gen._passes(gen._model(), texts, None)
+    assert sorted(i for rows in passes for i in rows) == list(range(len(texts)))
+    tokens = [min(len(t) // 4 + 2, gen._model().model.max_seq_length) for t in texts]  # the estimate
+    order = [tokens[i] for rows in passes for i in rows]
+    assert order == sorted(order, reverse=True)  # longest first, as sentence-transformers orders a call
+    budget = gen.batch_size * gen.PASS_TOKENS_PER_TEXT
+    for rows in passes:
+        assert len(rows) <= gen.batch_size and (len(rows) == 1 or tokens[rows[0]] * len(rows) <= budget)
+    assert [len(rows) for rows in passes] == [1, 1, 1, 1, 1, 1, 8, 8]  # each passage alone, sentences by eight
+    on_gpu = gen._passes(dataclasses.replace(gen._model(), cpu=False), texts, None)
+    assert [len(rows) for rows in on_gpu] == [8, 8, 6]  # a GPU gets full batches, as sentence-transformers cuts
+    result = gen.embed(texts)
+    assert float(np.abs(result.vectors - st_model.encode(texts, batch_size=8)).max()) <= 1e-5
+    assert result.prompt_tokens == gen.count_tokens(texts)
+    assert gen._passes(gen._model(), sentences, None) == [list(range(8))]  # short texts: one pass, unsorted
+
+
+def test_finding_01_a_cancelled_hf_call_stops_after_its_forward_pass(hf_manager, monkeypatch, sentences):
+    """An abandoned request's work stops at the next forward pass instead of running to the end of
+    its texts while holding the model (base: one encode call for all 256 texts, not interruptible)."""
+    gen = hf_manager.get("hf")
+    loaded = gen._model()
+    texts = _passages(sentences, gen._chunk_size())  # one backend call
+    passes: list[int] = []
+    encode = loaded.model.encode
+
+    def counted(batch: list[str], **kwargs: object) -> np.ndarray:
+        passes.append(len(batch))
+        return encode(batch, **kwargs)
+
+    monkeypatch.setattr(loaded.model, "encode", counted)
+
+    async def main() -> float:
+        task = asyncio.create_task(gen.aembed(texts))
+        while not passes:
+            await asyncio.sleep(0.01)
+        task.cancel()
+        cancelled_at = time.monotonic()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        assert await asyncio.to_thread(loaded.lock.acquire, timeout=120)
+        loaded.lock.release()
+        return time.monotonic() - cancelled_at
+
+    freed_after = asyncio.run(main())  # asyncio.run also waits for the worker thread to end
+    assert len(passes) <= 2 and sum(passes) < len(texts) / 2, (passes, freed_after)
+    assert len(gen.encode(["still works"])) == 1
 
 
 def test_finding_20_max_seq_length_over_the_model_limit_is_refused_at_load(hf_manager):

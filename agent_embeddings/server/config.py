@@ -19,8 +19,10 @@ from ..errors import ConfigurationError
 __all__ = [
     "DEFAULT_GRACE_PERIOD_S",
     "DEFAULT_MAX_CONCURRENCY",
+    "DEFAULT_MAX_HEADER_BYTES",
     "DEFAULT_MAX_INPUTS",
     "DEFAULT_MAX_REQUEST_BYTES",
+    "DEFAULT_READ_TIMEOUT_S",
     "MAX_INT32",
     "ServerConfig",
     "parse_api_keys",
@@ -30,6 +32,8 @@ DEFAULT_MAX_INPUTS = 2048
 DEFAULT_MAX_REQUEST_BYTES = 16 * 1024 * 1024
 DEFAULT_MAX_CONCURRENCY = 64
 DEFAULT_GRACE_PERIOD_S = 10.0
+DEFAULT_MAX_HEADER_BYTES = 64 * 1024
+DEFAULT_READ_TIMEOUT_S = 10.0
 #: gRPC's message-size options are C ints, and Info announces the limits as 32-bit fields.
 MAX_INT32 = 2**31 - 1
 
@@ -39,6 +43,7 @@ _INT_SETTINGS = {
     "max_request_bytes": ("--max-request-bytes", 1),
     "max_concurrency": ("--max-concurrency", 1),
     "max_input_chars": ("--max-input-chars", 1),
+    "max_header_bytes": ("--max-header-bytes", 1024),  # a request line and a few headers
 }
 
 
@@ -74,6 +79,11 @@ class ServerConfig:
     #: port of the gRPC server's Prometheus endpoint (0: any free port; None: none). The HTTP
     #: server always answers ``/metrics`` itself.
     metrics_port: int | None = None
+    #: HTTP: the largest request head (request line and headers) read; beyond it 431
+    max_header_bytes: int = DEFAULT_MAX_HEADER_BYTES
+    #: HTTP: seconds a client may take to send a request's head, or the next piece of its body;
+    #: then the connection is closed (408 when part of a head came)
+    read_timeout_s: float = DEFAULT_READ_TIMEOUT_S
 
     def __post_init__(self) -> None:
         # Checked here, not only in the CLI: the Python API builds servers too. A bad limit would
@@ -89,6 +99,9 @@ class ServerConfig:
         grace = self.grace_period_s
         if isinstance(grace, bool) or not isinstance(grace, (int, float)) or not (math.isfinite(grace) and grace >= 0):
             raise ConfigurationError(f"grace_period_s (--grace-period) must be a finite number of seconds >= 0, got {grace!r}")
+        timeout = self.read_timeout_s
+        if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not (math.isfinite(timeout) and timeout > 0):
+            raise ConfigurationError(f"read_timeout_s (--read-timeout) must be a finite number of seconds > 0, got {timeout!r}")
         port = self.metrics_port
         if port is not None and (not isinstance(port, int) or isinstance(port, bool) or not 0 <= port <= 65535):
             raise ConfigurationError(f"metrics_port (--metrics-port) must be a port from 0 to 65535, got {port!r}")

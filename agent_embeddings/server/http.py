@@ -57,17 +57,16 @@ class HttpServer:
     async def start(self) -> None:
         import uvicorn
 
+        from .http_protocol import BoundedHttpToolsProtocol
+
+        cfg = self.config
+        options = _tls_options(cfg)  # before binding: a bad file is a one-line error naming it
         sock = _bind(self._host, self._port)
         self._port = sock.getsockname()[1]
-        cfg = self.config
-        options: dict[str, Any] = {}
-        if cfg.tls_cert or cfg.tls_key:
-            options.update(ssl_certfile=str(cfg.tls_cert), ssl_keyfile=str(cfg.tls_key) if cfg.tls_key else None)
-            if cfg.tls_client_ca:
-                options.update(ssl_ca_certs=str(cfg.tls_client_ca), ssl_cert_reqs=ssl.CERT_REQUIRED)
+        protocol = BoundedHttpToolsProtocol.configured(cfg.max_header_bytes, cfg.read_timeout_s, self.app.state.metrics)
         config = uvicorn.Config(
-            self.app, lifespan="off", log_config=None, access_log=False, server_header=False,
-            timeout_graceful_shutdown=max(1, int(cfg.grace_period_s)), **options,
+            self.app, lifespan="off", log_config=None, access_log=False, server_header=False, http=protocol,
+            timeout_graceful_shutdown=max(1, int(cfg.grace_period_s) + 1), **options,  # set again by stop()
         )
         self._server = _quiet_server_class()(config)
         self._task = asyncio.create_task(self._server.serve(sockets=[sock]), name=f"http {self.address}")
@@ -82,17 +81,23 @@ class HttpServer:
         self.app.state.embeddings.serving = serving
 
     async def stop(self, grace_s: float) -> None:
+        """Stop accepting, let requests finish within ``grace_s``, then answer those left 503
+        (OpenAI's shape) and cancel their work, so that worker threads stop after a forward pass."""
         if self._server is None or self._task is None:
             return
-        self._server.config.timeout_graceful_shutdown = grace_s
+        # uvicorn's own cut-off (it cancels handlers into a plain-text 500) comes a second after ours
+        self._server.config.timeout_graceful_shutdown = grace_s + 1.0
         self._server.should_exit = True
+        abort = asyncio.get_running_loop().call_later(max(grace_s, 0.0), self.app.state.admission.abort)
         try:
-            await asyncio.wait_for(asyncio.shield(self._task), timeout=grace_s + 1.0)
+            await asyncio.wait_for(asyncio.shield(self._task), timeout=grace_s + 2.0)
         except TimeoutError:
             self._server.force_exit = True
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await self._task
+        finally:
+            abort.cancel()
 
 
 @contextlib.contextmanager
@@ -133,6 +138,53 @@ def serve_in_thread(
         loop.call_soon_threadsafe(loop.stop)
         thread.join(timeout=5)
         loop.close()
+
+
+def _tls_options(cfg: ServerConfig) -> dict[str, Any]:
+    """uvicorn's TLS options, once the files are known to make a server context: a missing file or
+    one that is not what it should be is a one-line error naming the file and the problem."""
+    cert, key, ca = cfg.tls_cert, cfg.tls_key, cfg.tls_client_ca
+    if cert is None:
+        if key is not None or ca is not None:
+            raise ConfigurationError("HTTPS needs a certificate: give --tls-cert (and --tls-key)")
+        return {}
+    for flag, path in (("--tls-cert", cert), ("--tls-key", key), ("--tls-client-ca", ca)):
+        if path is None:
+            continue
+        try:
+            with open(path, "rb") as file:
+                file.read(1)
+        except OSError as exc:
+            raise ConfigurationError(f"cannot read the TLS file {str(path)!r} ({flag}): {exc.strerror}") from None
+
+    def encrypted() -> str:  # instead of OpenSSL's prompt on the terminal
+        raise ConfigurationError(f"the TLS key {str(key or cert)!r} is encrypted; give an unencrypted key file")
+
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    try:
+        context.load_verify_locations(cafile=cert)
+    except ssl.SSLError as exc:
+        raise ConfigurationError(f"the TLS certificate {str(cert)!r} (--tls-cert) holds no PEM certificate "
+                                 f"({exc.reason or exc})") from None
+    try:
+        context.load_cert_chain(cert, key, password=encrypted)
+    except ssl.SSLError as exc:
+        if exc.reason == "KEY_VALUES_MISMATCH":
+            problem = f"the TLS key {str(key)!r} (--tls-key) is not the key of the certificate {str(cert)!r}"
+        elif key is None:
+            problem = f"the TLS certificate {str(cert)!r} holds no private key; give it with --tls-key"
+        else:
+            problem = f"the TLS key {str(key)!r} (--tls-key) holds no PEM private key ({exc.reason or exc})"
+        raise ConfigurationError(problem) from None
+    options: dict[str, Any] = {"ssl_certfile": str(cert), "ssl_keyfile": str(key) if key else None}
+    if ca is not None:
+        try:
+            context.load_verify_locations(cafile=ca)
+        except ssl.SSLError as exc:
+            raise ConfigurationError(f"the TLS client CA {str(ca)!r} (--tls-client-ca) holds no PEM certificate "
+                                     f"({exc.reason or exc})") from None
+        options.update(ssl_ca_certs=str(ca), ssl_cert_reqs=ssl.CERT_REQUIRED)
+    return options
 
 
 def _bind(host: str, port: int) -> socket.socket:

@@ -20,11 +20,10 @@ from typing import Any
 
 import numpy as np
 import orjson
-from fastapi import Depends, FastAPI, Request
+from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from pydantic import ValidationError
-from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ..errors import InvalidInputError, RateLimitError, UnknownGeneratorError
@@ -32,7 +31,8 @@ from ..manager import EmbeddingGeneratorManager
 from ..vectors import check_text, l2_normalize, to_float32_bytes
 from ..version import __version__
 from .config import ServerConfig
-from .http_middleware import BodyLimit, RequestMetrics, Shortcut, note_request
+from .http_admission import Admission, Admit
+from .http_middleware import RequestMetrics, Shortcut, note_request
 from .openai_schema import EmbeddingRequest, EmbeddingResponse, ErrorResponse, ModelCard, ModelList, error_body
 
 __all__ = ["ApiError", "create_app"]
@@ -80,7 +80,6 @@ class _State:
     config: ServerConfig
     serving: bool
     created: int
-    in_flight: int = 0
 
 
 def create_app(
@@ -103,12 +102,15 @@ def create_app(
         summary="OpenAI-compatible embeddings for every generator of a subject spec.",
         version=__version__,
     )
+    admission = Admission(config)
     app.state.embeddings = state
     app.state.metrics = metrics
-    # Innermost first: the shortcut answers POST /v1/embeddings inside the limit and the metrics.
+    #: key, limits and slot checked before any body byte is read; abort() at the end of a shutdown
+    app.state.admission = admission
+    # Innermost first: the shortcut answers POST /v1/embeddings once admitted, inside the metrics.
     app.add_middleware(Shortcut, method="POST", path="/v1/embeddings", handler=lambda scope, body: shortcut(scope, body))
-    app.add_middleware(BodyLimit, max_bytes=config.max_request_bytes)
-    app.add_middleware(RequestMetrics, metrics=metrics)  # outermost: counts 413s too
+    app.add_middleware(Admit, admission=admission)
+    app.add_middleware(RequestMetrics, metrics=metrics)  # outermost: counts the admission's refusals too
     if config.cors_origins:  # off unless origins are configured
         from fastapi.middleware.cors import CORSMiddleware
 
@@ -116,11 +118,6 @@ def create_app(
             CORSMiddleware, allow_origins=list(config.cors_origins), allow_methods=["GET", "POST"],
             allow_headers=["Authorization", "Content-Type"],
         )
-
-    # async although it awaits nothing: FastAPI runs a plain `def` dependency in its thread pool,
-    # a thread hop per request (measured: 7% of the event loop's busy time) for a header check.
-    async def authorize(request: Request) -> None:
-        _check_key(config, request.headers.get("authorization", ""))
 
     @app.exception_handler(ApiError)
     async def _api_error(request: Request, exc: ApiError) -> JSONResponse:
@@ -150,27 +147,27 @@ def create_app(
 
         return Response(metrics.render(), media_type=CONTENT_TYPE)
 
-    @app.get("/v1/models", response_model=ModelList, responses=_ERRORS, dependencies=[Depends(authorize)],
-             tags=["models"], summary="The served generators")
+    # The API key of /v1/models and /v1/embeddings is checked by the admission (.http_admission).
+    @app.get("/v1/models", response_model=ModelList, responses=_ERRORS, tags=["models"],
+             summary="The served generators")
     async def list_models() -> ModelList:
         return ModelList(data=[_card(info, state) for info in manager.list_generators()])
 
-    @app.get("/v1/models/{model_id:path}", response_model=ModelCard, responses=_ERRORS,
-             dependencies=[Depends(authorize)], tags=["models"], summary="One served generator (name or alias)")
+    @app.get("/v1/models/{model_id:path}", response_model=ModelCard, responses=_ERRORS, tags=["models"],
+             summary="One served generator (name or alias)")
     async def get_model(model_id: str) -> ModelCard:
         return _card(manager.info(_resolve(manager, model_id, param=None)), state)
 
-    @app.post("/v1/embeddings", response_model=EmbeddingResponse, responses=_ERRORS,
-              dependencies=[Depends(authorize)], tags=["embeddings"], summary="Embed a text or a list of texts")
+    @app.post("/v1/embeddings", response_model=EmbeddingResponse, responses=_ERRORS, tags=["embeddings"],
+              summary="Embed a text or a list of texts")
     async def embeddings(body: EmbeddingRequest) -> Response:
         # Declared for the schema and /docs; requests are answered by `shortcut` (the Shortcut
         # middleware), which ends in the same `serve`. FastAPI's dependencies do not run for it:
-        # what this route needs goes into `shortcut`/`serve`.
+        # what this route needs goes into the admission, `shortcut` or `serve`.
         return await serve(body)
 
     async def shortcut(scope: Any, raw: bytes) -> Response:
         try:
-            _check_key(config, Headers(scope=scope).get("authorization", ""))
             return await serve(_parse(raw))
         except ApiError as exc:
             return exc.response()
@@ -183,17 +180,9 @@ def create_app(
         name = _resolve(manager, body.model, param="model")
         texts = _texts(body, config)
         metrics.batch.labels("http").observe(len(texts))
-        # Errors are counted by RequestMetrics, from the status and what ApiError.response() notes.
-        if state.in_flight >= config.max_concurrency:  # fail fast: no unbounded queue
-            raise ApiError(
-                429, f"The server is at its limit of {config.max_concurrency} concurrent requests; retry shortly.",
-                "rate_limit_error", code="server_busy", headers={"Retry-After": "1"},
-            )
-        state.in_flight += 1
-        try:
-            return await _embed(manager, name, texts, body)
-        finally:
-            state.in_flight -= 1
+        # The slot of max_concurrency was taken by the admission; errors are counted by RequestMetrics,
+        # from the status and what ApiError.response() notes.
+        return await _embed(manager, name, texts, body)
 
     return app
 
@@ -252,14 +241,6 @@ def _render(vectors: np.ndarray, encoding: str, model: str, tokens: int) -> byte
     return orjson.dumps(body, option=orjson.OPT_SERIALIZE_NUMPY)
 
 
-def _check_key(config: ServerConfig, authorization: str) -> None:
-    if not config.api_keys:
-        return
-    scheme, _, key = authorization.partition(" ")
-    if scheme.lower() != "bearer" or not config.accepts_key(key.strip() or None):
-        raise ApiError(401, "Missing or incorrect API key: send 'Authorization: Bearer <key>'.", code="invalid_api_key")
-
-
 def _parse(raw: bytes) -> EmbeddingRequest:
     """The request body, validated as FastAPI's route would (same messages), straight from JSON."""
     if not raw.strip():
@@ -270,10 +251,13 @@ def _parse(raw: bytes) -> EmbeddingRequest:
         errors = exc.errors(include_url=False)
     if errors and errors[0].get("type") == "json_invalid":
         # pydantic's parser also refuses JSON that the json module takes (an escaped lone surrogate):
-        # parse it that way, so that the text check names the bad input as it does elsewhere.
+        # parse it that way, so that the text check names the bad input as it does elsewhere. Not
+        # JSON nested too deeply for pydantic (depth 200): the json module would recurse into it.
+        if "recursion limit" in str(errors[0].get("msg", "")):
+            raise ApiError(400, "The request body is not valid JSON: it is nested too deeply.", code="invalid_json")
         try:
             data = json.loads(raw)
-        except ValueError:
+        except (ValueError, RecursionError):
             raise _validation_error(errors) from None
         try:
             return EmbeddingRequest.model_validate(data)

@@ -1,5 +1,5 @@
 """The HTTP server's pure-ASGI middlewares (cheaper per request than Starlette's BaseHTTPMiddleware):
-request metrics, the body-size limit, and the shortcut that serves the hot route."""
+request metrics and the shortcut that serves the hot route (admission: :mod:`.http_admission`)."""
 
 from __future__ import annotations
 
@@ -9,11 +9,7 @@ from collections.abc import Awaitable, Callable
 from contextvars import ContextVar
 from typing import Any
 
-from fastapi.responses import JSONResponse
-
-from .openai_schema import error_body
-
-__all__ = ["REQUEST_NOTE", "BodyLimit", "RequestMetrics", "Shortcut", "note_request"]
+__all__ = ["REQUEST_NOTE", "RequestMetrics", "Shortcut", "note_request"]
 
 _ROUTES = ("/v1/embeddings", "/v1/models", "/health", "/metrics")
 
@@ -25,7 +21,7 @@ _ROUTES = ("/v1/embeddings", "/v1/models", "/health", "/metrics")
 #: same task, so the app's writes reach it. One small dict per request.
 REQUEST_NOTE: ContextVar[dict[str, Any] | None] = ContextVar("agent_embeddings_request_note", default=None)
 
-# The error type of an answer that noted none: another middleware's (BodyLimit's 413, ...), /health's 503.
+# The error type of an answer that noted none: the protocol's (431, ...), /health's 503.
 _ERROR_FOR_STATUS = {
     400: "invalid_request_error", 401: "invalid_api_key", 404: "not_found", 405: "method_not_allowed",
     413: "request_too_large", 415: "unsupported_media_type", 422: "invalid_request_error", 429: "server_busy",
@@ -93,54 +89,6 @@ class RequestMetrics:
                 "http", route, str(status), time.perf_counter() - started,
                 method=scope.get("method", ""), texts=note.get("texts"), error_type=error_type,
             )
-
-
-class BodyLimit:
-    """413 for bodies over ``max_bytes``, by Content-Length or while streaming (pure ASGI: cheap)."""
-
-    def __init__(self, app: Any, max_bytes: int) -> None:
-        self.app, self.max_bytes = app, max_bytes
-
-    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        declared = dict(scope["headers"]).get(b"content-length")
-        if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
-            return await self._reject(scope, receive, send)
-        seen = 0
-        too_big = False
-
-        async def limited() -> Any:
-            nonlocal seen, too_big
-            message = await receive()
-            seen += len(message.get("body", b""))
-            if seen > self.max_bytes:  # stop reading; whatever the app answers becomes a 413
-                too_big = True
-                return {"type": "http.request", "body": b"", "more_body": False}
-            return message
-
-        replaced = False
-
-        async def guarded_send(message: Any) -> None:
-            nonlocal replaced
-            if too_big:
-                if not replaced:
-                    replaced = True
-                    await self._reject(scope, receive, send)
-                return
-            await send(message)
-
-        await self.app(scope, limited, guarded_send)
-
-    def _message(self) -> str:
-        return f"The request body is larger than this server's limit of {self.max_bytes} bytes."
-
-    async def _reject(self, scope: Any, receive: Any, send: Any) -> None:
-        body = error_body(self._message(), "invalid_request_error", code="request_too_large")
-        response = JSONResponse(body, status_code=413)
-        response.headers["Connection"] = "close"  # the unread body makes the connection unusable
-        await response(scope, receive, send)
 
 
 class Shortcut:

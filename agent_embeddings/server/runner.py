@@ -47,7 +47,7 @@ class ServerHandle(Protocol):
 _NEEDS = {
     "metrics": ("prometheus_client",),
     "grpc": ("grpc", "grpc_health.v1", "grpc_reflection.v1alpha", "google.protobuf"),
-    "http": ("fastapi", "uvicorn", "orjson"),
+    "http": ("fastapi", "uvicorn", "orjson", "httptools"),  # httptools: the protocol .http_protocol extends
 }
 
 
