@@ -151,6 +151,33 @@ class HuggingFaceEmbeddingGenerator(AbstractEmbeddingGenerator):
     def warm_up(self) -> None:
         self._model()
 
+    def check(self, timeout_s: float = 10.0) -> str:
+        """The extra is installed, the model's files are found and its device exists; no weights are
+        read (torch is imported only to look for a device other than the CPU)."""
+        import importlib.util
+
+        p = self.params
+        onnx = p.backend != "torch"
+        module, extra = ("onnxruntime", "onnx") if onnx else ("sentence_transformers", "hf")
+        if importlib.util.find_spec(module) is None:
+            raise ConfigurationError(
+                f"{self._who()} needs the '{extra}' extra ({module} is not installed): "
+                f"pip install 'agent-embeddings[{extra}]'"
+            )
+        path = resolve_model_path(self.model_name, revision=p.revision, allow_download=p.allow_download)
+        if not Path(path).is_dir():  # allow_download: nothing local yet
+            found = "not found locally: downloaded from the Hugging Face Hub on first use (allow_download)"
+        elif not any((Path(path) / name).is_file() for name in ("modules.json", "config.json")):
+            raise ModelNotFoundError(f"{self._who()}: {path} holds no model (neither modules.json nor config.json)")
+        else:
+            found = f"model files in {path}"
+        if onnx:
+            device = self._onnx_device()
+        else:
+            wanted = os.environ.get("AGENT_EMBEDDINGS_DEVICE") or p.device
+            device = wanted if wanted == "cpu" else resolve_device(p.device, who=self._who())
+        return f"{found}; device {device}"
+
     def _model(self) -> _LoadedModel:
         loaded = self._loaded
         if loaded is None:
