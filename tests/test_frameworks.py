@@ -94,6 +94,24 @@ def test_llama_index_vector_index_retrieves_the_right_node_without_an_llm(e5):
     assert emb.get_text_embedding("x") == pytest.approx(e5.generate("e5", "x", input_type="document"), abs=TOL)
 
 
+def test_the_adapters_hand_a_whole_call_to_the_manager_by_default(e5):
+    """Once LlamaIndex cut 1,000 mixed-length texts into the generator's batches of 64, each padded
+    to its longest text: a third of manager.encode's speed. One call now, which the manager sorts."""
+    from agent_embeddings.integrations.langchain import AgentEmbeddings
+    from agent_embeddings.integrations.llama_index import AgentEmbedding
+    from benchmarks.data import mixed_texts
+
+    texts = mixed_texts(300, seed=5)
+    expected = e5.encode("e5", texts, input_type="document")
+    llama = AgentEmbedding(e5, "e5")
+    assert llama.embed_batch_size == 2048  # LlamaIndex's largest
+    for embed in (llama.get_text_embedding_batch, AgentEmbeddings(e5, "e5").embed_documents):
+        calls = e5.stats()["e5"]["calls"]
+        vectors = np.array(embed(texts))
+        assert e5.stats()["e5"]["calls"] - calls == 1, embed
+        assert np.abs(vectors - expected).max() <= TOL
+
+
 def test_llama_index_async_paths(e5):
     from agent_embeddings.integrations.llama_index import AgentEmbedding
 
