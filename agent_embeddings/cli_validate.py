@@ -64,36 +64,36 @@ def _validate_file(path: str, *, check: bool, timeout_s: float) -> dict[str, Any
 
 
 def _print_report(report: dict[str, Any], check: bool) -> None:
+    """The report for a person: the file's verdict and one line per generator on stdout, warnings
+    and a spec error on stderr, each redacted (an item's line may quote an endpoint or a library)."""
+    from .redaction import redact
+
+    def say(text: str, stream: Any = None) -> None:
+        print(redact(text), file=stream or sys.stdout)
+
     path = report["file"]
     if report["error"] is not None:
-        print(f"{PROG}: error: {report['error']}", file=sys.stderr)
+        say(f"{PROG}: error: {report['error']}", sys.stderr)
         return
     rows = report["generators"]
     counts = f"{len(rows)} embedding generator(s), {len(report['skipped'])} other item(s)"
-    if check:
-        failed = sum(r["status"] == "failed" for r in rows)
-        verdict = "ok" if not failed else f"{failed} of {len(rows)} failed"
-        print(f"{path}: {verdict} ({counts})")
-    else:
-        print(f"{path}: ok ({counts})")
+    failed = sum(r["status"] == "failed" for r in rows)
+    say(f"{path}: {f'{failed} of {len(rows)} failed' if failed else 'ok'} ({counts})")
     for r in rows:
         aliases = f" (also: {', '.join(r['aliases'])})" if r["aliases"] else ""
         what = f"{r['name']}{aliases}: {r['provider']} {r['model']}"
         if check:
-            print(f"  {'ok' if r['status'] == 'ok' else 'FAIL':<4}  {what}: {r['detail']}")
-        else:
-            print(f"  {what}")
-            if r["status"] == "unresolved":
-                print(f"{PROG}: warning: {path}: {r['item']} ({r['name']}): not resolved here: {r['detail']} "
-                      "(validate --check fails on it)", file=sys.stderr)
+            say(f"  {'ok' if r['status'] == 'ok' else 'FAIL':<4}  {what}: {r['detail']}")
+            continue
+        say(f"  {what}")
+        if r["status"] == "unresolved":
+            say(f"{PROG}: warning: {path}: {r['item']} ({r['name']}): not resolved here: {r['detail']} "
+                "(validate --check fails on it)", sys.stderr)
     for why in report["skipped"]:
-        print(f"  skipped {why}")
+        say(f"  skipped {why}")
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
-    import contextlib
-    import io
-
     from .redaction import redact
 
     failed = 0
@@ -102,13 +102,8 @@ def cmd_validate(args: argparse.Namespace) -> int:
         failed += not report["ok"]
         if args.json:
             print(redact(json.dumps(report)))
-            continue
-        out, err = io.StringIO(), io.StringIO()
-        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        else:
             _print_report(report, args.check)
-        # whatever an item's line quotes (an endpoint's answer, a library's error), no secret leaves
-        sys.stdout.write(redact(out.getvalue()))
-        sys.stderr.write(redact(err.getvalue()))
     return 1 if failed else 0
 
 
