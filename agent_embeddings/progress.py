@@ -42,7 +42,7 @@ class Progress:
     terminal; one INFO line every ``every_s`` seconds (done, total, rate, ETA) when ``show`` is None
     or True and stderr is not a terminal; nothing when ``show`` is False.
 
-    ``estimated``: the total is an estimate (shown as ``~N``). ``clock`` and ``tty`` are for tests.
+    ``clock`` and ``tty`` are for tests.
     """
 
     def __init__(
@@ -54,7 +54,6 @@ class Progress:
         every_s: float = DEFAULT_LOG_EVERY_S,
         unit: str = "row",
         label: str = "bulk",
-        estimated: bool = False,
         clock: Callable[[], float] = time.monotonic,
         tty: bool | None = None,
     ) -> None:
@@ -69,7 +68,7 @@ class Progress:
             )
         self._log = show is not False and not tty
         self._logger = logging.getLogger(f"agent_embeddings.{label}")
-        self._every, self._total, self._done, self._estimated = every_s, total, done, estimated
+        self._every, self._total, self._done = every_s, total, done
         self._unit, self._label, self._clock = unit, label, clock
         self._start = self._last = clock()
         self._at_start = done
@@ -79,9 +78,8 @@ class Progress:
     def _count(self, done: int) -> str:
         if self._total is None:
             return f"{done:,} {self._unit}s"
-        total = f"{'~' if self._estimated else ''}{self._total:,}"
         share = f" ({min(done / self._total, 1.0):.0%})" if self._total else ""
-        return f"{done:,}/{total} {self._unit}s{share}"
+        return f"{done:,}/{self._total:,} {self._unit}s{share}"
 
     def line(self, done: int, now: float) -> str:
         """The log line for ``done`` at clock time ``now``."""
@@ -90,7 +88,7 @@ class Progress:
         text = f"{self._count(done)}, {rate:,.0f} {self._unit}s/s"
         if self._total is not None and rate > 0:
             left = max(self._total - done, 0) / rate
-            text += f", ETA {'~' if self._estimated else ''}{format_duration(left)}"
+            text += f", ETA {format_duration(left)}"
         return text
 
     def update(self, count: int) -> None:

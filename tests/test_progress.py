@@ -48,15 +48,13 @@ def test_a_line_every_interval_with_done_total_rate_and_eta(caplog):
     ]
 
 
-def test_an_estimated_total_says_so_and_a_terminal_or_no_progress_logs_nothing(caplog):
+def test_a_run_without_a_total_an_embed_label_and_the_quiet_cases(caplog):
     clock = Clock()
     caplog.set_level(logging.INFO, logger="agent_embeddings")
-    estimated = Progress(2000, show=None, every_s=0, clock=clock, tty=False, estimated=True, unit="text",
-                         label="embed")
+    untotalled = Progress(None, show=None, every_s=0, clock=clock, tty=False, unit="text", label="embed")
     clock.now += 10
-    estimated.update(500)
-    assert [r.getMessage() for r in caplog.records] == [
-        "started: 0/~2,000 texts (0%)", "500/~2,000 texts (25%), 50 texts/s, ETA ~30s"]
+    untotalled.update(500)
+    assert [r.getMessage() for r in caplog.records] == ["started: 0 texts", "500 texts, 50 texts/s"]
     assert caplog.records[0].name == "agent_embeddings.embed"
     caplog.clear()
     for quiet in (Progress(10, show=None, every_s=0, tty=True), Progress(10, show=False, every_s=0, tty=False)):
