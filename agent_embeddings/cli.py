@@ -1,7 +1,8 @@
 """``agent-embeddings``: embed, validate specs, list backends, print the schema, serve, bulk.
 
 Errors are one line on stderr and a non-zero exit status (set AGENT_EMBEDDINGS_DEBUG=1 for a
-traceback). ``validate``, ``backends`` and ``schema`` never import torch.
+traceback). ``validate``, ``backends`` and ``schema`` never import torch (``validate --check`` does only to
+look for a device other than the CPU that a spec names).
 """
 
 from __future__ import annotations
