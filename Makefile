@@ -9,7 +9,7 @@ PIP_INSTALL := $(BIN)/python -m pip install --disable-pip-version-check -q $(if 
 export HF_HUB_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: demo test protos bench peer dist-check clean
+.PHONY: demo test protos bench plots peer dist-check clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -37,6 +37,11 @@ protos: $(VENV)/.dev
 # Not part of `make test`: minutes of CPU, figures written to benchmarks/results/.
 bench: $(VENV)/.dev
 	$(BIN)/python -m benchmarks $(BENCH_ARGS)
+
+# The tables and the pictures, from the JSON the runs wrote (after `make bench`; seconds, no model).
+plots: $(VENV)/.dev
+	$(BIN)/python -m benchmarks.render
+	$(BIN)/python -m benchmarks.plots
 
 # Optional: a peer server (infinity-emb) in its own venv, measured by `make bench` when present.
 peer:
