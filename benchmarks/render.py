@@ -45,6 +45,7 @@ PLOTS = {
 OTHER_TABLES = {
     "bulk": "bulk: the local engine, length sorting, Ray, memory",
     "bulk-memory": "bulk: peak memory against corpus size (a later run)",
+    "bulk-cluster": "bulk on a two-node Ray cluster, and one actor's memory",
     "adapters": "the LangChain and LlamaIndex adapters against manager.encode",
 }
 

@@ -69,5 +69,9 @@ def test_the_readme_shows_every_picture_and_each_is_committed():
     for name in PLOTS:
         assert f"](results/{name})" in readme, name
         assert (RESULTS / name).read_bytes().startswith(PNG), f"{name}: run python -m benchmarks.plots"
+    from benchmarks.render import OTHER_TABLES
+
+    folders = {p.parent.name for p in RESULTS.glob("*/latest.json")}
+    assert folders == set(OTHER_TABLES), "list each results/<run>/ in render.OTHER_TABLES"
     makefile = (ROOT / "Makefile").read_text()
     assert "python -m benchmarks.plots" in makefile
