@@ -9,7 +9,7 @@ PIP_INSTALL := $(BIN)/python -m pip install --disable-pip-version-check -q $(if 
 export HF_HUB_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: demo test protos bench peer clean
+.PHONY: demo test protos bench plots peer dist-check clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -38,9 +38,31 @@ protos: $(VENV)/.dev
 bench: $(VENV)/.dev
 	$(BIN)/python -m benchmarks $(BENCH_ARGS)
 
+# The tables and the pictures, from the JSON the runs wrote (after `make bench`; seconds, no model).
+plots: $(VENV)/.dev
+	$(BIN)/python -m benchmarks.render
+	$(BIN)/python -m benchmarks.plots
+
 # Optional: a peer server (infinity-emb) in its own venv, measured by `make bench` when present.
 peer:
 	benchmarks/setup_peer.sh
 
+# The installable artifact as a user gets it (CI runs this after `make test`; minutes, it installs
+# torch): wheel and sdist built in isolation, their metadata checked by twine, the wheel installed
+# with [hf,minilm] into a fresh venv from the package index alone (CPU torch through CONSTRAINTS),
+# then the installed command run from outside the clone.
+DIST_VENV ?= .venv-dist
+dist-check: $(VENV)/.dev
+	rm -rf dist $(DIST_VENV)
+	$(BIN)/python -m build --outdir dist .
+	$(BIN)/python -m twine check --strict dist/*
+	$(PYTHON) -m venv $(DIST_VENV)
+	$(DIST_VENV)/bin/python -m pip install --disable-pip-version-check -q $(if $(CONSTRAINTS),-c $(CONSTRAINTS)) \
+		"$$(ls dist/agent_embeddings-*.whl)[hf,minilm]"
+	cd /tmp && $(abspath $(DIST_VENV))/bin/agent-embeddings --version
+	cd /tmp && $(abspath $(DIST_VENV))/bin/agent-embeddings validate --check $(CURDIR)/specs/default.json
+	cd /tmp && $(abspath $(DIST_VENV))/bin/agent-embeddings embed --spec $(CURDIR)/specs/default.json \
+		--format summary "An agent embeds this with the installed wheel."
+
 clean:
-	rm -rf $(VENV) .venv-peer .pytest_cache build dist
+	rm -rf $(VENV) .venv-peer $(DIST_VENV) .pytest_cache build dist

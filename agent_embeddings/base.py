@@ -303,6 +303,14 @@ class AbstractEmbeddingGenerator:
     def warm_up(self) -> None:
         """Load models / open connections now instead of on first use."""
 
+    def check(self, timeout_s: float = 10.0) -> str:
+        """Resolve what this generator needs, without embedding and without loading a model: local
+        weights found, an endpoint that answers within ``timeout_s`` and serves the model, a key it
+        accepts. Returns what was found; raises an :class:`AgentEmbeddingsError` naming what is not.
+        (``agent-embeddings validate --check``.) A backend without a check of its own is only built.
+        """
+        return "built (this backend has no check of its own)"
+
     def close(self) -> None:
         """Release models, clients and channels (subclasses call ``super().close()``)."""
         self._batching.close()

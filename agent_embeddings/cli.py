@@ -1,7 +1,8 @@
 """``agent-embeddings``: embed, validate specs, list backends, print the schema, serve, bulk.
 
 Errors are one line on stderr and a non-zero exit status (set AGENT_EMBEDDINGS_DEBUG=1 for a
-traceback). ``validate``, ``backends`` and ``schema`` never import torch.
+traceback). ``validate``, ``backends`` and ``schema`` never import torch (``validate --check`` does only to
+look for a device other than the CPU that a spec names).
 """
 
 from __future__ import annotations
@@ -10,9 +11,11 @@ import argparse
 import json
 import os
 import sys
+import textwrap
 from collections.abc import Sequence
 from typing import Any, TextIO
 
+from .cli_common import PROG, log_to_stderr
 from .cli_common import load_manager as _manager
 from .cli_common import pick_name as _pick_name
 from .errors import AgentEmbeddingsError, InvalidInputError
@@ -20,7 +23,7 @@ from .version import __version__
 
 __all__ = ["main"]
 
-PROG = "agent-embeddings"
+_SHOWN_SKIPPED = 20
 
 
 class _Parser(argparse.ArgumentParser):
@@ -29,7 +32,21 @@ class _Parser(argparse.ArgumentParser):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         kwargs.setdefault("allow_abbrev", False)
+        kwargs.setdefault("formatter_class", _HelpFormatter)
         super().__init__(*args, **kwargs)
+
+
+class _HelpFormatter(argparse.HelpFormatter):
+    """Descriptions wrapped to the terminal as usual; an ``examples:`` epilog kept line by line."""
+
+    def _fill_text(self, text: str, width: int, indent: str) -> str:
+        if text.startswith("examples:"):
+            return "".join(indent + line for line in text.splitlines(keepends=True))
+        text = " ".join(text.split())
+        return textwrap.fill(text, width, initial_indent=indent, subsequent_indent=indent, break_on_hyphens=False)
+
+    def _split_lines(self, text: str, width: int) -> list[str]:
+        return textwrap.wrap(" ".join(text.split()), width, break_on_hyphens=False)  # never "--id-" / "column"
 
 
 def split_lines(text: str) -> list[str]:
@@ -45,19 +62,39 @@ def split_lines(text: str) -> list[str]:
     return [line[:-1] if line.endswith("\r") else line for line in lines]
 
 
-def _read_texts(args: argparse.Namespace, stdin: TextIO) -> list[str]:
+def _read_texts(args: argparse.Namespace, stdin: TextIO) -> tuple[list[str], list[int]]:
+    """The texts to embed and the output ``index`` of each (its line's index, or its argument's).
+
+    An empty or whitespace-only line is an error naming it, or with ``--skip-empty`` left out
+    (said on stderr): such a text has no meaningful embedding, and a whitespace-only one would be
+    embedded silently to the same vector as every other.
+    """
     if args.text and args.input is not None:
         raise InvalidInputError("give TEXT arguments or --input FILE, not both")
     if args.text:
-        return list(args.text)
-    if args.input is None or args.input == "-":
-        source, texts = "stdin", split_lines(stdin.read())
+        texts, what = list(args.text), "argument"  # "argument 2"
+    elif args.input is None or args.input == "-":
+        texts, what = split_lines(stdin.read()), "stdin line"
     else:
-        source, texts = args.input, split_lines(_read_file(args.input))
-    for number, line in enumerate(texts, 1):
-        if not line:
-            raise InvalidInputError(f"{source} line {number} is empty; empty texts have no meaningful embedding")
-    return texts
+        texts, what = split_lines(_read_file(args.input)), f"{args.input} line"
+    blank = [i for i, text in enumerate(texts) if not text.strip()]
+    if blank and not args.skip_empty:
+        first = blank[0]
+        kind = "empty" if not texts[first] else "whitespace only"
+        more = f" (and {len(blank) - 1} more)" if len(blank) > 1 else ""
+        raise InvalidInputError(
+            f"{what} {first + 1} is {kind}{more}; such a text has no meaningful embedding: remove it, "
+            "or pass --skip-empty to leave such lines out"
+        )
+    if blank:
+        numbers = ", ".join(str(i + 1) for i in blank[:_SHOWN_SKIPPED])
+        more = ", ..." if len(blank) > _SHOWN_SKIPPED else ""
+        plural = "s" if len(blank) > 1 else ""
+        print(f"{PROG}: skipped {len(blank)} empty or whitespace-only text{plural}: {what}{plural} {numbers}{more}",
+              file=sys.stderr)
+    kept = set(blank)
+    indexes = [i for i in range(len(texts)) if i not in kept]
+    return [texts[i] for i in indexes], indexes
 
 
 def _read_file(path: str) -> str:
@@ -76,32 +113,30 @@ def _read_file(path: str) -> str:
 
 
 def cmd_embed(args: argparse.Namespace) -> int:
+    from .progress import Progress
+
     manager = _manager(args.spec)
     name = _pick_name(manager, args.name)
-    texts = _read_texts(args, sys.stdin)
+    texts, indexes = _read_texts(args, sys.stdin)
     if not texts:
         raise InvalidInputError("no text given: pass TEXT arguments, --input FILE or lines on stdin")
     gen = manager.get(name)
     step = max(gen.batch_size, 256)
-    show = args.progress if args.progress is not None else (sys.stderr.isatty() and len(texts) > step)
-    from tqdm import tqdm
-
-    progress = tqdm(
-        total=len(texts), unit="text", disable=not show, file=sys.stderr, dynamic_ncols=True,
-        bar_format="{l_bar}{bar}| {n_fmt}/{total_fmt} texts [{elapsed}<{remaining}, {rate_fmt}]",
-    )
+    # A short input shows nothing; a long one a bar on a terminal, log lines elsewhere (--log-every).
+    show = args.progress if args.progress is not None else (None if len(texts) > step else False)
+    progress = Progress(len(texts), show=show, every_s=args.log_every, unit="text", label="embed")
     out = sys.stdout
     try:
         for start in range(0, len(texts), step):
             chunk = texts[start : start + step]
             vectors = manager.encode(name, chunk, normalize=args.normalize, input_type=args.input_type)
-            for offset, (text, vec) in enumerate(zip(chunk, vectors)):
+            for index, text, vec in zip(indexes[start : start + step], chunk, vectors):
                 if args.format == "summary":
                     norm = float((vec.astype("float64") ** 2).sum() ** 0.5)
                     first = ", ".join(f"{x:+.4f}" for x in vec[:5])
                     out.write(f"{name}: {text!r}\n  dims={vec.shape[0]} norm={norm:.4f} first=[{first}, ...]\n")
                 else:
-                    row: dict[str, Any] = {"index": start + offset, "embedding": vec.tolist()}
+                    row: dict[str, Any] = {"index": index, "embedding": vec.tolist()}
                     if args.include_text:
                         row["text"] = text
                     out.write(json.dumps(row) + "\n")
@@ -109,29 +144,6 @@ def cmd_embed(args: argparse.Namespace) -> int:
     finally:
         progress.close()
     return 0
-
-
-def cmd_validate(args: argparse.Namespace) -> int:
-    from .manager import EmbeddingGeneratorManager
-    from .specs import skipped_items
-
-    failed = 0
-    for path in args.files:
-        try:
-            manager = EmbeddingGeneratorManager.from_subject_spec(path)  # refuses a spec with no generator
-        except AgentEmbeddingsError as exc:
-            failed += 1
-            _error(str(exc))
-            continue
-        spec = manager.spec
-        skipped = skipped_items(spec) if spec is not None else []
-        print(f"{path}: ok ({len(manager)} embedding generator(s), {len(skipped)} other item(s))")
-        for info in manager.list_generators():
-            aliases = f" (also: {', '.join(info.aliases)})" if info.aliases else ""
-            print(f"  {info.name}{aliases}: {info.provider} {info.model}")
-        for why, _ in skipped:
-            print(f"  skipped {why}")
-    return 1 if failed else 0
 
 
 def cmd_backends(args: argparse.Namespace) -> int:
@@ -203,9 +215,15 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     def ready(started: Sequence[Any]) -> None:
         for s in started:
+            metrics = getattr(s, "metrics_address", None)
             print(f"{PROG}: serving {s.kind} on {s.address}", file=sys.stderr, flush=True)
-            if getattr(s, "metrics_address", None):
-                print(f"{PROG}: serving metrics on http://{s.metrics_address}/metrics", file=sys.stderr, flush=True)
+            if metrics:
+                print(f"{PROG}: serving metrics on http://{metrics}/metrics", file=sys.stderr, flush=True)
+            if args.json:  # for scripts that start a server on port 0 and need the one it bound
+                row = {"event": "serving", "kind": s.kind, "address": s.address, "models": manager.names()}
+                if metrics:
+                    row["metrics"] = f"http://{metrics}/metrics"
+                print(json.dumps(row), flush=True)
 
     try:
         asyncio.run(run_servers(manager, servers, config=config, on_ready=ready))
@@ -224,6 +242,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     from pathlib import Path
 
+    from .bulk.cli import add_bulk_parser, add_search_parser
+    from .cli_common import add_log_flags, examples
+    from .cli_validate import add_validate_parser
     from .server.config import (
         DEFAULT_GRACE_PERIOD_S,
         DEFAULT_MAX_CONCURRENCY,
@@ -233,53 +254,100 @@ def build_parser() -> argparse.ArgumentParser:
         DEFAULT_READ_TIMEOUT_S,
     )
 
-    parser = _Parser(prog=PROG, description="Embeddings for AI agents from any backend.")
-    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    parser = _Parser(
+        prog=PROG, description="Embeddings for AI agents from any backend, declared in a subject spec.",
+        epilog=examples(
+            'agent-embeddings embed --spec specs/default.json "What is AI?"  # one JSON line per text',
+            "agent-embeddings validate --check specs/default.json  # does every item resolve here?",
+            "agent-embeddings bulk --spec specs/default.json --input corpus.jsonl --output vectors/",
+            "agent-embeddings serve --spec specs/default.json --http 127.0.0.1:8000",
+        ) + f"\n\nEach command has its own options and examples: {PROG} COMMAND --help",
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}",
+                        help="print the version and exit")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    p = sub.add_parser("embed", help="embed TEXT arguments, a file's lines or stdin lines; JSON Lines on stdout")
+    p = sub.add_parser(
+        "embed", help="embed TEXT arguments, a file's lines or stdin lines; JSON Lines on stdout",
+        description="Embed texts with a spec's generator: TEXT arguments, the lines of --input FILE, or the lines "
+                    "of stdin. One JSON line per text on stdout: its index (the line's, counting from 0) and "
+                    "its embedding.",
+        epilog=examples(
+            'agent-embeddings embed --spec specs/default.json "What is AI?" "Hello"',
+            'agent-embeddings embed --spec specs/default.json --format summary "Hello"  # dims, norm, first values',
+            'agent-embeddings embed --spec specs/default.json --input-type query "how do agents embed?"',
+            "agent-embeddings embed --spec specs/default.json --input texts.txt --include-text > vectors.jsonl",
+            "agent-embeddings embed --spec specs/default.json --skip-empty --input texts.txt  # leave blank lines out",
+        ),
+    )
     p.add_argument("--spec", required=True, help="subject spec JSON file")
     p.add_argument("--name", help="generator name (needed when the spec has several)")
-    p.add_argument("--format", choices=["jsonl", "summary"], default="jsonl")
+    p.add_argument("--format", choices=["jsonl", "summary"], default="jsonl",
+                   help="jsonl (default): one JSON object per text; summary: dims, norm and first values, to read")
     p.add_argument("--include-text", action="store_true", help="add the text to each JSON line")
     p.add_argument("--input-type", choices=["query", "document"],
                    help="embed the texts as search queries or as documents (the spec's prompts for each)")
     norm = p.add_mutually_exclusive_group()
-    norm.add_argument("--normalize", dest="normalize", action="store_true", default=None)
-    norm.add_argument("--no-normalize", dest="normalize", action="store_false")
+    norm.add_argument("--normalize", dest="normalize", action="store_true", default=None,
+                      help="unit-length vectors, whatever the spec says")
+    norm.add_argument("--no-normalize", dest="normalize", action="store_false",
+                      help="raw vectors, whatever the spec says (default: the spec's normalize)")
     prog = p.add_mutually_exclusive_group()
-    prog.add_argument("--progress", dest="progress", action="store_true", default=None)
-    prog.add_argument("--no-progress", dest="progress", action="store_false")
+    prog.add_argument("--progress", dest="progress", action="store_true", default=None,
+                      help="show a progress bar even when stderr is not a terminal")
+    prog.add_argument("--no-progress", dest="progress", action="store_false",
+                      help="no progress bar and no progress lines")
+    p.add_argument("--skip-empty", action="store_true",
+                   help="leave out empty and whitespace-only lines, naming them on stderr (default: such a line is "
+                        "an error naming it); the output index stays the line's")
     p.add_argument("--input", metavar="FILE", help="embed this UTF-8 file, one text per line ('-': stdin)")
+    add_log_flags(p, "texts")
     p.add_argument("text", nargs="*", help="texts to embed (default: one per stdin line)")
-    p.set_defaults(func=cmd_embed)
+    p.set_defaults(func=cmd_embed, long_job=True)
 
-    p = sub.add_parser("validate", help="check subject spec files (no model is loaded)")
-    p.add_argument("files", nargs="+", metavar="FILE")
-    p.set_defaults(func=cmd_validate)
+    add_validate_parser(sub)
 
-    p = sub.add_parser("backends", help="list installed backends and the plugins providing them")
-    p.add_argument("--json", action="store_true")
+    p = sub.add_parser(
+        "backends", help="list installed backends and the plugins providing them",
+        epilog=examples("agent-embeddings backends", "agent-embeddings backends --json"),
+    )
+    p.add_argument("--json", action="store_true", help="print the list as JSON")
     p.set_defaults(func=cmd_backends)
 
-    p = sub.add_parser("schema", help="print the subject spec JSON Schema")
+    p = sub.add_parser("schema", help="print the subject spec JSON Schema",
+                       epilog=examples("agent-embeddings schema > subject-spec.schema.json"))
     p.set_defaults(func=cmd_schema)
 
-    p = sub.add_parser("serve", help="serve a spec's generators over gRPC (AIOS) and/or OpenAI-compatible HTTP")
+    p = sub.add_parser(
+        "serve", help="serve a spec's generators over gRPC (AIOS) and/or OpenAI-compatible HTTP",
+        description="Serve a spec's generators: the OpenAI-compatible HTTP API (/v1/embeddings, /v1/models) and/or "
+                    "the AIOS gRPC protocol. Flags are checked before any model loads; SIGTERM drains in-flight "
+                    "requests for --grace-period seconds.",
+        epilog=examples(
+            "agent-embeddings serve --spec specs/default.json --http 127.0.0.1:8000",
+            "agent-embeddings serve --spec specs/default.json --http 0.0.0.0:8000 --grpc 0.0.0.0:9000 "
+            "--api-key-ref env:EMBEDDINGS_KEY",
+            "agent-embeddings serve --spec specs/default.json --http 127.0.0.1:0 --json  # the bound port, as JSON",
+        ),
+    )
     p.add_argument("--spec", required=True, help="subject spec JSON file")
-    p.add_argument("--grpc", metavar="HOST:PORT", help="serve the AIOS gRPC protocol here")
-    p.add_argument("--http", metavar="HOST:PORT", help="serve the OpenAI-compatible HTTP API here")
+    p.add_argument("--grpc", metavar="HOST:PORT", help="serve the AIOS gRPC protocol here (port 0: any free port)")
+    p.add_argument("--http", metavar="HOST:PORT", help="serve the OpenAI-compatible HTTP API here (port 0: any free port)")
     p.add_argument("--api-key", action="append", help="accept this bearer key (repeatable; prefer --api-key-ref)")
     p.add_argument("--api-key-ref", action="append", help="accept the key in env:NAME or file:PATH (repeatable)")
-    p.add_argument("--max-inputs", type=int, default=DEFAULT_MAX_INPUTS, help="texts per request")
-    p.add_argument("--max-request-bytes", type=int, default=DEFAULT_MAX_REQUEST_BYTES)
+    p.add_argument("--max-inputs", type=int, default=DEFAULT_MAX_INPUTS, metavar="N",
+                   help=f"texts per request (default: {DEFAULT_MAX_INPUTS})")
+    p.add_argument("--max-request-bytes", type=int, default=DEFAULT_MAX_REQUEST_BYTES, metavar="N",
+                   help=f"the largest request body (HTTP 413) or message (gRPC) (default: {DEFAULT_MAX_REQUEST_BYTES})")
     p.add_argument("--max-input-chars", type=int, metavar="N",
                    help="refuse texts longer than N characters (HTTP 413, gRPC INVALID_ARGUMENT; default: no limit)")
-    p.add_argument("--max-concurrency", type=int, default=DEFAULT_MAX_CONCURRENCY, help="requests at once")
-    p.add_argument("--grace-period", type=float, default=DEFAULT_GRACE_PERIOD_S, help="seconds, on SIGTERM")
-    p.add_argument("--tls-cert", type=Path)
-    p.add_argument("--tls-key", type=Path)
-    p.add_argument("--tls-client-ca", type=Path, help="require client certificates signed by this CA")
+    p.add_argument("--max-concurrency", type=int, default=DEFAULT_MAX_CONCURRENCY, metavar="N",
+                   help=f"requests at once; more are answered 429 / RESOURCE_EXHAUSTED (default: {DEFAULT_MAX_CONCURRENCY})")
+    p.add_argument("--grace-period", type=float, default=DEFAULT_GRACE_PERIOD_S, metavar="SECONDS",
+                   help=f"on SIGTERM, how long in-flight requests may finish (default: {DEFAULT_GRACE_PERIOD_S:g})")
+    p.add_argument("--tls-cert", type=Path, metavar="PEM", help="serve TLS with this certificate (with --tls-key)")
+    p.add_argument("--tls-key", type=Path, metavar="PEM", help="the private key of --tls-cert")
+    p.add_argument("--tls-client-ca", type=Path, metavar="PEM", help="require client certificates signed by this CA")
     p.add_argument("--cors-origin", action="append", help="allow this origin (HTTP; CORS is off by default)")
     p.add_argument("--max-header-bytes", type=int, default=DEFAULT_MAX_HEADER_BYTES, metavar="N",
                    help="HTTP: the largest request head; beyond it 431")
@@ -290,15 +358,13 @@ def build_parser() -> argparse.ArgumentParser:
                         "the HTTP server answers /metrics itself")
     p.add_argument("--log-level", choices=["debug", "info", "warning", "error"], default="info",
                    help="log level on stderr (default info: one access-log line per request)")
+    p.add_argument("--json", action="store_true",
+                   help="when serving, print one JSON line per server on stdout: kind, bound address, models")
     p.set_defaults(func=cmd_serve)
-
-    from .bulk.cli import add_bulk_parser, add_search_parser
 
     add_bulk_parser(sub)
     add_search_parser(sub)
     return parser
-
-
 
 
 def _error(text: str) -> None:
@@ -315,6 +381,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     debug = os.environ.get("AGENT_EMBEDDINGS_DEBUG") == "1"
     try:
+        if getattr(args, "long_job", False):
+            with log_to_stderr(args.log_level):  # progress lines where there is no terminal (nohup, cron, CI)
+                return int(args.func(args))
         return int(args.func(args))
     except KeyboardInterrupt:
         return 130

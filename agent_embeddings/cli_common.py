@@ -1,12 +1,22 @@
-"""What the CLI's commands share: building the spec's manager and choosing its generator."""
+"""What the CLI's commands share: building the spec's manager, choosing its generator, logging for
+long jobs, and the examples at the end of each ``--help``."""
 
 from __future__ import annotations
 
+import argparse
+import logging
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from .errors import UnknownGeneratorError
+from .progress import DEFAULT_LOG_EVERY_S
 
-__all__ = ["load_manager", "pick_name"]
+__all__ = ["PROG", "add_log_flags", "examples", "load_manager", "log_to_stderr", "pick_name"]
+
+PROG = "agent-embeddings"
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 
 def load_manager(spec: str) -> Any:
@@ -24,3 +34,56 @@ def pick_name(manager: Any, name: str | None) -> str:
         listed = ", ".join(names) or "none"
         raise UnknownGeneratorError(f"the spec has {len(names)} embedding generators ({listed}); choose one with --name")
     return str(names[0])
+
+
+def examples(*lines: str) -> str:
+    """A ``--help`` epilog from lines ``"agent-embeddings ...  # what it does"``.
+
+    Tests parse every example with the real parser, so an example cannot name a flag that does
+    not exist.
+    """
+    return "examples:\n" + "\n".join(f"  {line}" for line in lines)
+
+
+class _Stderr(logging.StreamHandler):  # type: ignore[type-arg]
+    """A handler on whatever ``sys.stderr`` is when a record is written (tests swap it)."""
+
+    @property
+    def stream(self) -> Any:
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value: Any) -> None:
+        pass
+
+
+@contextmanager
+def log_to_stderr(level: str) -> Iterator[None]:
+    """While the block runs, the ``agent_embeddings`` loggers' records at ``level`` and above go to
+    stderr, one line each with a timestamp.
+
+    Long jobs report through logging away from a terminal (``nohup``, cron, CI): without a
+    handler, Python drops INFO records, and a job that prints nothing for minutes looks hung.
+    Only our loggers: libraries keep their own settings. Undone afterwards (tests call ``main``
+    in-process many times).
+    """
+    logger = logging.getLogger("agent_embeddings")
+    handler = _Stderr()
+    handler.setFormatter(logging.Formatter(LOG_FORMAT))
+    saved = logger.level
+    logger.setLevel(level.upper())
+    logger.addHandler(handler)
+    try:
+        yield
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(saved)
+
+
+def add_log_flags(p: argparse.ArgumentParser, what: str) -> None:
+    """``--log-level`` and ``--log-every`` for a long command (``what``: its rows or texts)."""
+    p.add_argument("--log-level", choices=["debug", "info", "warning", "error"], default="info",
+                   help="log level of the lines on stderr (default: info, which includes the progress lines)")
+    p.add_argument("--log-every", type=float, default=DEFAULT_LOG_EVERY_S, metavar="SECONDS",
+                   help=f"when stderr is not a terminal (nohup, cron, CI): a line with the {what} done, the rate "
+                        f"and the time left every SECONDS (default: {DEFAULT_LOG_EVERY_S:g})")

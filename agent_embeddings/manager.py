@@ -10,14 +10,21 @@ from __future__ import annotations
 import logging
 import os
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from .base import AbstractEmbeddingGenerator
-from .errors import BackendError, BadRequestError, DimensionMismatchError, SpecError, UnknownGeneratorError
+from .errors import (
+    BackendError,
+    BadRequestError,
+    ConfigurationError,
+    DimensionMismatchError,
+    SpecError,
+    UnknownGeneratorError,
+)
 from .factory import build_embeddings_from_model_item
 from .results import Embeddings, GeneratorInfo
 from .space import SpaceCheck
@@ -351,7 +358,9 @@ class EmbeddingGeneratorManager:
 
     # -- specs -----------------------------------------------------------------------------
     @classmethod
-    def from_subject_spec(cls, source: SpecSource | SubjectSpec) -> EmbeddingGeneratorManager:
+    def from_subject_spec(
+        cls, source: SpecSource | SubjectSpec, *, on_config_error: Callable[[str, ConfigurationError], None] | None = None
+    ) -> EmbeddingGeneratorManager:
         """Build every embeddings item of a subject spec (path, JSON string, mapping or SubjectSpec).
 
         Each generator is registered under the item's ``name`` if given, its prefix when that
@@ -359,6 +368,10 @@ class EmbeddingGeneratorManager:
         loaded: that happens on first use or :meth:`warm_up`. A spec without an embeddings item
         is a :class:`SpecError` naming the skipped items (with a "did you mean" for a misspelt
         ``llm_type``); a misspelt item beside others is logged as a warning.
+
+        ``on_config_error(name, error)``: an item that is valid but cannot be built here (a
+        :class:`ConfigurationError`: a key that is not set, say) is reported to it and left out,
+        instead of failing the whole spec (what ``validate`` uses to check the rest).
         """
         if isinstance(source, SubjectSpec):
             spec, origin = source, "<spec>"
@@ -371,16 +384,27 @@ class EmbeddingGeneratorManager:
         plan = _plan_names(spec, origin)
         manager = cls()
         manager.spec = spec
+        unbuilt: set[str] = set()
         for index, item in spec.embedding_items:
             canonical, aliases = plan[index]
             where = f"{origin}: models[{index}] ({item.llm_block_id!r})"
-            gen = build_embeddings_from_model_item(item, where=where)
+            try:
+                gen = build_embeddings_from_model_item(item, where=where)
+            except ConfigurationError as exc:
+                if on_config_error is None:
+                    raise
+                on_config_error(canonical, exc)
+                unbuilt.update([canonical, *aliases])
+                continue
             manager.register_generator(canonical, gen, aliases=aliases)
             manager._block_ids[canonical] = item.llm_block_id
             manager._items[canonical] = item
         for index, item in spec.embedding_items:
             canonical = plan[index][0]
-            gen = manager._generators[canonical]
+            built = manager._generators.get(canonical)
+            if built is None or built.fallback in unbuilt:  # left out, or falls back on one left out
+                continue
+            gen = built
             if gen.fallback is not None:
                 where = f"{origin}: models[{index}] ({item.llm_block_id!r}): llm_parameters.fallback"
                 try:

@@ -18,7 +18,7 @@ import os
 import re
 from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Any, TypeVar, Union
+from typing import Any, TypeVar, Union, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, PositiveInt, ValidationError, field_validator, model_validator
 
@@ -241,6 +241,35 @@ def _holds_secrets(loc: tuple[Any, ...]) -> bool:
     return False
 
 
+def did_you_mean(model: type[BaseModel], err: Any) -> str:
+    """`` (did you mean 'normalize'?)`` for an unknown key close to a field of ``model`` (nested
+    models followed along the error's location), else ``""``."""
+    if err["type"] != "extra_forbidden":
+        return ""
+    current: type[BaseModel] | None = model
+    for part in err["loc"][:-1]:
+        if isinstance(part, int) or current is None:
+            continue
+        field = current.model_fields.get(str(part))
+        current = _model_in(field.annotation) if field is not None else None
+    if current is None:
+        return ""
+    names = [n for name, f in current.model_fields.items() for n in (name, f.alias) if n]
+    found = difflib.get_close_matches(str(err["loc"][-1]), names, n=1, cutoff=0.6)
+    return f" (did you mean {found[0]!r}?)" if found else ""
+
+
+def _model_in(annotation: Any) -> type[BaseModel] | None:
+    """The pydantic model an annotation holds: ``RetryPolicy | None``, ``list[ModelItem]``..."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for arg in get_args(annotation):
+        found = _model_in(arg)
+        if found is not None:
+            return found
+    return None
+
+
 def format_validation_error(exc: ValidationError, *, where: str) -> str:
     lines = [_describe(err) for err in exc.errors()]
     return f"{where}: " + "; ".join(lines)
@@ -258,9 +287,9 @@ def parse_params(model: type[P], item: ModelItem, *, where: str | None = None) -
         problems = []
         unknown = False
         for err in exc.errors():
-            if err["type"] == "extra_forbidden":
+            if err["type"] == "extra_forbidden" and len(err["loc"]) == 1:  # the list below is of top-level keys
                 unknown = True
-            problems.append("llm_parameters." + _describe(err))
+            problems.append("llm_parameters." + _describe(err) + did_you_mean(model, err))
         message = f"{where}: " + "; ".join(problems)
         if unknown:
             message += f"; accepted keys for '{item.prefix}:': {', '.join(sorted(model.model_fields))}"
@@ -361,7 +390,7 @@ def load_spec(source: SpecSource) -> SubjectSpec:
         problems = []
         for err in exc.errors():
             loc = err["loc"]
-            text = _describe(err)
+            text = _describe(err) + did_you_mean(SubjectSpec, err)
             if len(loc) >= 2 and loc[0] == "models" and isinstance(loc[1], int):
                 item = data["models"][loc[1]]
                 block = item.get("llm_block_id") if isinstance(item, dict) else None

@@ -64,7 +64,8 @@ def bulk(n: int, batch: int, repeat: int) -> Iterator[Row]:
         }, max(1, min(repeat, 2)))
     shards = -(-rows // 10_000)
     yield Row("8 bulk", f"local engine, {rows:,} varied texts, Parquet in and out ({shards} shards)", "texts/s",
-              rows / best["bulk"], "manager.encode, same texts", rows / best["encode"], target=0.95, spread=spread)
+              rows / best["bulk"], "manager.encode, same texts", rows / best["encode"], target=0.95, spread=spread,
+              extra={"rows": rows})
     yield Row("8 bulk", "length sorting alone: encode of the unique texts sorted by length", "texts/s",
               rows / best["sorted"], "arrival order", rows / best["encode"], spread=spread,
               note=f"{len(unique_sorted):,} unique of {rows:,}")
@@ -103,7 +104,8 @@ def memory(n: int, batch: int, repeat: int) -> Iterator[Row]:
     spread = max((max(r) - min(r)) / min(r) for r in runs.values())
     yield Row("8b memory", f"peak RSS of a local bulk job, {large:,} rows (hash embedding, row groups of 10,000)", "MB", large_mb,
               f"{small:,} rows", small_mb, higher_is_better=False, target=0.9, spread=spread,
-              note=f"+{large_mb - small_mb:.0f} MB for {large // small}x the rows")
+              note=f"+{large_mb - small_mb:.0f} MB for {large // small}x the rows",
+              extra={"rows": large, "baseline_rows": small})
 
 
 def ray(n: int, batch: int, repeat: int) -> Iterator[Row]:

@@ -79,7 +79,7 @@ def compare_many(fns: dict[str, Callable[[], object]], repeat: int) -> tuple[dic
 def write_report(rows: list[Row], out_dir: Path, meta: dict) -> tuple[Path, Path]:
     """Write ``latest.json``; ``latest.md`` (and ``benchmarks/README.md`` for the default folder) are
     rendered from it by :mod:`benchmarks.render`, so the tables never drift from the figures."""
-    from .render import README, render
+    from .render import README, readme, render
 
     out_dir.mkdir(parents=True, exist_ok=True)
     meta = {**meta, "python": platform.python_version(), "machine": platform.machine(), "time": time.strftime("%F %T")}
@@ -89,5 +89,5 @@ def write_report(rows: list[Row], out_dir: Path, meta: dict) -> tuple[Path, Path
     md_path = out_dir / "latest.md"
     md_path.write_text(render(data))
     if out_dir.resolve() == README.parent / "results":
-        README.write_text(render(data))
+        README.write_text(readme(data))
     return md_path, json_path

@@ -31,6 +31,37 @@ interleaved; the estimator is the {estimator} of {repeat} runs per side, and "sp
 """
 
 
+#: The pictures ``python -m benchmarks.plots`` draws (files under results/) and what each shows.
+PLOTS = {
+    "throughput.png": "Throughput of each path (in-process, HTTP, gRPC, the peer server) for 16 concurrent "
+                      "single-text callers and for one caller sending batches, against the raw model",
+    "latency.png": "Latency percentiles against offered load (open loop, Poisson arrivals): batches filled to "
+                   "the callers (the default) and the plain 2 ms window",
+    "int8.png": "ONNX Runtime int8 and fp32: speed against accuracy, relative to fp32 torch",
+    "bulk/bulk.png": "Bulk embedding: throughput of the engines, and peak memory against corpus size",
+    "adapters/adapters.png": "The LlamaIndex and LangChain adapters against manager.encode on mixed-length texts",
+}
+#: The other runs' tables (scenarios run on their own, with --out results/<name>).
+OTHER_TABLES = {
+    "bulk": "bulk: the local engine, length sorting, Ray, memory",
+    "bulk-memory": "bulk: peak memory against corpus size (a later run)",
+    "bulk-cluster": "bulk on a two-node Ray cluster, and one actor's memory",
+    "adapters": "the LangChain and LlamaIndex adapters against manager.encode",
+}
+
+
+def pictures() -> list[str]:
+    """The README's section of pictures (``python -m benchmarks.plots`` draws them from the JSON)."""
+    lines = ["", "## Pictures", "",
+             "Drawn from the same JSON by `python -m benchmarks.plots` (`make plots`); a picture shows what the run",
+             "measured and says what it did not.", ""]
+    for name, caption in PLOTS.items():
+        lines += [f"![{caption}](results/{name})", "", f"*{caption}.*", ""]
+    lines += ["## Other runs", ""]
+    lines += [f"- [results/{folder}/latest.md](results/{folder}/latest.md): {what}" for folder, what in OTHER_TABLES.items()]
+    return lines
+
+
 def _ratio(row: dict[str, Any]) -> str:
     if row["unit"] == "ms":  # latency rows: the difference reads better than a ratio
         return f"{row['value'] - row['baseline_value']:+.1f} ms"
@@ -69,19 +100,25 @@ def render(data: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def readme(data: dict[str, Any]) -> str:
+    """benchmarks/README.md: the main run's table, then the pictures and the other runs' tables."""
+    return render(data) + "\n".join(pictures()).rstrip() + "\n"
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.render", description=__doc__)
     parser.add_argument("--check", action="store_true", help="fail if benchmarks/README.md is not up to date")
     parser.add_argument("--json", type=Path, default=LATEST)
     args = parser.parse_args(argv)
-    text = render(json.loads(args.json.read_text()))
+    data = json.loads(args.json.read_text())
+    text = readme(data)
     if args.check:
         if not README.exists() or README.read_text() != text:
             print(f"{README} is not rendered from {args.json}: run python -m benchmarks.render", file=sys.stderr)
             return 1
         return 0
     README.write_text(text)
-    (args.json.parent / "latest.md").write_text(text)
+    (args.json.parent / "latest.md").write_text(render(data))
     return 0
 
 

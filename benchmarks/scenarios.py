@@ -11,7 +11,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from . import bulk
+from . import adapters, bulk
 from .data import short_sentences
 from .harness import Row, compare, compare_many
 from .traffic import closed_loop, open_loop
@@ -154,6 +154,8 @@ def fill(n: int, batch: int, repeat: int, clients: int = 16) -> Iterator[Row]:
         shown = {k: _mean_batch(g, marks[k]) for k, g in gens.items()}
         yield Row("2c fill", f"open loop, Poisson arrivals at {load:.0%} of capacity, p99 latency", "ms", p99["fill"],
                   "plain 2 ms window", p99["window"], higher_is_better=False,
+                  extra={"offered_load": load, "p50_ms": p50["fill"], "p99_ms": p99["fill"],
+                         "baseline_p50_ms": p50["window"], "baseline_p99_ms": p99["window"]},
                   note=f"{load:.0%} of {capacity:.0f} texts/s: p50 {p50['fill']:.1f} vs {p50['window']:.1f} ms, "
                        f"p99 {p99['fill']:.1f} vs {p99['window']:.1f} ms, served {rate['fill']:.0f} vs "
                        f"{rate['window']:.0f} texts/s, mean texts per micro-batch {shown['fill']} vs {shown['window']}")
@@ -307,13 +309,16 @@ def onnx(n: int, batch: int, repeat: int) -> Iterator[Row]:
     cand_s, base_s, spread = compare(lambda: int8.encode(texts), baseline, repeat)
     yield Row("5 onnx int8", "hf backend=onnx-int8 encode", "texts/s", n / cand_s, "hf backend=torch (fp32)",
               n / base_s, target=3.0, spread=spread,
+              extra={"mean_cosine": float(cos.mean()), "min_cosine": float(cos.min()), "top1_same": agree["top1"],
+                     "top10_overlap": agree["overlap"]},
               note=f"int8 vs fp32 torch on these {n} sentences: mean cosine {cos.mean():.4f}, min {cos.min():.4f} "
                    f"(target >= 0.99); retrieval, {len(queries)} queries vs {n} other sentences: top-1 the same "
                    f"{agree['top1']:.3f}, top-10 overlap {agree['overlap']:.3f}; ONNX Runtime with {threads} "
                    f"threads, batch {batch}")
     cand_s, base_s, spread = compare(lambda: fp32.encode(texts), baseline, repeat)
     yield Row("5 onnx int8", "hf backend=onnx (fp32) encode", "texts/s", n / cand_s, "hf backend=torch (fp32)",
-              n / base_s, spread=spread, note=f"fp32 ONNX vs torch: max abs difference {fp32_diff:.1e}")
+              n / base_s, spread=spread, note=f"fp32 ONNX vs torch: max abs difference {fp32_diff:.1e}",
+              extra={"max_abs_difference": fp32_diff})
     for gen in (torch_gen, int8, fp32):
         gen.close()
 
@@ -354,6 +359,7 @@ ALL: dict[str, Callable[..., Iterator[Row]]] = {
     "search": bulk.search,
     "ray": bulk.ray,
     "cluster": bulk.cluster,
+    "adapters": adapters.adapters,
 }
 
 

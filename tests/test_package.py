@@ -102,3 +102,35 @@ def test_example_doc_custom_generator(root: Path):
     result = run_example(root, "doc_custom_generator.py")
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "custom: dims=256 norm=1.0000 batch=3x256"
+
+
+@pytest.mark.slow
+def test_the_wheel_and_sdist_carry_one_version_the_package_and_its_command(root: Path, tmp_path: Path):
+    """What `make dist-check` installs in a fresh venv (there with pip and the index, minutes; here
+    offline, seconds): the metadata's version is pyproject's, the command is declared, twine accepts
+    both files. The version is read from the installed metadata (agent_embeddings/version.py)."""
+    import tomllib
+    import zipfile
+
+    build = subprocess.run([sys.executable, "-m", "build", "--no-isolation", "--outdir", str(tmp_path), str(root)],
+                           capture_output=True, text=True, timeout=600)
+    assert build.returncode == 0, build.stderr[-3000:]
+    version = tomllib.loads((root / "pyproject.toml").read_text())["project"]["version"]
+    wheel = tmp_path / f"agent_embeddings-{version}-py3-none-any.whl"
+    sdist = tmp_path / f"agent_embeddings-{version}.tar.gz"
+    assert wheel.exists() and sdist.exists(), sorted(p.name for p in tmp_path.iterdir())
+    with zipfile.ZipFile(wheel) as zf:
+        names = set(zf.namelist())
+        info = f"agent_embeddings-{version}.dist-info"
+        metadata = zf.read(f"{info}/METADATA").decode()
+        entry_points = zf.read(f"{info}/entry_points.txt").decode()
+    assert f"\nVersion: {version}\n" in metadata and "\nName: agent-embeddings\n" in metadata
+    assert "Provides-Extra: hf" in metadata and "Provides-Extra: minilm" in metadata
+    assert "Description-Content-Type: text/markdown" in metadata
+    assert "agent-embeddings = agent_embeddings.cli:main" in entry_points
+    assert {"agent_embeddings/py.typed", "agent_embeddings/cli_validate.py", "agent_embeddings/progress.py",
+            "agent_embeddings/protocol/gen/aios/embeddings/v1/embeddings_pb2.py"} <= names
+    assert not any(name.startswith(("tests/", "benchmarks/")) for name in names)
+    twine = subprocess.run([sys.executable, "-m", "twine", "check", "--strict", str(wheel), str(sdist)],
+                           capture_output=True, text=True, timeout=120)
+    assert twine.returncode == 0 and twine.stdout.count("PASSED") == 2, twine.stdout + twine.stderr

@@ -168,7 +168,23 @@ def test_unknown_parameter_key_lists_accepted_keys(tmp_path: Path):
 
 def test_unknown_item_field(tmp_path: Path):
     message = load_error(tmp_path, spec_with({**hf_item(), "llm_paramters": {}}))
-    assert "models[0] ('hf:sentence-transformers/all-MiniLM-L6-v2').llm_paramters: unknown field" in message
+    assert "models[0] ('hf:sentence-transformers/all-MiniLM-L6-v2').llm_paramters: unknown field (did you mean " \
+        "'llm_parameters'?)" in message
+
+
+@pytest.mark.parametrize(
+    ("params", "expected"),
+    [
+        ({"batchsize": 64}, "llm_parameters.batchsize: unknown field (did you mean 'batch_size'?); accepted keys"),
+        ({"normalise": True}, "llm_parameters.normalise: unknown field (did you mean 'normalize'?)"),
+        ({"retry": {"attemps": 3}}, "llm_parameters.retry.attemps: unknown field (did you mean 'attempts'?)"),
+        ({"cache": {"kindd": "memory"}}, "llm_parameters.cache.kindd: unknown field (did you mean 'kind'?)"),
+        ({"colour": "blue"}, "llm_parameters.colour: unknown field; accepted keys for 'hf:': "),  # nothing close
+    ],
+)
+def test_a_misspelt_key_gets_a_did_you_mean(tmp_path: Path, params: dict, expected: str):
+    message = load_error(tmp_path, spec_with(hf_item(**params)))
+    assert expected in message
 
 
 def test_duplicate_names(tmp_path: Path):

@@ -271,6 +271,17 @@ class AIOSEmbeddings(AbstractEmbeddingGenerator):
         """Connect, ask the server for its models and limits, and check ``model`` and ``dims``."""
         self._server_info()
 
+    def check(self, timeout_s: float = 10.0) -> str:
+        """The server answers ``Info`` within ``timeout_s`` (with the key), serving the model at ``dims``."""
+        from ..protocol.convert import info_from_response, pb
+
+        stub = self._sync_stub()
+        kwargs = {**self._call_kwargs(), "timeout": min(self.timeout_s, timeout_s)}
+        self._set_info(info_from_response(self._rpc(lambda: stub.Info(pb.InfoRequest(), **kwargs))))
+        served = self._served
+        assert served is not None
+        return f"{self.grpc_url} serves {served.name!r} ({served.dims or '?'} dims)"
+
     def _server_info(self) -> ServerInfo:
         if self._info is None:
             from ..protocol.convert import info_from_response, pb

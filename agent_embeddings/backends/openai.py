@@ -474,6 +474,12 @@ class OpenAIEmbeddingGenerator(AbstractEmbeddingGenerator):
         return translate_error(exc, where=f"{self._who()} at {self.endpoint}", model=self.model, timeout=timeout)
 
     # -- life cycle --------------------------------------------------------------------------
+    def check(self, timeout_s: float = 10.0) -> str:
+        """The endpoint answers ``GET /models`` within ``timeout_s``, accepts the key, lists the model."""
+        from .openai_check import check_endpoint
+
+        return check_endpoint(self, min(self.timeout, timeout_s))
+
     def describe(self) -> dict[str, Any]:
         return {**super().describe(), "base_url": self.endpoint}
 

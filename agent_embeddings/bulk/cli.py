@@ -1,4 +1,4 @@
-"""``agent-embeddings bulk`` and ``agent-embeddings bulk verify``."""
+"""``agent-embeddings bulk`` (the embedding job), ``bulk verify|info|compare`` (on an output) and ``search``."""
 
 from __future__ import annotations
 
@@ -9,15 +9,12 @@ from typing import Any
 
 from ..errors import InvalidInputError
 
-__all__ = ["add_bulk_parser"]
+__all__ = ["add_bulk_parser", "add_search_parser"]
 
 _SHOWN_IDS = 20
 
 
 def cmd_bulk(args: argparse.Namespace) -> int:
-    command = getattr(args, "bulk_command", None)
-    if command is not None:
-        return int({"verify": cmd_verify, "info": cmd_info, "compare": cmd_compare}[command](args))
     missing = [flag for flag, value in (("--spec", args.spec), ("--input", args.input), ("--output", args.output))
                if value is None]
     if missing:
@@ -32,12 +29,13 @@ def cmd_bulk(args: argparse.Namespace) -> int:
             manager, name, args.input, args.output, text_column=args.text_column, id_column=args.id_column,
             keep_columns=_columns(args.keep_columns), append=args.append, engine=args.engine, input_type=None if args.input_type == "none" else args.input_type,
             shard_rows=args.shard_rows, skip_invalid=args.skip_invalid, overwrite=args.overwrite,
-            concurrency=args.concurrency, progress=args.progress, ray_address=args.ray_address,
+            concurrency=args.concurrency, progress=args.progress, log_every_s=args.log_every,
+            ray_address=args.ray_address,
             workers=args.workers, gpus_per_worker=args.gpus_per_worker,
         )
     finally:
         manager.close()
-    if args.json:
+    if args.json:  # every field of the report, the timings' split included
         row: dict[str, Any] = {k: getattr(report, k) for k in report.__dataclass_fields__}
         print(json.dumps({**row, "rows_per_s": report.rows_per_s}, default=str))
     else:
@@ -55,14 +53,25 @@ def _columns(value: str | None) -> list[str]:
 
 def cmd_verify(args: argparse.Namespace) -> int:
     from ..cli_common import load_manager, pick_name
+    from ..errors import EmbeddingSpaceError
 
     manager = load_manager(args.spec)
     try:
         name = pick_name(manager, args.name)
-        check = manager.verify_space(name, args.output)  # raises EmbeddingSpaceError, naming the differences
+        try:
+            check = manager.verify_space(name, args.output)  # raises EmbeddingSpaceError, naming the differences
+        except EmbeddingSpaceError as exc:
+            if not args.json:
+                raise
+            print(json.dumps({"output": args.output, "generator": name, "ok": False, "error": str(exc)}))
+            return 1
     finally:
         manager.close()
-    print(f"{args.output}: {name!r} {check.explain()}")
+    if args.json:
+        print(json.dumps({"output": args.output, "generator": name, "ok": True, "min_cosine": check.min_cosine,
+                          "cosines": dict(check.cosines), "explain": check.explain()}))
+    else:
+        print(f"{args.output}: {name!r} {check.explain()}")
     return 0
 
 
@@ -142,7 +151,17 @@ def cmd_search(args: argparse.Namespace) -> int:
 
 def add_search_parser(sub: Any) -> None:
     """Add ``search`` to the CLI's sub-commands."""
-    p = sub.add_parser("search", help="exact top-k over a bulk output for a query (streamed, bounded memory)")
+    from ..cli_common import examples
+
+    p = sub.add_parser(
+        "search", help="exact top-k over a bulk output for a query (streamed, bounded memory)",
+        description="Embed the query as a query, check the output's space, and print the k nearest rows by cosine "
+                    "(rank, score, id, kept columns), reading one shard at a time.",
+        epilog=examples(
+            'agent-embeddings search --spec specs/default.json --output vectors/ "How do I reset my password?"',
+            'agent-embeddings search --spec specs/default.json --output vectors/ --k 3 --json "password reset"',
+        ),
+    )
     p.add_argument("--spec", required=True, help="subject spec JSON file")
     p.add_argument("--name", help="generator name (needed when the spec has several)")
     p.add_argument("--output", required=True, help="the bulk output directory")
@@ -152,15 +171,33 @@ def add_search_parser(sub: Any) -> None:
     p.set_defaults(func=cmd_search)
 
 
+_USAGE = """%(prog)s --spec FILE --input PATH --output DIR [options]
+       %(prog)s {verify,info,compare} ...   (see: %(prog)s verify --help)"""
+
+
 def add_bulk_parser(sub: Any) -> None:
-    """Add ``bulk`` (and ``bulk verify``) to the CLI's sub-commands."""
+    """Add ``bulk`` (the embedding job) and its commands on an output, ``bulk verify|info|compare``."""
+    from ..cli_common import PROG, add_log_flags, examples
     from .job import DEFAULT_SHARD_ROWS
 
     p = sub.add_parser(
-        "bulk", help="embed a corpus (Parquet, JSON Lines, CSV) into Parquet shards; resumable",
-        description="Embed a corpus into Parquet shards (id, embedding) plus a _embedding.json manifest. "
-                    "Run again with the same arguments to resume after an interruption. "
-                    "'bulk verify' checks that a generator still embeds into an output's space.",
+        "bulk", help="embed a corpus (Parquet, JSON Lines, CSV) into Parquet shards; resumable", usage=_USAGE,
+        description="Embed a corpus into Parquet shards (id, embedding, content_hash) plus a _embedding.json "
+                    "manifest. Run the same command again to resume after an interruption, or to sync the output "
+                    "after the input changed (with --id-column). Without a terminal (nohup, cron, CI) a log line "
+                    "every --log-every seconds says the rows done, the rate and the time left. The commands "
+                    "below work on an output.",
+        epilog=examples(
+            "agent-embeddings bulk --spec specs/default.json --input corpus.jsonl --id-column id --output vectors/",
+            "agent-embeddings bulk --spec specs/default.json --input corpus/ --text-column body --keep-columns "
+            "title,body --output vectors/",
+            "nohup agent-embeddings bulk --spec specs/default.json --input corpus.parquet --output vectors/ &",
+            "agent-embeddings bulk --engine ray --ray-address auto --spec specs/default.json --input /shared/corpus/ "
+            "--output /shared/vectors/",
+            "agent-embeddings bulk verify --spec specs/default.json --output vectors/  # same space as the index?",
+            "agent-embeddings bulk info vectors/",
+            "agent-embeddings bulk compare old/ new/ --spec specs/next.json --queries queries.txt",
+        ),
     )
     p.add_argument("--spec", help="subject spec JSON file")
     p.add_argument("--name", help="generator name (needed when the spec has several)")
@@ -173,10 +210,13 @@ def add_bulk_parser(sub: Any) -> None:
                    help="input columns to copy into the output beside id and embedding (e.g. text,title)")
     p.add_argument("--append", action="store_true",
                    help="add this input to an output that holds another input's vectors (same space; ids unique)")
-    p.add_argument("--engine", choices=["local", "ray"], default="local")
+    p.add_argument("--engine", choices=["local", "ray"], default="local",
+                   help="local (default): this process; ray: actors of a Ray cluster (pip install "
+                        "'agent-embeddings[ray]')")
     p.add_argument("--input-type", choices=["document", "query", "none"], default="document",
                    help="embed rows as documents (default), queries, or with no input type")
-    p.add_argument("--shard-rows", type=int, default=DEFAULT_SHARD_ROWS, help="rows per output shard")
+    p.add_argument("--shard-rows", type=int, default=DEFAULT_SHARD_ROWS,
+                   help=f"rows per output shard, the unit of resuming (default: {DEFAULT_SHARD_ROWS})")
     p.add_argument("--skip-invalid", action="store_true",
                    help="leave out rows with null, non-string or empty text (default: fail, naming the row)")
     p.add_argument("--overwrite", action="store_true", help="start afresh instead of resuming")
@@ -185,22 +225,48 @@ def add_bulk_parser(sub: Any) -> None:
     p.add_argument("--ray-address", help="Ray cluster to use (e.g. auto, ray://head:10001); default: a local Ray")
     p.add_argument("--workers", type=int, help="Ray actors (default: one per CPU of the cluster)")
     p.add_argument("--gpus-per-worker", type=float, help="GPUs per Ray actor (default: 1 for device cuda, else 0)")
-    p.add_argument("--json", action="store_true", help="print the report as one JSON line")
+    p.add_argument("--json", action="store_true",
+                   help="print the report as one JSON line (rows, embedded, seconds, load_seconds, embed_seconds, ...)")
     prog = p.add_mutually_exclusive_group()
-    prog.add_argument("--progress", dest="progress", action="store_true", default=None)
-    prog.add_argument("--no-progress", dest="progress", action="store_false")
-    p.set_defaults(func=cmd_bulk)
-    verbs = p.add_subparsers(dest="bulk_command", metavar="{verify,info,compare}")
-    v = verbs.add_parser("verify", help="check that a generator embeds into an output's space")
+    prog.add_argument("--progress", dest="progress", action="store_true", default=None,
+                      help="show a progress bar even when stderr is not a terminal")
+    prog.add_argument("--no-progress", dest="progress", action="store_false",
+                      help="no progress bar and no progress lines")
+    add_log_flags(p, "rows")
+    p.set_defaults(func=cmd_bulk, long_job=True)
+
+    verbs = p.add_subparsers(title="commands on an output", metavar="{verify,info,compare}", prog=f"{PROG} bulk")
+    v = verbs.add_parser(
+        "verify", help="check that a generator embeds into an output's space (exit status 1 if not)",
+        description="Check that a spec's generator embeds into the space of a bulk output: equal identity, and the "
+                    "stored probe sentences embed to the stored vectors. Exit status 1, naming the differences, "
+                    "if not. What an agent runs at start-up against the index it will query.",
+        epilog=examples(
+            "agent-embeddings bulk verify --spec specs/default.json --output vectors/",
+            "agent-embeddings bulk verify --spec specs/default.json --name hf-minilm --output vectors/ --json",
+        ),
+    )
     v.add_argument("--output", required=True, help="the output directory (or its _embedding.json)")
     v.add_argument("--spec", required=True, help="subject spec JSON file")
     v.add_argument("--name", help="generator name (needed when the spec has several)")
-    v.set_defaults(func=cmd_bulk)
-    i = verbs.add_parser("info", help="an output's space, rows, inputs, syncs and size")
+    v.add_argument("--json", action="store_true", help="print the outcome as one JSON object (ok, cosines, error)")
+    v.set_defaults(func=cmd_verify, long_job=False)
+    i = verbs.add_parser(
+        "info", help="an output's space, rows, inputs, syncs and size",
+        epilog=examples("agent-embeddings bulk info vectors/", "agent-embeddings bulk info vectors/ --json"),
+    )
     i.add_argument("output", help="the output directory")
     i.add_argument("--json", action="store_true", help="print it as one JSON object")
-    i.set_defaults(func=cmd_bulk)
-    c = verbs.add_parser("compare", help="how retrieval changes between two outputs of one corpus (two spaces)")
+    i.set_defaults(func=cmd_info, long_job=False)
+    c = verbs.add_parser(
+        "compare", help="how retrieval changes between two outputs of one corpus (two spaces)",
+        description="Embed each query in each output's space and compare the top-k neighbours: mean overlap, "
+                    "the share of queries whose best hit stays, and the queries that change most.",
+        epilog=examples(
+            "agent-embeddings bulk compare old/ new/ --spec specs/both.json --queries queries.txt --k 5",
+            "agent-embeddings bulk compare old/ new/ --spec specs/both.json --queries queries.jsonl --json",
+        ),
+    )
     c.add_argument("old", help="the output agents use now")
     c.add_argument("new", help="the output in the space to move to")
     c.add_argument("--spec", required=True, help="a spec with a generator for each output's space")
@@ -208,4 +274,4 @@ def add_bulk_parser(sub: Any) -> None:
     c.add_argument("--k", type=int, default=10, help="neighbours compared per query (default: 10)")
     c.add_argument("--show", type=int, default=5, help="queries that change most, shown (default: 5)")
     c.add_argument("--json", action="store_true", help="print the comparison as one JSON object")
-    c.set_defaults(func=cmd_bulk)
+    c.set_defaults(func=cmd_compare, long_job=False)

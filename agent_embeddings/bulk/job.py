@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import logging
-import sys
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ..progress import Progress
 from ..vectors import InputType
 from .donor import Donor
 from .shard import ShardResult, embed_shard, shard_name, write_shard
@@ -19,8 +17,6 @@ if TYPE_CHECKING:
     from ..manager import EmbeddingGeneratorManager
 
 __all__ = ["DEFAULT_SHARD_ROWS", "BulkReport", "Job", "Progress", "process_shard"]
-
-log = logging.getLogger("agent_embeddings.bulk")
 
 # Big enough that a shard's Parquet file is a few MB of vectors, small enough that a killed
 # job loses at most a minute or so of CPU work with a small model.
@@ -70,13 +66,15 @@ def process_shard(
 
 @dataclass(frozen=True)
 class BulkReport:
-    """What a bulk job did.
+    """What a bulk job did, and how long it took.
 
     ``action`` is ``build`` (a new output), ``sync`` (a changed input brought up to date),
     ``append`` (another input added), ``upgrade`` (an output of an earlier version given content
     hashes), ``overwrite`` or ``unchanged`` (nothing to do). ``rows`` counts the rows of this input
     now in the output; ``embedded`` the texts this run sent to the model; ``added`` / ``changed``
-    / ``unchanged`` / ``removed`` compare the input with the snapshot before the run.
+    / ``unchanged`` / ``removed`` compare the input with the snapshot before the run. ``seconds``
+    is the whole run: ``load_seconds`` before the first shard, ``embed_seconds`` for the shards,
+    the rest publishing the snapshot; ``rows_per_s`` is the rate over ``embed_seconds``.
     """
 
     output: Path
@@ -98,10 +96,15 @@ class BulkReport:
     changed: int = 0
     unchanged: int = 0
     removed: int = 0
+    #: of ``seconds``: before the first shard (reading the input's ids, loading the model, its probes)
+    load_seconds: float = 0.0
+    #: of ``seconds``: embedding and writing the shards (on Ray, starting the actors too)
+    embed_seconds: float = 0.0
 
     @property
     def rows_per_s(self) -> float:
-        return self.embedded / self.seconds if self.seconds > 0 else 0.0
+        """The embedding rate: texts embedded per second of ``embed_seconds`` (model loading left out)."""
+        return self.embedded / self.embed_seconds if self.embed_seconds > 0 else 0.0
 
     def summary(self) -> str:
         resumed = f", {self.resumed_shards} resumed" if self.resumed_shards else ""
@@ -115,35 +118,6 @@ class BulkReport:
                      f"{self.removed} removed)")
         return (
             f"{self.action}: {self.rows} rows{delta} in {shards}{resumed} -> {self.output} "
-            f"({self.embedded} embedded in {self.seconds:.1f}s, {self.rows_per_s:.0f} rows/s){skipped}"
+            f"({self.embedded} embedded in {self.embed_seconds:.1f}s, {self.rows_per_s:.0f} rows/s; "
+            f"{self.load_seconds:.1f}s to start: input scan, model load){skipped}"
         )
-
-
-class Progress:
-    """Rows done: a tqdm bar (rate, ETA) on a terminal, a log line every ``every_s`` otherwise."""
-
-    def __init__(self, total: int | None, done: int, *, show: bool | None, every_s: float = 30.0) -> None:
-        from tqdm import tqdm
-
-        tty = sys.stderr.isatty()
-        self._bar = tqdm(
-            total=total, initial=done, unit="row", disable=not (tty if show is None else show), file=sys.stderr,
-            dynamic_ncols=True, smoothing=0.05,
-        )
-        self._log = show is not False and not tty
-        self._every, self._total, self._done = every_s, total, done
-        self._start = self._last = time.monotonic()
-        self._at_start = done
-
-    def update(self, rows: int) -> None:
-        self._bar.update(rows)
-        self._done += rows
-        now = time.monotonic()
-        if self._log and now - self._last >= self._every:
-            self._last = now
-            rate = (self._done - self._at_start) / max(now - self._start, 1e-9)
-            of = f"/{self._total}" if self._total is not None else ""
-            log.info("bulk: %d%s rows, %.0f rows/s", self._done, of, rate)
-
-    def close(self) -> None:
-        self._bar.close()

@@ -21,12 +21,13 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from .._deps import require
 from ..errors import BulkOutputError, EmbeddingSpaceError, InvalidInputError
+from ..progress import DEFAULT_LOG_EVERY_S, Progress
 from ..redaction import redact_params
 from ..space import PROBES, input_kind
 from ..vectors import InputType, check_input_type
 from .checks import check_arguments, check_not_inside, refuse_duplicate_ids, refuse_shared_ids
 from .donor import Donor, content_hashes
-from .job import DEFAULT_SHARD_ROWS, BulkReport, Job, Progress
+from .job import DEFAULT_SHARD_ROWS, BulkReport, Job
 from .local import run_local
 from .manifest import MANIFEST, InputRecord, Manifest, Probes, SyncRecord
 from .shard import ShardResult, read_result, shard_name, write_error
@@ -63,6 +64,7 @@ def embed_dataset(
     append: bool = False,
     concurrency: int = 1,
     progress: bool | None = None,
+    log_every_s: float = DEFAULT_LOG_EVERY_S,
     ray_address: str | None = None,
     workers: int | None = None,
     gpus_per_worker: float | None = None,
@@ -84,6 +86,9 @@ def embed_dataset(
     * An output in another embedding space is refused (:class:`EmbeddingSpaceError`): build the
       new space into another output and compare them (``bulk compare``). ``overwrite=True``
       builds afresh; ``append=True`` adds another input to the output.
+    * ``progress``: a bar on a terminal (None), forced (True) or off (False); away from a terminal
+      a log line every ``log_every_s`` seconds (``agent_embeddings.bulk`` logger: rows done of the
+      input's total, rate, time left).
 
     >>> report = embed_dataset("specs/default.json", "hf-minilm", "corpus.parquet", "vectors/",
     ...                        text_column="text", id_column="id")     # doctest: +SKIP
@@ -122,8 +127,8 @@ def embed_dataset(
             run = _Run(manager, manager.resolve(name), corpus, store, ids, input_type=input_type,
                        shard_rows=shard_rows, skip_invalid=skip_invalid, overwrite=overwrite, append=append,
                        concurrency=concurrency, started=started)
-            return run.execute(engine, progress=progress, ray_address=ray_address, workers=workers,
-                               gpus_per_worker=gpus_per_worker)
+            return run.execute(engine, progress=progress, log_every_s=log_every_s, ray_address=ray_address,
+                               workers=workers, gpus_per_worker=gpus_per_worker)
     finally:
         if owned:
             manager.close()
@@ -154,6 +159,8 @@ class _Run:
         self.engine = "local"
         #: shards of the current snapshot that do not read back whole (embedded again, and named)
         self.damaged: list[str] = []
+        #: when the shards' loop started and ended (the report's load / embed split)
+        self.loop_started = self.loop_ended = 0.0
 
     # -- deciding ----------------------------------------------------------------------------
     def execute(self, engine: str, **options: Any) -> BulkReport:
@@ -177,7 +184,10 @@ class _Run:
             job = self._job(plan, snapshot, identity, manifest.dims)
             done, damaged = _resumable(job)
             before = [r for r in (read_result(job.shard_path(i)) for i in sorted(done)) if r is not None]
-            show = Progress(self.corpus.count_rows(), sum(r.rows + r.skipped for r in before), show=options["progress"])
+            # The total is exact for every format: the ids were read (or counted) before the model loaded.
+            show = Progress(len(self.ids), sum(r.rows + r.skipped for r in before), show=options["progress"],
+                            every_s=options["log_every_s"])
+            self.loop_started = time.monotonic()
             try:
                 if engine == "ray":
                     from .ray_engine import run_ray
@@ -189,6 +199,7 @@ class _Run:
                     count = run_local(job, self.manager, done, show)
             finally:
                 show.close()
+                self.loop_ended = time.monotonic()
         except BaseException:
             if current is None and not any(snapshot.glob("part-*.parquet")):
                 self.store.discard(snapshot)  # a first run that failed before its first shard leaves nothing
@@ -358,11 +369,14 @@ class _Run:
         record = plan.record
         unchanged = plan.action == "unchanged"
         new = [r for r in results if r.index not in done]
+        now = time.monotonic()
+        loop = (self.loop_started, self.loop_ended) if self.loop_started else (now, now)
         return BulkReport(
             output=self.store.output, manifest=self.store.output / MANIFEST, generator=self.name,
             engine="none" if unchanged else self.engine, rows=record.rows or 0, embedded=sum(r.unique for r in new),
             shards=record.shards or 0, resumed_shards=len(done), skipped=record.skipped,
-            skipped_ids=tuple(i for r in results for i in r.skipped_ids), seconds=time.monotonic() - self.started,
+            skipped_ids=tuple(i for r in results for i in r.skipped_ids), seconds=now - self.started,
+            load_seconds=loop[0] - self.started, embed_seconds=loop[1] - loop[0],
             damaged_shards=tuple(self.damaged + damaged), action=plan.action, space_id=identity.space_id,
             added=sum(r.added for r in results), changed=sum(r.changed for r in results),
             unchanged=(record.rows or 0) if unchanged else sum(r.reused for r in results), removed=removed,

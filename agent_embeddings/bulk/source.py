@@ -317,15 +317,13 @@ class Corpus:
 
     def shard_count(self, shard_rows: int) -> int:
         """How many shards :meth:`shards` makes (at least one)."""
-        rows = sum(self.file_rows(n) for n in range(len(self.files)))
-        return max(1, -(-rows // shard_rows))
+        return max(1, -(-self.count_rows() // shard_rows))
 
     def ids(self) -> Any:
         """Every row's id, in order (one read of the id column; row numbers without one)."""
         pa = _pa()
         if self.id_column is None:
-            total = sum(self.file_rows(n) for n in range(len(self.files)))
-            return pa.array(range(total), pa.int64())
+            return pa.array(range(self.count_rows()), pa.int64())
         id_type = self._types.get(self.id_column) or pa.string()
         parts = [batch.column(self.id_column) for batch in self._batches(self.files, (self.id_column,))]
         return pa.concat_arrays(parts) if parts else pa.array([], id_type)
@@ -339,10 +337,8 @@ class Corpus:
                 raise CorpusError.from_library(f"{self.files[number]}: cannot read as {self.format}", exc) from None
         return self._file_rows[number]
 
-    def count_rows(self) -> int | None:
-        """Rows in the corpus when that is cheap to know (Parquet footers), else None."""
-        if self.format != "parquet":
-            return None
+    def count_rows(self) -> int:
+        """Rows in the corpus (Parquet: footers; JSON Lines/CSV: one counting pass per file, remembered)."""
         return sum(self.file_rows(n) for n in range(len(self.files)))
 
     def read_shard(self, index: int, shard_rows: int) -> Shard:

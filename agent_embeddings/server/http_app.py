@@ -266,15 +266,20 @@ def _parse(raw: bytes) -> EmbeddingRequest:
     raise _validation_error(errors)
 
 
+#: The client that sends token ids by default is LangChain's OpenAIEmbeddings: the answer names its switch.
+TOKEN_IDS_REFUSED = (
+    "Token-id arrays are not supported by this server: send the input as a string or a list of strings. "
+    "LangChain's OpenAIEmbeddings sends token ids unless told not to: "
+    "OpenAIEmbeddings(..., check_embedding_ctx_length=False)."
+)
+
+
 def _texts(body: EmbeddingRequest, config: ServerConfig) -> list[str]:
     raw = body.input
     if isinstance(raw, str):
         texts = [raw]
     elif raw and not all(isinstance(t, str) for t in raw):
-        raise ApiError(
-            400, "Token-id arrays are not supported by this server: send the input as a string or a list of strings.",
-            param="input", code="token_ids_not_supported",
-        )
+        raise ApiError(400, TOKEN_IDS_REFUSED, param="input", code="token_ids_not_supported")
     else:
         texts = list(raw)  # type: ignore[arg-type]
     if not texts:
