@@ -33,6 +33,7 @@ from .errors import (
     SpecError,
     UnknownBackendError,
     UnknownGeneratorError,
+    UnusableSecretError,
 )
 from .factory import build_embeddings_from_model_item
 from .hookspecs import hookimpl
@@ -76,6 +77,7 @@ __all__ = [
     "SubjectSpec",
     "UnknownBackendError",
     "UnknownGeneratorError",
+    "UnusableSecretError",
     "build_embeddings_from_model_item",
     "hookimpl",
     "load_spec",

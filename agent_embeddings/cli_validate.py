@@ -3,7 +3,7 @@
 Without ``--check`` nothing is reached and no model is loaded: the spec must be valid (a
 :class:`SpecError` fails it), and what this machine lacks to use it (a key that is not set, a
 :class:`ConfigurationError`) is a warning, so a spec that names ``OPENAI_API_KEY`` validates
-anywhere. ``--check`` is the strict one: every item must resolve now (local weights found, the
+anywhere; a secret that is there but wrong (:class:`UnusableSecretError`) fails it. ``--check`` is the strict one: every item must resolve now (local weights found, the
 endpoint answering with the model, the key accepted), one line per item, exit status 1 if any fails.
 """
 
@@ -15,7 +15,7 @@ import sys
 from typing import Any
 
 from .cli_common import PROG, examples
-from .errors import AgentEmbeddingsError, ConfigurationError
+from .errors import AgentEmbeddingsError, ConfigurationError, UnusableSecretError
 
 __all__ = ["add_validate_parser", "cmd_validate"]
 
@@ -47,8 +47,10 @@ def _validate_file(path: str, *, check: bool, timeout_s: float) -> dict[str, Any
         where = f"{path}: models[{index}] ({item.llm_block_id!r}): "  # how build errors name the item
         if canonical in unbuilt:
             # Cannot be built here (a key not set...): a warning, unless every item must resolve now.
-            row.update(status="failed" if check else "unresolved",
-                       detail=str(unbuilt[canonical]).removeprefix(where))
+            # A secret that is there but wrong (a two-line key file) is wrong anywhere: it fails.
+            error = unbuilt[canonical]
+            row.update(status="failed" if check or isinstance(error, UnusableSecretError) else "unresolved",
+                       detail=str(error).removeprefix(where))
         elif check:
             try:
                 row.update(status="ok", detail=manager.get(canonical).check(timeout_s))
@@ -86,7 +88,9 @@ def _print_report(report: dict[str, Any], check: bool) -> None:
             say(f"  {'ok' if r['status'] == 'ok' else 'FAIL':<4}  {what}: {r['detail']}")
             continue
         say(f"  {what}")
-        if r["status"] == "unresolved":
+        if r["status"] == "failed":
+            say(f"{PROG}: error: {path}: {r['item']} ({r['name']}): {r['detail']}", sys.stderr)
+        elif r["status"] == "unresolved":
             say(f"{PROG}: warning: {path}: {r['item']} ({r['name']}): not resolved here: {r['detail']} "
                 "(validate --check fails on it)", sys.stderr)
     for why in report["skipped"]:

@@ -4,7 +4,8 @@
      ├── SpecError                  a subject spec or ModelItem is invalid (names file, item, field)
      │    └── UnknownBackendError   no plugin owns the block id's prefix (lists known prefixes)
      ├── ConfigurationError         valid spec, unusable set-up (device, secret, model files)
-     │    └── ModelNotFoundError    local weights not found (says where it looked)
+     │    ├── ModelNotFoundError    local weights not found (says where it looked)
+     │    └── UnusableSecretError   a secret is there but wrong (a key with a line break, a FIFO)
      ├── PluginError                a plugin misbehaves (two plugins claim one prefix, ...)
      ├── UnknownGeneratorError      no generator of that name (lists known names)
      ├── InvalidInputError          bad text argument (None, non-string, empty, ...)
@@ -58,6 +59,7 @@ __all__ = [
     "SpecError",
     "UnknownBackendError",
     "UnknownGeneratorError",
+    "UnusableSecretError",
 ]
 
 
@@ -105,6 +107,14 @@ class ConfigurationError(AgentEmbeddingsError):
 
 class ModelNotFoundError(ConfigurationError):
     """Local model weights could not be found; the message lists the places searched."""
+
+
+class UnusableSecretError(ConfigurationError):
+    """A secret is there but cannot be a key (two lines, binary, a FIFO, a kernel pseudo-file).
+
+    Unlike a key that is merely not set here (which another machine may have), this is wrong
+    anywhere, so ``validate`` fails on it even without ``--check``. The value is never shown.
+    """
 
 
 class PluginError(AgentEmbeddingsError):

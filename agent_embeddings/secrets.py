@@ -30,7 +30,7 @@ from typing import Annotated
 
 from pydantic import AfterValidator, SecretStr
 
-from .errors import ConfigurationError
+from .errors import ConfigurationError, UnusableSecretError
 from .redaction import remember_secret
 
 __all__ = [
@@ -71,7 +71,7 @@ def check_key(value: str, *, who: str, source: str) -> None:
     """Refuse a key that is not one line of printable ASCII, naming ``source`` (never the value)."""
     problem = key_problem(value)
     if problem is not None:
-        raise ConfigurationError(f"{who}: the key from {source} is not usable: {problem}; the value is not shown")
+        raise UnusableSecretError(f"{who}: the key from {source} is not usable: {problem}; the value is not shown")
 
 
 def check_ref(ref: str) -> str:
@@ -156,7 +156,7 @@ def _read_secret_file(target: str, *, who: str) -> tuple[str, str]:
     shown = str(path)
     real = os.path.realpath(path)
     if real.startswith(_PSEUDO_FILESYSTEMS) or real in ("/proc", "/sys"):
-        raise ConfigurationError(f"{who}: secret file {shown!r} is a kernel pseudo-file ({real}), not a key file")
+        raise UnusableSecretError(f"{who}: secret file {shown!r} is a kernel pseudo-file ({real}), not a key file")
     try:
         # O_NONBLOCK: opening a FIFO must not wait for a writer; fstat then refuses it.
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
@@ -167,9 +167,9 @@ def _read_secret_file(target: str, *, who: str) -> tuple[str, str]:
     try:
         info = os.fstat(fd)
         if not stat.S_ISREG(info.st_mode):
-            raise ConfigurationError(f"{who}: secret file {shown!r} is not a regular file ({_kind(info.st_mode)})")
+            raise UnusableSecretError(f"{who}: secret file {shown!r} is not a regular file ({_kind(info.st_mode)})")
         if info.st_size > MAX_SECRET_FILE_BYTES:
-            raise ConfigurationError(
+            raise UnusableSecretError(
                 f"{who}: secret file {shown!r} is {info.st_size} bytes; a key file holds one line "
                 f"of at most {MAX_SECRET_FILE_BYTES} bytes"
             )
@@ -179,13 +179,13 @@ def _read_secret_file(target: str, *, who: str) -> tuple[str, str]:
     finally:
         os.close(fd)
     if len(data) > MAX_SECRET_FILE_BYTES:  # a file that grew, or reports no size
-        raise ConfigurationError(f"{who}: secret file {shown!r} is over {MAX_SECRET_FILE_BYTES} bytes")
+        raise UnusableSecretError(f"{who}: secret file {shown!r} is over {MAX_SECRET_FILE_BYTES} bytes")
     if data.startswith(b"\xef\xbb\xbf"):
-        raise ConfigurationError(f"{who}: secret file {shown!r} starts with a byte-order mark; save it without one")
+        raise UnusableSecretError(f"{who}: secret file {shown!r} starts with a byte-order mark; save it without one")
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError:
-        raise ConfigurationError(f"{who}: secret file {shown!r} is not UTF-8 text (a binary file?)") from None
+        raise UnusableSecretError(f"{who}: secret file {shown!r} is not UTF-8 text (a binary file?)") from None
     value = text.strip()
     if not value:
         raise ConfigurationError(f"{who}: secret file {shown!r} is empty")

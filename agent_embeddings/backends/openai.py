@@ -270,7 +270,7 @@ class OpenAIEmbeddingGenerator(AbstractEmbeddingGenerator):
         try:
             return cls(params)
         except ConfigurationError as exc:
-            raise ConfigurationError(f"{item.llm_block_id!r}: {exc}") from exc.__cause__
+            raise type(exc)(f"{item.llm_block_id!r}: {exc}") from exc.__cause__
 
     # -- token limits ------------------------------------------------------------------------
     @property
