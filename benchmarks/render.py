@@ -47,6 +47,8 @@ OTHER_TABLES = {
     "bulk-memory": "bulk: peak memory against corpus size (a later run)",
     "bulk-cluster": "bulk on a two-node Ray cluster, and one actor's memory",
     "adapters": "the LangChain and LlamaIndex adapters against manager.encode",
+    "sync": "keeping an index current (sync after 2% of rows changed) and exact search over the output "
+            "(a first run on a loaded box, load average ~12)",
 }
 
 
