@@ -2,9 +2,8 @@
 
 FastAPI's own route validates the body with its dependency machinery and serializes the answer
 through ``jsonable_encoder``: for one sentence that cost more than the model. A :class:`DirectRoute`
-is routed, documented in ``/openapi.json`` and ``/docs`` and wrapped by the app's middlewares and
-exception handlers as any route is, but ``endpoint(request) -> Response`` parses and renders
-itself. It is the only handler of its path: editing the endpoint changes what is served.
+is declared and documented in ``/openapi.json`` and ``/docs`` as any route is, but
+``endpoint(request) -> Response`` parses, renders and answers its errors itself. It is the only handler of its path: editing the endpoint changes what is served.
 :class:`Express` hands the route its requests in front of the router and the exception
 middleware (it answers every error itself): about 30 us less of the app's ~300 us per request
 (``python -m benchmarks.http_app_time``).
