@@ -334,10 +334,15 @@ class AbstractEmbeddingGenerator:
         """Width of the vectors this generator returns, when known without calling it."""
         return self.dims or self.dimensions or self._observed_dims
 
+    @property
+    def shown_model(self) -> str | None:
+        """The model as listings show it: ``model``, or what a remote backend has learned of it."""
+        return self.model
+
     def describe(self) -> dict[str, Any]:
         """Provider, model, dims and normalization (never secrets), and the space id once it is known."""
         desc: dict[str, Any] = {
-            "provider": self.provider, "model": self.model, "dims": self.output_dims, "normalize": self.normalize,
+            "provider": self.provider, "model": self.shown_model, "dims": self.output_dims, "normalize": self.normalize,
         }
         known = self.known_space()
         if known is not None:

@@ -132,24 +132,13 @@ class EmbeddingGeneratorManager:
         return list(self._generators)
 
     def list_generators(self) -> list[GeneratorInfo]:
-        """Name, aliases, provider, model and dims of every generator."""
+        """The serving view of every generator: name, aliases, provider, model, width, space."""
         with self._lock:
-            rows = []
-            for name, gen in self._generators.items():
-                desc = gen.describe()
-                rows.append(
-                    GeneratorInfo(
-                        name=name,
-                        aliases=tuple(a for a, n in self._aliases.items() if n == name),
-                        provider=str(desc.get("provider")),
-                        model=desc.get("model"),
-                        dims=desc.get("dims"),
-                        normalize=bool(desc.get("normalize")),
-                        block_id=self._block_ids.get(name),
-                        space=gen.known_space(),
-                    )
-                )
-            return rows
+            return [
+                GeneratorInfo.of(gen, name=name, aliases=[a for a, n in self._aliases.items() if n == name],
+                                 block_id=self._block_ids.get(name))
+                for name, gen in self._generators.items()
+            ]
 
     # -- embedding -------------------------------------------------------------------------
     def embed(

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any, Union
 import numpy as np
 
 if TYPE_CHECKING:
+    from .base import AbstractEmbeddingGenerator
     from .space import SpaceIdentity
 
 __all__ = ["BackendResult", "Embeddings", "GeneratorInfo", "RawBatch", "Usage"]
@@ -73,14 +74,35 @@ class Usage:
 
 @dataclass(frozen=True)
 class GeneratorInfo:
-    """One row of :meth:`EmbeddingGeneratorManager.list_generators`."""
+    """The serving view of one generator: a :meth:`EmbeddingGeneratorManager.list_generators` row,
+    what ``GET /v1/models`` and gRPC ``Info`` publish. Built by :meth:`of`, from the generator."""
 
     name: str
     aliases: tuple[str, ...]
     provider: str
     model: str | None
-    dims: int | None
+    #: the width of the vectors the generator returns (its declared ``dims``, its ``dimensions``
+    #: truncation, or as loaded or seen), when known without calling it
+    width: int | None
     normalize: bool
     block_id: str | None = None
     #: the embedding space, once known (a local model loaded, an endpoint asked); servers publish it
     space: SpaceIdentity | None = None
+
+    @property
+    def dims(self) -> int | None:
+        """:attr:`width`, by the name the cards and the wire give it."""
+        return self.width
+
+    @classmethod
+    def of(
+        cls, generator: AbstractEmbeddingGenerator, *, name: str, aliases: Sequence[str] = (),
+        block_id: str | None = None,
+    ) -> GeneratorInfo:
+        """What ``generator`` tells of itself now, under the manager's ``name`` and ``aliases``
+        (never loading a model or calling an endpoint)."""
+        return cls(
+            name=name, aliases=tuple(aliases), provider=str(generator.provider), model=generator.shown_model,
+            width=generator.output_dims, normalize=bool(generator.normalize), block_id=block_id,
+            space=generator.known_space(),
+        )

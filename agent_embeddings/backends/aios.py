@@ -344,11 +344,14 @@ class AIOSEmbeddings(AbstractEmbeddingGenerator):
             return self._served.dims
         return declared
 
+    @property
+    def shown_model(self) -> str | None:
+        if self.model is None and self._served is not None:  # the server's only model, once asked
+            return self._served.name
+        return self.model
+
     def describe(self) -> dict[str, Any]:
-        desc = super().describe()
-        if desc["model"] is None and self._served is not None:
-            desc["model"] = self._served.name
-        return {**desc, "target": self.grpc_url, "tls": not self.plaintext}
+        return {**super().describe(), "target": self.grpc_url, "tls": not self.plaintext}
 
     # -- calls -----------------------------------------------------------------------------
     def _call_kwargs(self) -> dict[str, Any]:

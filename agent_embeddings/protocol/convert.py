@@ -30,7 +30,7 @@ from ..errors import (
 )
 from ..results import GeneratorInfo
 from ..space import SpaceIdentity, identity_from
-from ..vectors import InputType, check_text, from_float32_bytes, to_float32_bytes
+from ..vectors import InputType, from_float32_bytes, to_float32_bytes
 from .gen.aios.embeddings.v1 import embeddings_pb2 as pb
 
 __all__ = [
@@ -156,11 +156,8 @@ def embed_request(
 
 
 def parse_embed_request(request: pb.EmbedRequest) -> EmbedCall:
-    """Validate the parts of a request that do not need the model; raise InvalidInputError."""
-    if not request.inputs:
-        raise InvalidInputError("inputs is empty; send at least one text")
-    for i, text in enumerate(request.inputs):
-        check_text(text, where=f"inputs[{i}]")
+    """The request's fields, those only the wire has checked (truncation, dimensions, input type);
+    raise InvalidInputError. The texts are checked by the server's serving core, with its limits."""
     if request.truncation not in (pb.TRUNCATION_UNSPECIFIED, pb.TRUNCATION_END):
         name = pb.Truncation.Name(request.truncation) if request.truncation in pb.Truncation.values() else "?"
         raise InvalidInputError(
@@ -271,8 +268,8 @@ def info_response(
             model_id=info.model or "",
             normalize=info.normalize,
         )
-        if info.dims:
-            item.dims = info.dims
+        if info.width:
+            item.dims = info.width
         if info.space is not None:
             item.space.CopyFrom(space_message(info.space))
     return out

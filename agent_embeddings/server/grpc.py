@@ -1,8 +1,9 @@
 """The AIOS gRPC server: a manager's generators behind ``aios.embeddings.v1.EmbeddingService``.
 
-The servicer is thin: it checks limits and credentials, asks the manager for vectors (local
-models run in a worker thread, so the event loop keeps answering health checks under load),
-and converts with :mod:`agent_embeddings.protocol.convert`. A caller's mistake is answered with
+The servicer is thin: it checks credentials and concurrency, decodes the request with
+:mod:`agent_embeddings.protocol.convert`, hands it to the serving core (:mod:`.serving`: the
+model, the limits, the vectors; local models run in a worker thread, so the event loop keeps
+answering health checks under load) and encodes the answer. A caller's mistake is answered with
 a message that says what to fix; a backend's failure with a status and a generic message with
 the request id, its text staying in this server's log. Every call is counted and logged once
 (:meth:`~agent_embeddings.server.metrics.ServerMetrics.request_done`). It also serves
@@ -23,21 +24,14 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1.health import aio as health_aio
 from grpc_reflection.v1alpha import reflection
 
-from ..errors import (
-    AgentEmbeddingsError,
-    ConfigurationError,
-    DimensionMismatchError,
-    InvalidInputError,
-    RateLimitError,
-    UnknownGeneratorError,
-)
+from ..errors import AgentEmbeddingsError, ConfigurationError, InvalidInputError, RateLimitError
 from ..manager import EmbeddingGeneratorManager
 from ..net import is_loopback, split_host_port
 from ..protocol import SERVICE_NAME
-from ..protocol.convert import EmbedCall, embed_response, info_response, parse_embed_request, pb, status_for_error
-from ..vectors import l2_normalize, truncate
+from ..protocol.convert import embed_response, info_response, parse_embed_request, pb, status_for_error
 from ..version import __version__
 from .config import ServerConfig
+from .serving import BackendFailed, Dialect, EmbedQuery, ServeError, resolve_model, serve_embed
 
 __all__ = ["GrpcServer"]
 
@@ -150,27 +144,10 @@ class _Servicer:
             message = "missing bearer token" if token is None else "invalid bearer token"
             raise _Refused(grpc.StatusCode.UNAUTHENTICATED, message, "invalid_api_key")
 
-    def _served(self) -> str:
-        return ", ".join(self.manager.names()) or "none"
-
-    def _resolve(self, requested: str) -> str:
-        """The canonical name of the requested model; refuses with the served names."""
-        if not requested:
-            names = self.manager.names()
-            if len(names) == 1:
-                return names[0]
-            raise _invalid(f"model is empty and this server serves {len(names)} models ({self._served()})")
-        try:
-            return self.manager.resolve(requested)
-        except UnknownGeneratorError:
-            message = f"unknown model {requested!r}; served models: {self._served()}"
-            raise _Refused(grpc.StatusCode.NOT_FOUND, message, "model_not_found") from None
-
     async def _embed_call(self, request: pb.EmbedRequest, context: grpc.aio.ServicerContext) -> pb.EmbedResponse:
         self._authorize(context)
         if isinstance(request, _Undecodable):
             raise _invalid(request.message)
-        self.metrics.batch.labels("grpc").observe(len(request.inputs))
         if self.active >= self.config.max_concurrency:
             # Refuse at once: a queue without bound only turns overload into timeouts.
             raise _Refused(
@@ -186,64 +163,30 @@ class _Servicer:
         self.calls += 1
         return response
 
-    def _check(self, request: pb.EmbedRequest) -> EmbedCall:
-        """The caller's request, validated against the server's limits (messages name the input)."""
+    async def _embed(self, request: pb.EmbedRequest, request_id: str, started: float) -> pb.EmbedResponse:
         try:
             call = parse_embed_request(request)
         except InvalidInputError as exc:
             raise _invalid(str(exc)) from None
-        if len(call.texts) > self.config.max_inputs:
-            raise _Refused(
-                grpc.StatusCode.INVALID_ARGUMENT,
-                f"{len(call.texts)} inputs in one request; this server accepts at most {self.config.max_inputs} "
-                f"(see Info.max_inputs_per_request)",
-                "too_many_inputs",
-            )
-        limit = self.config.max_input_chars
-        if limit is not None:
-            for i, text in enumerate(call.texts):
-                if len(text) > limit:
-                    raise _Refused(
-                        grpc.StatusCode.INVALID_ARGUMENT,
-                        f"inputs[{i}] has {len(text)} characters; this server accepts at most {limit} per text",
-                        "input_too_long",
-                    )
-        return call
-
-    async def _embed(self, request: pb.EmbedRequest, request_id: str, started: float) -> pb.EmbedResponse:
-        call = self._check(request)
-        name = self._resolve(call.model)
-        generator = self.manager.get(name)
-        normalize = generator.normalize if call.normalize is None else call.normalize
-        computed = time.perf_counter()
+        query = EmbedQuery(call.model, call.texts, call.input_type, call.dimensions, call.normalize)
         try:
-            if call.dimensions is None:
-                result = await self.manager.aembed(name, call.texts, normalize=normalize, input_type=call.input_type)
-            else:
-                result = await self.manager.aembed(name, call.texts, normalize=False, input_type=call.input_type)
-        except Exception as exc:  # the backend's failure: its text stays in this server's log
-            raise self._backend_failed(exc, name, request_id) from None
-        vectors = result.vectors
-        if call.dimensions is not None:
-            try:
-                vectors = truncate(vectors, call.dimensions, who=f"model {name!r}")
-            except DimensionMismatchError as exc:
-                raise _invalid(str(exc)) from None
-            if normalize:  # Matryoshka: normalize after shortening
-                vectors = l2_normalize(vectors)
-        inference_us = int((time.perf_counter() - computed) * 1e6)
+            served = await serve_embed(self.manager, query, self.config, WORDS, self.metrics)
+        except ServeError as exc:
+            raise _Refused(_STATUS[exc.reason], exc.message, exc.error_type) from None
+        except BackendFailed as exc:
+            raise self._backend_failed(exc.cause, exc.model, request_id) from None
         response = embed_response(
-            vectors,
-            model=name,
-            normalized=normalize,
-            prompt_tokens=result.prompt_tokens,
+            served.vectors,
+            model=served.model,
+            normalized=served.normalized,
+            prompt_tokens=served.prompt_tokens,
             request_id=request_id,
             total_us=int((time.perf_counter() - started) * 1e6),
-            inference_us=inference_us,
+            inference_us=int(served.compute_s * 1e6),
         )
         log.debug(
             "Embed %s: model=%s inputs=%d selection=%s %.1fms",
-            request_id, name, len(call.texts), call.selection, (time.perf_counter() - started) * 1e3,
+            request_id, served.model, len(call.texts), call.selection, (time.perf_counter() - started) * 1e3,
         )
         return response
 
@@ -263,7 +206,10 @@ class _Servicer:
             raise _invalid(request.message)
         models = self.manager.list_generators()
         if request.model:
-            name = self._resolve(request.model)
+            try:
+                name = resolve_model(self.manager, request.model, WORDS)
+            except ServeError as exc:
+                raise _Refused(_STATUS[exc.reason], exc.message, exc.error_type) from None
             models = [m for m in models if m.name == name]
         return info_response(
             models,
@@ -272,6 +218,26 @@ class _Servicer:
             max_concurrency=self.config.max_concurrency,
             server_version=f"agent-embeddings {__version__}",
         )
+
+
+#: The AIOS wording of the serving core's refusals (an empty model name: the only one served).
+WORDS = Dialect(
+    server="grpc",
+    field="inputs",
+    empty="inputs is empty; send at least one text",
+    too_many="{count} inputs in one request; this server accepts at most {limit} (see Info.max_inputs_per_request)",
+    too_long="{where} has {length} characters; this server accepts at most {limit} per text",
+    bad_text="{error}",
+    too_wide="model {model!r}: dimensions={dimensions} requested but the model delivers {width}-dimensional "
+    "vectors; dimensions can only shrink vectors",
+    unknown_model="unknown model {model!r}; served models: {served}",
+    no_default_model="model is empty and this server serves {count} models ({served})",
+)
+_STATUS = {
+    "invalid": grpc.StatusCode.INVALID_ARGUMENT,
+    "too_large": grpc.StatusCode.INVALID_ARGUMENT,
+    "not_found": grpc.StatusCode.NOT_FOUND,
+}
 
 
 def _invalid(message: str) -> _Refused:

@@ -26,14 +26,16 @@ from fastapi.responses import JSONResponse, Response
 from pydantic import ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from ..errors import InvalidInputError, RateLimitError, UnknownGeneratorError
+from ..errors import InvalidInputError, RateLimitError
 from ..manager import EmbeddingGeneratorManager
-from ..vectors import check_text, l2_normalize, to_float32_bytes
+from ..vectors import to_float32_bytes
 from ..version import __version__
 from .config import ServerConfig
 from .http_admission import Admission, Admit
-from .http_middleware import RequestMetrics, Shortcut, note_request
+from .http_middleware import RequestMetrics, note_request
+from .http_route import DirectRoute, Express, json_body
 from .openai_schema import EmbeddingRequest, EmbeddingResponse, ErrorResponse, ModelCard, ModelList, error_body
+from .serving import BackendFailed, Dialect, EmbedQuery, ServeError, resolve_model, serve_embed
 
 __all__ = ["ApiError", "create_app"]
 
@@ -107,8 +109,26 @@ def create_app(
     app.state.metrics = metrics
     #: key, limits and slot checked before any body byte is read; abort() at the end of a shutdown
     app.state.admission = admission
-    # Innermost first: the shortcut answers POST /v1/embeddings once admitted, inside the metrics.
-    app.add_middleware(Shortcut, method="POST", path="/v1/embeddings", handler=lambda scope, body: shortcut(scope, body))
+
+    async def embeddings(request: Request) -> Response:
+        # The admission has read the body (within the limit) and holds the slot of max_concurrency;
+        # errors are counted by RequestMetrics, from the status and what ApiError.response() notes.
+        try:
+            return await _serve(manager, config, metrics, _parse(await request.body()))
+        except ApiError as exc:
+            return exc.response()
+        except Exception:  # noqa: BLE001 - as the app's catch-all handler: logged, a 500, still serving
+            log.exception("unexpected error on POST /v1/embeddings")
+            return ApiError(500, "Internal server error; see the server log.", "server_error").response()
+
+    route = DirectRoute(
+        "/v1/embeddings", embeddings, methods=["POST"], openapi_extra=json_body(EmbeddingRequest),
+        response_model=EmbeddingResponse, responses=_ERRORS, tags=["embeddings"],
+        summary="Embed a text or a list of texts",
+    )
+    app.router.routes.append(route)
+    # Innermost first: the route answers POST /v1/embeddings straight once admitted, inside the metrics.
+    app.add_middleware(Express, route=route)
     app.add_middleware(Admit, admission=admission)
     app.add_middleware(RequestMetrics, metrics=metrics)  # outermost: counts the admission's refusals too
     if config.cors_origins:  # off unless origins are configured
@@ -151,73 +171,66 @@ def create_app(
     @app.get("/v1/models", response_model=ModelList, responses=_ERRORS, tags=["models"],
              summary="The served generators")
     async def list_models() -> ModelList:
-        return ModelList(data=[_card(info, state) for info in manager.list_generators()])
+        return ModelList(data=[ModelCard.of(info, created=state.created) for info in manager.list_generators()])
 
     @app.get("/v1/models/{model_id:path}", response_model=ModelCard, responses=_ERRORS, tags=["models"],
              summary="One served generator (name or alias)")
     async def get_model(model_id: str) -> ModelCard:
-        return _card(manager.info(_resolve(manager, model_id, param=None)), state)
-
-    @app.post("/v1/embeddings", response_model=EmbeddingResponse, responses=_ERRORS, tags=["embeddings"],
-              summary="Embed a text or a list of texts")
-    async def embeddings(body: EmbeddingRequest) -> Response:
-        # Declared for the schema and /docs; requests are answered by `shortcut` (the Shortcut
-        # middleware), which ends in the same `serve`. FastAPI's dependencies do not run for it:
-        # what this route needs goes into the admission, `shortcut` or `serve`.
-        return await serve(body)
-
-    async def shortcut(scope: Any, raw: bytes) -> Response:
-        try:
-            return await serve(_parse(raw))
-        except ApiError as exc:
-            return exc.response()
-        except Exception:  # noqa: BLE001 - as the app's catch-all handler: logged, a 500, still serving
-            log.exception("unexpected error on POST /v1/embeddings")
-            return ApiError(500, "Internal server error; see the server log.", "server_error").response()
-
-    async def serve(body: EmbeddingRequest) -> Response:
-        note_request(texts=1 if isinstance(body.input, str) else len(body.input))  # for the access log
-        name = _resolve(manager, body.model, param="model")
-        texts = _texts(body, config)
-        metrics.batch.labels("http").observe(len(texts))
-        # The slot of max_concurrency was taken by the admission; errors are counted by RequestMetrics,
-        # from the status and what ApiError.response() notes.
-        return await _embed(manager, name, texts, body)
+        return ModelCard.of(manager.info(_resolve(manager, model_id)), created=state.created)
 
     return app
 
 
-async def _embed(manager: EmbeddingGeneratorManager, name: str, texts: list[str], body: EmbeddingRequest) -> Response:
-    gen = manager.get(name)
-    width = gen.output_dims
-    if body.dimensions is not None and width is not None and body.dimensions > width:
-        raise _too_wide(body.dimensions, width, name)
+#: The OpenAI-style wording of the serving core's refusals.
+WORDS = Dialect(
+    server="http",
+    field="input",
+    empty="'input' is an empty list: send at least one text.",
+    too_many="'input' has {count} texts; this server accepts at most {limit} per request. Split the batch.",
+    too_long="{where} has {length} characters; this server accepts at most {limit} per text (--max-input-chars).",
+    bad_text="{error}.",
+    too_wide="dimensions={dimensions} is larger than the {width} dimensions of model {model!r}.",
+    unknown_model="The model {model!r} does not exist on this server; served models: {served}.",
+)
+_STATUS = {"invalid": 400, "too_large": 413, "not_found": 404}
+
+
+async def _serve(manager: EmbeddingGeneratorManager, config: ServerConfig, metrics: Any, body: EmbeddingRequest) -> Response:
+    """``POST /v1/embeddings``: the request through the serving core, the answer in OpenAI's JSON."""
+    note_request(texts=1 if isinstance(body.input, str) else len(body.input))  # for the access log
+    texts = _texts(body)
+    query = EmbedQuery(body.model, texts, input_type=body.input_type, dimensions=body.dimensions)
     try:
-        result = await manager.aembed(name, texts, input_type=body.input_type)
-    except InvalidInputError as exc:
-        raise ApiError(400, str(exc), param="input", error_type=type(exc).__name__) from None
-    except RateLimitError as exc:
-        log.warning("generator %r is rate limited by its backend", name, exc_info=True)
-        raise ApiError(429, f"The backend of model {name!r} is rate limited; retry shortly.", "rate_limit_error",
-                       code="backend_rate_limited", headers={"Retry-After": "1"},
-                       error_type=type(exc).__name__) from None
-    except Exception as exc:  # noqa: BLE001 - handled here: Starlette's catch-all would drop the connection
-        log.exception("generator %r failed", name)
-        raise ApiError(500, f"The backend of model {name!r} failed; see the server log.", "server_error",
-                       error_type=type(exc).__name__) from None
-    vectors = result.vectors
-    if body.dimensions is not None and body.dimensions != vectors.shape[1]:
-        if body.dimensions > vectors.shape[1]:
-            raise _too_wide(body.dimensions, vectors.shape[1], name)
-        vectors = vectors[:, : body.dimensions]
-        if gen.normalize:  # as OpenAI does: shortened vectors are unit length again
-            vectors = l2_normalize(vectors)
-    tokens = result.prompt_tokens or 0
+        served = await serve_embed(manager, query, config, WORDS, metrics)
+    except ServeError as exc:
+        raise _refused(exc) from None
+    except BackendFailed as exc:
+        raise _backend_failed(exc) from None
+    vectors, tokens = served.vectors, served.prompt_tokens or 0
     if vectors.size > _OFFLOAD_VALUES:
-        payload = await asyncio.to_thread(_render, vectors, body.encoding_format, name, tokens)
+        payload = await asyncio.to_thread(_render, vectors, body.encoding_format, served.model, tokens)
     else:
-        payload = _render(vectors, body.encoding_format, name, tokens)
+        payload = _render(vectors, body.encoding_format, served.model, tokens)
     return Response(payload, media_type="application/json")
+
+
+def _refused(exc: ServeError) -> ApiError:
+    return ApiError(_STATUS[exc.reason], exc.message, param=exc.param, code=exc.code, error_type=exc.error_type)
+
+
+def _backend_failed(failed: BackendFailed) -> ApiError:
+    """A refused input is the caller's to fix (its message says how); anything else is said without detail."""
+    exc, name = failed.cause, failed.model
+    error_type = type(exc).__name__
+    if isinstance(exc, InvalidInputError):
+        return ApiError(400, str(exc), param="input", error_type=error_type)
+    if isinstance(exc, RateLimitError):
+        log.warning("generator %r is rate limited by its backend", name, exc_info=exc)
+        return ApiError(429, f"The backend of model {name!r} is rate limited; retry shortly.", "rate_limit_error",
+                        code="backend_rate_limited", headers={"Retry-After": "1"}, error_type=error_type)
+    log.error("generator %r failed", name, exc_info=exc)
+    return ApiError(500, f"The backend of model {name!r} failed; see the server log.", "server_error",
+                    error_type=error_type)
 
 
 def _render(vectors: np.ndarray, encoding: str, model: str, tokens: int) -> bytes:
@@ -274,52 +287,21 @@ TOKEN_IDS_REFUSED = (
 )
 
 
-def _texts(body: EmbeddingRequest, config: ServerConfig) -> list[str]:
+def _texts(body: EmbeddingRequest) -> list[str]:
+    """The texts of ``input``: one string or a list of them (the serving core checks them)."""
     raw = body.input
     if isinstance(raw, str):
-        texts = [raw]
-    elif raw and not all(isinstance(t, str) for t in raw):
+        return [raw]
+    if raw and not all(isinstance(t, str) for t in raw):
         raise ApiError(400, TOKEN_IDS_REFUSED, param="input", code="token_ids_not_supported")
-    else:
-        texts = list(raw)  # type: ignore[arg-type]
-    if not texts:
-        raise ApiError(400, "'input' is an empty list: send at least one text.", param="input")
-    if len(texts) > config.max_inputs:
-        raise ApiError(413, f"'input' has {len(texts)} texts; this server accepts at most {config.max_inputs} "
-                       "per request. Split the batch.", param="input", code="too_many_inputs")
-    limit = config.max_input_chars
-    for i, text in enumerate(texts):
-        if limit is not None and len(text) > limit:
-            raise ApiError(413, f"input[{i}] has {len(text)} characters; this server accepts at most {limit} per "
-                           "text (--max-input-chars).", param="input", code="input_too_long")
-        try:
-            check_text(text, where=f"input[{i}]")
-        except InvalidInputError as exc:
-            raise ApiError(400, f"{exc}.", param="input") from None
-    return texts
+    return list(raw)  # type: ignore[arg-type]
 
 
-def _resolve(manager: EmbeddingGeneratorManager, model: str, *, param: str | None) -> str:
+def _resolve(manager: EmbeddingGeneratorManager, model: str) -> str:
     try:
-        return manager.resolve(model)
-    except UnknownGeneratorError:
-        served = ", ".join(manager.names()) or "none"
-        raise ApiError(404, f"The model {model!r} does not exist on this server; served models: {served}.",
-                       param=param, code="model_not_found") from None
-
-
-def _too_wide(dimensions: int, width: int, name: str) -> ApiError:
-    return ApiError(400, f"dimensions={dimensions} is larger than the {width} dimensions of model {name!r}.",
-                    param="dimensions")
-
-
-def _card(info: Any, state: _State) -> ModelCard:
-    space = info.space
-    return ModelCard(
-        id=info.name, created=state.created, owned_by="agent-embeddings", dims=info.dims,
-        provider=info.provider, aliases=list(info.aliases), normalize=info.normalize,
-        space_id=space.space_id if space is not None else None, space=space.model_dump() if space is not None else None,
-    )
+        return resolve_model(manager, model, WORDS)
+    except ServeError as exc:  # a path parameter, not a body field: no param
+        raise ApiError(_STATUS[exc.reason], exc.message, code=exc.code) from None
 
 
 def _validation_error(errors: Any) -> ApiError:

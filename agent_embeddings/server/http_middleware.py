@@ -1,15 +1,14 @@
-"""The HTTP server's pure-ASGI middlewares (cheaper per request than Starlette's BaseHTTPMiddleware):
-request metrics and the shortcut that serves the hot route (admission: :mod:`.http_admission`)."""
+"""The HTTP server's request metrics, a pure-ASGI middleware (cheaper per request than Starlette's
+BaseHTTPMiddleware); the admission is :mod:`.http_admission`, the hot route :mod:`.http_route`."""
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable
 from contextvars import ContextVar
 from typing import Any
 
-__all__ = ["REQUEST_NOTE", "RequestMetrics", "Shortcut", "note_request"]
+__all__ = ["REQUEST_NOTE", "RequestMetrics", "note_request"]
 
 _ROUTES = ("/v1/embeddings", "/v1/models", "/health", "/metrics")
 
@@ -89,33 +88,3 @@ class RequestMetrics:
                 "http", route, str(status), time.perf_counter() - started,
                 method=scope.get("method", ""), texts=note.get("texts"), error_type=error_type,
             )
-
-
-class Shortcut:
-    """Serve one hot route straight from ASGI: ``handler(scope, body)`` answers ``method path``,
-    in front of the framework's router, dependency injection and exception middlewares; every
-    other request goes on to ``app``.
-
-    The route stays declared on the FastAPI app (its schema, its docs); the app's own time for a
-    single-sentence ``POST /v1/embeddings`` fell by about a third (~310 to ~200 us) without the router.
-    """
-
-    def __init__(
-        self, app: Any, method: str, path: str, handler: Callable[[Any, bytes], Awaitable[Any]]
-    ) -> None:
-        self.app, self.method, self.path, self.handler = app, method, path, handler
-
-    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        if scope["type"] != "http" or scope["path"] != self.path or scope["method"] != self.method:
-            await self.app(scope, receive, send)
-            return
-        chunks = []
-        while True:
-            message = await receive()
-            if message["type"] == "http.disconnect":  # the client left: nobody to answer
-                return
-            chunks.append(message.get("body", b""))
-            if not message.get("more_body", False):
-                break
-        response = await self.handler(scope, b"".join(chunks))
-        await response(scope, receive, send)

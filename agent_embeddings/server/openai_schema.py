@@ -6,6 +6,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from ..results import GeneratorInfo
+
 __all__ = [
     "EmbeddingData",
     "EmbeddingRequest",
@@ -67,7 +69,7 @@ class ModelCard(BaseModel):
     object: Literal["model"] = "model"
     created: int
     owned_by: str
-    dims: int | None = Field(default=None, description="Vector width, when known.")
+    dims: int | None = Field(default=None, description="Vector width, when known.")  # GeneratorInfo.width
     provider: str | None = None
     aliases: list[str] = Field(default_factory=list)
     normalize: bool | None = None
@@ -77,6 +79,17 @@ class ModelCard(BaseModel):
         description="What the vectors are (model, precision, prompts, normalization, width, sequence limit): "
         "an openai: client of this server takes it as its own space.",
     )
+
+
+    @classmethod
+    def of(cls, info: GeneratorInfo, *, created: int) -> ModelCard:
+        """The card of a generator's serving view."""
+        space = info.space
+        return cls(
+            id=info.name, created=created, owned_by="agent-embeddings", dims=info.width, provider=info.provider,
+            aliases=list(info.aliases), normalize=info.normalize, space_id=space.space_id if space is not None else None,
+            space=space.model_dump() if space is not None else None,
+        )
 
 
 class ModelList(BaseModel):
