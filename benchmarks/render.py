@@ -85,12 +85,23 @@ def table(rows: list[dict[str, Any]]) -> list[str]:
     return out
 
 
+def _cpu_line(meta: dict[str, Any]) -> list[str]:
+    """The CPU and its load (runs since issue 24 record them; older ones render as before)."""
+    cpu = meta.get("cpu")
+    if not cpu:
+        return []
+    before = (meta.get("cpu_at_start") or {}).get("load_avg") or ["?"]
+    return [f"CPU: {cpu['cpu_model']}; ISA: {', '.join(cpu['isa']) or 'none of note'}; load average (1 min) "
+            f"{before[0]} at the start, {cpu['load_avg'][0]} at the end."]
+
+
 def render(data: dict[str, Any]) -> str:
     meta = data["meta"]
     lines = [
         INTRO.format(estimator=meta.get("estimator", "median"), repeat=meta.get("repeat", 3)),
         f"Latest run: {meta.get('time', '?')}; {meta.get('cpus', '?')} CPUs, {meta.get('machine', '?')}, "
         f"Python {meta.get('python', '?')}; {meta.get('n', '?')} sentences, batch {meta.get('batch', '?')}.",
+        *_cpu_line(meta),
         "",
         *table(data["rows"]),
     ]
