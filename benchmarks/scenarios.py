@@ -11,7 +11,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from . import adapters, bulk, idle
+from . import adapters, bulk, idle, precision
 from .data import short_sentences
 from .harness import Row, compare, compare_many
 from .traffic import closed_loop, open_loop
@@ -362,6 +362,7 @@ ALL: dict[str, Callable[..., Iterator[Row]]] = {
     "adapters": adapters.adapters,
     "idle": idle.idle,
     "openloop": idle.openloop,
+    "precision": precision.precision,
 }
 
 
