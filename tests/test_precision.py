@@ -13,7 +13,12 @@ import numpy as np
 import pytest
 
 from agent_embeddings import EmbeddingGeneratorManager, HuggingFaceEmbeddingGenerator
-from agent_embeddings.backends.huggingface import BF16_CPU_FLAGS, cpu_flags, resolve_precision
+from agent_embeddings.backends.huggingface import (
+    BF16_CPU_FLAGS,
+    cpu_flags,
+    effective_precision,
+    resolve_precision,
+)
 from agent_embeddings.errors import ConfigurationError
 from agent_embeddings.space import PROBES, describe_differences
 
@@ -72,6 +77,10 @@ def test_auto_follows_this_cpu_and_shares_fp32s_space_without_native_bf16(
         gen.close()
 
 
-def test_bf16_needs_the_torch_backend() -> None:
+def test_bf16_needs_the_torch_backend_and_auto_leaves_onnx_its_own_numbers() -> None:
     with pytest.raises(ConfigurationError, match="precision 'bf16' needs backend 'torch'"):
         HuggingFaceEmbeddingGenerator(model_name=MINILM, precision="bf16", backend="onnx-int8")
+    amx = frozenset({"amx_bf16"})
+    assert effective_precision("torch", "auto", "cpu", amx) == "bf16"
+    assert effective_precision("onnx", "auto", "cpu", amx) == "fp32"
+    assert effective_precision("onnx-int8", "auto", "cpu", amx) == "int8"

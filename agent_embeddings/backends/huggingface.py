@@ -140,6 +140,11 @@ def resolve_precision(precision: str, device: str, flags: frozenset[str] | None 
     return "fp32"  # a GPU under auto keeps fp32: its fast path is a choice of the spec
 
 
+def effective_precision(backend: str, precision: str, device: str, flags: frozenset[str] | None = None) -> str:
+    """What the vectors' numbers are: the onnx paths have their own (fp32, int8); torch's follow ``precision``."""
+    return {"onnx-int8": "int8", "onnx": "fp32"}.get(backend) or resolve_precision(precision, device, flags)
+
+
 @dataclass(eq=False)
 class _LoadedModel:
     """A model shared by every generator naming the same weights, device and sequence length."""
@@ -232,7 +237,7 @@ class HuggingFaceEmbeddingGenerator(AbstractEmbeddingGenerator):
         device = self._onnx_device() if onnx else resolve_device(self.params.device, who=self._who())
         p = self.params
         path = resolve_model_path(self.model_name, revision=p.revision, allow_download=p.allow_download)
-        precision = "int8" if p.backend == "onnx-int8" else resolve_precision(p.precision, device)
+        precision = effective_precision(p.backend, p.precision, device)
         key: tuple[Any, ...] = (path, device, p.max_seq_length, p.trust_remote_code, p.revision, p.backend, precision)
         if onnx:
             key += (str(cache_root(self.params.onnx_cache_dir)),)
