@@ -179,7 +179,8 @@ def openloop(n: int, batch: int, repeat: int, clients: int = 16) -> Iterator[Row
         raw = n / min(base_s)
         yield Row("10 openloop", f"http, {clients} wrk connections x 1 sentence (closed loop)", "texts/s", run.rate,
                   "st.encode batch", raw, spread=_spread([c[0].rate for c in closed]),
-                  note=f"{_busy_note(reading, run.requests)}; p50 {run.p50_ms:.1f} ms, p99 {run.p99_ms:.1f} ms",
+                  note=f"{_busy_note(reading, run.requests)}; p50 {run.p50_ms:.1f} ms, p99 {run.p99_ms:.1f} ms, "
+                       f"{run.errors} errors (timeouts and non-2xx; a timed-out request has no latency)",
                   extra={**_extra(reading, run.requests), "p50_ms": run.p50_ms, "p99_ms": run.p99_ms})
         yield Row("10 openloop", "http, server CPU per single-text request outside the model (wrk, closed loop)",
                   "µs", reading.outside_us_per(run.requests), "issue 24's bound", 150.0, higher_is_better=False,
