@@ -64,11 +64,22 @@ def _stacks(path: Path) -> list[tuple[list[str], int]]:
 
 
 def _worker_kind(frames: list[str]) -> str:
+    if "_loop (" in frames[-1]:  # blocked in the C queue's get (no Python frame below the loop)
+        return "waiting for calls (queue get)"
     text = ";".join(frames[1:])
     for label, marks in WORKER_KINDS:
         if any(m in text for m in marks):
             return label
     return "other"
+
+
+def _other_kind(frames: list[str]) -> str:
+    text = ";".join(frames)
+    if "warm_up (" in text or "_find_and_load" in text:
+        return "start-up: imports, loading the model"
+    if "generate (" in text:
+        return "a calling thread in generate() (contract, conversion, submit, wake-up)"
+    return "another thread (the pool's map, interpreter)"
 
 
 def summarize(idle: Path, gil: Path) -> str:
@@ -88,7 +99,7 @@ def summarize(idle: Path, gil: Path) -> str:
     holders: collections.Counter[str] = collections.Counter()
     for frames, count in _stacks(gil):
         is_worker = any("_loop (" in f and "batching" in f for f in frames)
-        holders[("worker: " + _worker_kind(frames)) if is_worker else "a calling thread or other"] += count
+        holders[("worker: " + _worker_kind(frames)) if is_worker else _other_kind(frames)] += count
     total = sum(holders.values()) or 1
     lines.append(f"the thread holding the GIL ({total} samples):")
     lines += [f"  {share / total:6.1%}  {label}" for label, share in holders.most_common()]
