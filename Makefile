@@ -9,7 +9,7 @@ PIP_INSTALL := $(BIN)/python -m pip install --disable-pip-version-check -q $(if 
 export HF_HUB_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: demo test protos bench plots peer dist-check clean
+.PHONY: demo test protos bench plots peer loadgen dist-check clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -46,6 +46,10 @@ plots: $(VENV)/.dev
 # Optional: a peer server (infinity-emb) in its own venv, measured by `make bench` when present.
 peer:
 	benchmarks/setup_peer.sh
+
+# Optional: wrk, the native load generator of `make bench BENCH_ARGS="--only openloop"` (issue 24).
+loadgen:
+	benchmarks/setup_loadgen.sh
 
 # The installable artifact as a user gets it (CI runs this after `make test`; minutes, it installs
 # torch): wheel and sdist built in isolation, their metadata checked by twine, the wheel installed

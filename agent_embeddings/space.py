@@ -4,7 +4,7 @@ Vectors from different spaces must never meet in one index. A space is **what th
 are**, never how they are reached:
 
 * its *identity* (:class:`SpaceIdentity`): the model (and revision), the precision that changes
-  the numbers (fp32, int8), the prompt each input type is embedded with, normalization, the
+  the numbers (fp32, bf16, int8), the prompt each input type is embedded with, normalization, the
   output width (and a ``dimensions`` truncation) and the sequence limit — not the provider,
   the URL, the device, the batch size or the cache. ``hf:`` knows it from its model;
   ``openai:`` and ``aios:`` take it from an endpoint that publishes one (our servers do), so
@@ -65,7 +65,8 @@ PROBES: tuple[str, ...] = (
     "Der Zug nach Berlin fährt um neun Uhr ab.",
 )
 # float32 vectors of one model on two machines agree far above this; another model (or another
-# prompt, or int8 weights) falls below it on at least one probe.
+# prompt, or int8 weights) falls below it on at least one probe; bf16 sits at its edge (0.99994 for
+# all-MiniLM-L6-v2), which is why bf16 has a precision of its own in the identity.
 MIN_PROBE_COSINE = 0.9999
 
 #: what an identity known by name alone (no precision: an endpoint that publishes no space) can say
@@ -85,7 +86,11 @@ class SpaceIdentity(BaseModel):
     """What a generator's vectors are. Equal identities (and probes) mean one embedding space.
 
     ``precision`` is about numbers, not engines: torch and ONNX Runtime in fp32 agree to 1e-6 and
-    share ``"fp32"``; int8 weights (``"int8"``) move every vector. A prompt is the text an input
+    share ``"fp32"``; int8 weights (``"int8"``) move every vector, and so does bfloat16 (``"bf16"``):
+    measured on all-MiniLM-L6-v2, 1,000 mixed texts, min cosine to fp32 0.99991 (probes 0.99994),
+    top-10 neighbours 99.3% the same. That is a hundred times further than fp32 on two machines and
+    at the very edge of ``MIN_PROBE_COSINE``, where a deeper model falls below it: so bf16 is a space
+    of its own, and an index says which precision built it rather than failing on its probes. A prompt is the text an input
     type is prefixed with (for a backend that sends the input type to its server instead, the
     type's name). ``None`` where a value is not known: a remote endpoint that publishes no
     identity is known by its model name, and its probes decide.
@@ -95,7 +100,7 @@ class SpaceIdentity(BaseModel):
 
     model: str | None = Field(description="The model's canonical id, e.g. 'sentence-transformers/all-MiniLM-L6-v2'.")
     revision: str | None = Field(default=None, description="Model revision, where known.")
-    precision: str | None = Field(default=None, description="'fp32', 'int8', ... (None: not known).")
+    precision: str | None = Field(default=None, description="'fp32', 'bf16', 'int8', ... (None: not known).")
     prompt: str | None = Field(default=None, description="Prompt of plain texts (no input type).")
     query_prompt: str | None = Field(default=None, description='Prompt of texts embedded with input_type="query".')
     document_prompt: str | None = Field(

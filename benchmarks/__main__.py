@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from . import scenarios
-from .harness import write_report
+from .harness import cpu_info, write_report
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -23,6 +23,7 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")  # as in the CLI: the log shows figures only
     rows = []
+    cpu_at_start = cpu_info()  # the load average before the run; write_report adds the one after
     for name in [s.strip() for s in args.only.split(",") if s.strip()]:
         if name not in scenarios.ALL:
             parser.error(f"unknown scenario {name!r}; known: {', '.join(scenarios.ALL)}")
@@ -31,7 +32,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"   {row.variant}: {row.value:,.2f} {row.unit} vs {row.baseline} {row.baseline_value:,.2f} "
                   f"-> ratio {row.ratio:.3f}", file=sys.stderr, flush=True)
             rows.append(row)
-    md, js = write_report(rows, args.out, {"n": args.n, "batch": args.batch, "cpus": os.cpu_count(), "repeat": args.repeat, "estimator": "minimum"})
+    md, js = write_report(rows, args.out, {"n": args.n, "batch": args.batch, "cpus": os.cpu_count(), "repeat": args.repeat, "estimator": "minimum",
+                                          "cpu_at_start": cpu_at_start})
     print(md.read_text())
     print(f"written: {md} {js}", file=sys.stderr)
     return 0

@@ -76,6 +76,28 @@ def compare_many(fns: dict[str, Callable[[], object]], repeat: int) -> tuple[dic
     return {name: min(r) for name, r in runs.items()}, spread
 
 
+#: the ISA flags that decide the fast paths (issue 24): bf16 wants AMX or AVX-512-BF16, int8 VNNI
+ISA_FLAGS = ("avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "avx_vnni", "amx_tile", "amx_bf16", "amx_int8")
+
+
+def cpu_info() -> dict[str, object]:
+    """The CPU a run measured: model name, the ISA flags above it has, and the load averages."""
+    import os
+
+    model, flags = platform.processor() or "unknown", set()
+    try:
+        for line in open("/proc/cpuinfo", encoding="utf-8"):
+            key, _, value = line.partition(":")
+            if key.strip() == "model name":
+                model = value.strip()
+            elif key.strip() == "flags":
+                flags = set(value.split())
+                break
+    except OSError:
+        pass
+    return {"cpu_model": model, "isa": [f for f in ISA_FLAGS if f in flags], "load_avg": list(os.getloadavg())}
+
+
 def write_report(rows: list[Row], out_dir: Path, meta: dict) -> tuple[Path, Path]:
     """Write ``latest.json``; ``latest.md`` (and ``benchmarks/README.md`` for the default folder) are
     rendered from it by :mod:`benchmarks.render`, so the tables never drift from the figures."""
@@ -83,6 +105,7 @@ def write_report(rows: list[Row], out_dir: Path, meta: dict) -> tuple[Path, Path
 
     out_dir.mkdir(parents=True, exist_ok=True)
     meta = {**meta, "python": platform.python_version(), "machine": platform.machine(), "time": time.strftime("%F %T")}
+    meta.setdefault("cpu", cpu_info())
     data = {"meta": meta, "rows": [{**asdict(r), "ratio": r.ratio, "met": r.met} for r in rows]}
     json_path = out_dir / "latest.json"
     json_path.write_text(json.dumps(data, indent=2))

@@ -47,8 +47,10 @@ OTHER_TABLES = {
     "bulk-memory": "bulk: peak memory against corpus size (a later run)",
     "bulk-cluster": "bulk on a two-node Ray cluster, and one actor's memory",
     "adapters": "the LangChain and LlamaIndex adapters against manager.encode",
-    "sync": "keeping an index current (sync after 2% of rows changed) and exact search over the output "
-            "(a first run on a loaded box, load average ~12)",
+    "sync": "keeping an index current (sync after 2% of rows changed) and exact search over the output; a first "
+            "run on a loaded box (load average ~12), to be redone quietly",
+    "issue24": "issue 24, first part: the model's idle share, server CPU per request outside the model, HTTP "
+               "open-loop capacity at p99 <= 100 ms (wrk), bf16 against fp32; measured under heavy load",
 }
 
 
@@ -87,12 +89,27 @@ def table(rows: list[dict[str, Any]]) -> list[str]:
     return out
 
 
+def _load(value: object) -> str:
+    return f"{value:.1f}" if isinstance(value, float) else str(value)
+
+
+def _cpu_line(meta: dict[str, Any]) -> list[str]:
+    """The CPU and its load (runs since issue 24 record them; older ones render as before)."""
+    cpu = meta.get("cpu")
+    if not cpu:
+        return []
+    before = (meta.get("cpu_at_start") or {}).get("load_avg") or ["?"]
+    return [f"CPU: {cpu['cpu_model']}; ISA: {', '.join(cpu['isa']) or 'none of note'}; load average (1 min) "
+            f"{_load(before[0])} at the start, {_load(cpu['load_avg'][0])} at the end."]
+
+
 def render(data: dict[str, Any]) -> str:
     meta = data["meta"]
     lines = [
         INTRO.format(estimator=meta.get("estimator", "median"), repeat=meta.get("repeat", 3)),
         f"Latest run: {meta.get('time', '?')}; {meta.get('cpus', '?')} CPUs, {meta.get('machine', '?')}, "
         f"Python {meta.get('python', '?')}; {meta.get('n', '?')} sentences, batch {meta.get('batch', '?')}.",
+        *_cpu_line(meta),
         "",
         *table(data["rows"]),
     ]

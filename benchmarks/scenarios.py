@@ -11,7 +11,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from . import adapters, bulk
+from . import adapters, bulk, idle, precision
 from .data import short_sentences
 from .harness import Row, compare, compare_many
 from .traffic import closed_loop, open_loop
@@ -360,6 +360,9 @@ ALL: dict[str, Callable[..., Iterator[Row]]] = {
     "ray": bulk.ray,
     "cluster": bulk.cluster,
     "adapters": adapters.adapters,
+    "idle": idle.idle,
+    "openloop": idle.openloop,
+    "precision": precision.precision,
 }
 
 
@@ -371,6 +374,7 @@ def _peer(n: int, batch: int, repeat: int) -> Iterator[Row]:
 
 ALL["peer"] = _peer
 #: Scenarios left out of the smoke test: peer yields nothing unless set up first (`make peer` creates
-#: .venv-peer); cluster starts a real two-node Ray cluster (tests/test_bulk_cluster.py runs one already).
-OPTIONAL = {"peer", "cluster"}
+#: .venv-peer); cluster starts a real two-node Ray cluster (tests/test_bulk_cluster.py runs one already);
+#: openloop needs wrk (benchmarks/setup_loadgen.sh) and searches rates for minutes.
+OPTIONAL = {"peer", "cluster", "openloop"}
 

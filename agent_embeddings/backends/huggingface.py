@@ -75,6 +75,12 @@ class HuggingFaceParams(GeneratorParams):
         description="Inference engine: torch, onnx (ONNX Runtime, fp32) or onnx-int8 (ONNX Runtime with dynamic "
         "int8 quantization, fastest on CPU); the onnx ones need the 'onnx' extra and run on the CPU.",
     )
+    precision: Literal["fp32", "bf16", "auto"] = Field(
+        default="fp32",
+        description="Numbers the torch model computes in: fp32, bf16 (weights and activations in bfloat16; about "
+        "2.5-3x faster where the CPU has AMX, several times slower where it has no native bf16) or auto (bf16 "
+        "where the CPU has AMX or AVX-512-BF16, else fp32). bf16 vectors are their own embedding space.",
+    )
     onnx_cache_dir: str | None = Field(
         default=None,
         description="Where ONNX exports are cached (default: $AGENT_EMBEDDINGS_CACHE_DIR/onnx, "
@@ -94,12 +100,49 @@ class HuggingFaceParams(GeneratorParams):
                 raise ValueError(f"give {kind}prompt or {kind}prompt_name, not both")
         return self
 
+    @model_validator(mode="after")
+    def _precision_is_torch(self) -> HuggingFaceParams:
+        if self.precision == "bf16" and self.backend != "torch":
+            raise ValueError(f"precision 'bf16' needs backend 'torch' (backend {self.backend!r} sets its own)")
+        return self
+
     @field_validator("device")
     @classmethod
     def _check_device(cls, value: str) -> str:
         if not _DEVICE_RE.match(value):
             raise ValueError(f"unknown device {value!r}; expected one of {DEVICES}")
         return value
+
+
+#: CPU flags (Linux /proc/cpuinfo names) of native bfloat16 matrix math; without them torch emulates bf16
+BF16_CPU_FLAGS = ("amx_bf16", "avx512_bf16")
+
+
+def cpu_flags() -> frozenset[str]:
+    """The CPU's feature flags (empty where /proc/cpuinfo is not there)."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as info:
+            for line in info:
+                if line.startswith("flags"):
+                    return frozenset(line.partition(":")[2].split())
+    except OSError:
+        pass
+    return frozenset()
+
+
+def resolve_precision(precision: str, device: str, flags: frozenset[str] | None = None) -> Literal["fp32", "bf16"]:
+    """``auto``: bf16 on a CPU with native bf16 math (AMX or AVX-512-BF16), else fp32; ``fp32`` and
+    ``bf16`` as asked. Emulated bf16 (AVX2, AVX-512F alone) is several times slower than fp32."""
+    if precision == "bf16":
+        return "bf16"
+    if precision == "auto" and device == "cpu":
+        return "bf16" if any(f in (cpu_flags() if flags is None else flags) for f in BF16_CPU_FLAGS) else "fp32"
+    return "fp32"  # a GPU under auto keeps fp32: its fast path is a choice of the spec
+
+
+def effective_precision(backend: str, precision: str, device: str, flags: frozenset[str] | None = None) -> str:
+    """What the vectors' numbers are: the onnx paths have their own (fp32, int8); torch's follow ``precision``."""
+    return {"onnx-int8": "int8", "onnx": "fp32"}.get(backend) or resolve_precision(precision, device, flags)
 
 
 @dataclass(eq=False)
@@ -111,6 +154,8 @@ class _LoadedModel:
     lock: threading.Lock
     #: on the CPU (ONNX Runtime included): forward passes are also bounded in padded tokens
     cpu: bool = True
+    #: what the numbers are: "fp32", "bf16" (torch) or "int8" (ONNX Runtime)
+    precision: str = "fp32"
 
 
 _shared: weakref.WeakValueDictionary[tuple[Any, ...], _LoadedModel] = weakref.WeakValueDictionary()
@@ -192,7 +237,8 @@ class HuggingFaceEmbeddingGenerator(AbstractEmbeddingGenerator):
         device = self._onnx_device() if onnx else resolve_device(self.params.device, who=self._who())
         p = self.params
         path = resolve_model_path(self.model_name, revision=p.revision, allow_download=p.allow_download)
-        key: tuple[Any, ...] = (path, device, p.max_seq_length, p.trust_remote_code, p.revision, p.backend)
+        precision = effective_precision(p.backend, p.precision, device)
+        key: tuple[Any, ...] = (path, device, p.max_seq_length, p.trust_remote_code, p.revision, p.backend, precision)
         if onnx:
             key += (str(cache_root(self.params.onnx_cache_dir)),)
         with _shared_lock:
@@ -211,7 +257,8 @@ class HuggingFaceEmbeddingGenerator(AbstractEmbeddingGenerator):
                     who=self._who(),
                 )
                 self._check_seq_length(encoder.meta.get("max_positions") or config_position_limit(path))
-                loaded = _LoadedModel(model=encoder, dims=encoder.get_embedding_dimension(), lock=threading.Lock())
+                loaded = _LoadedModel(model=encoder, dims=encoder.get_embedding_dimension(), lock=threading.Lock(),
+                                      precision=precision)
                 _shared[key] = loaded
                 return loaded
             SentenceTransformer = require("sentence_transformers", "hf", who=self._who()).SentenceTransformer
@@ -228,8 +275,11 @@ class HuggingFaceEmbeddingGenerator(AbstractEmbeddingGenerator):
             self._check_seq_length(position_limit(model))
             if self.params.max_seq_length is not None:
                 model.max_seq_length = self.params.max_seq_length
+            if precision == "bf16":  # encode() hands back float32 numpy all the same
+                model = model.to(require("torch", "hf", who=self._who()).bfloat16)
             get_dims = getattr(model, "get_embedding_dimension", None) or model.get_sentence_embedding_dimension
-            loaded = _LoadedModel(model=model, dims=int(get_dims()), lock=threading.Lock(), cpu=device == "cpu")
+            loaded = _LoadedModel(model=model, dims=int(get_dims()), lock=threading.Lock(), cpu=device == "cpu",
+                                  precision=precision)
             _shared[key] = loaded
             return loaded
 
@@ -327,13 +377,15 @@ class HuggingFaceEmbeddingGenerator(AbstractEmbeddingGenerator):
         return prompt or None
 
     def space(self) -> SpaceIdentity:
-        """Read off the loaded model: effective prompts, width and sequence limit; int8 weights are
-        their own precision (the vectors move), fp32 torch and ONNX share one."""
+        """Read off the loaded model: effective prompts, width and sequence limit. Precision is what the
+        numbers are: fp32 torch and ONNX share one (they agree to 1e-6); int8 and bf16 are each their
+        own, as their vectors move far more than fp32 ever does between machines (bf16: min cosine
+        0.99991 to fp32 over 1,000 texts, top-10 neighbours 99.3% the same; docs/performance.md)."""
         loaded = self._model()
         seq = getattr(loaded.model, "max_seq_length", None)
         return SpaceIdentity(
             model=self.model_identity, revision=self.params.revision,
-            precision="int8" if self.params.backend == "onnx-int8" else "fp32",
+            precision=loaded.precision,
             prompt=self._effective_prompt(loaded, None), query_prompt=self._effective_prompt(loaded, "query"),
             document_prompt=self._effective_prompt(loaded, "document"), normalize=self.normalize,
             dims=self.dimensions or self.dims or loaded.dims, dimensions=self.dimensions,
@@ -423,7 +475,10 @@ class HuggingFaceEmbeddingGenerator(AbstractEmbeddingGenerator):
         return [len(i) for i in ids]
 
     def describe(self) -> dict[str, Any]:
-        return {**super().describe(), "device": self.params.device, "backend": self.params.backend}
+        described = {**super().describe(), "device": self.params.device, "backend": self.params.backend}
+        if self._loaded is not None:
+            described["precision"] = self._loaded.precision
+        return described
 
     def close(self) -> None:
         super().close()

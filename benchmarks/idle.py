@@ -1,0 +1,252 @@
+"""Issue 24, item 1: is the model ever waiting for us, and what does a request cost outside it?
+
+``idle``: the share of wall time the model computes nothing while 16 callers wait (in-process,
+HTTP and gRPC, closed loop), and the servers' CPU per request outside the model. ``openloop``:
+the same with native clients (``wrk``), and the highest arrival rate of single-sentence HTTP
+requests at which p99 stays at or under 100 ms. Model time comes from :mod:`benchmarks.modeltime`
+(a timing wrapper around ``encode``; in the servers through :mod:`benchmarks.timed_serve`).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import tempfile
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from . import wrk
+from .data import short_sentences
+from .harness import Row, timed
+from .modeltime import ClockReading, instance_clock, read_server_clock
+from .traffic import closed_loop
+
+ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_SPEC = ROOT / "specs" / "default.json"
+#: p99 latency bound of the capacity rows (issue 24)
+P99_MS = 100.0
+#: wrk's connections for the open-loop runs: enough that a 100 ms answer barely delays the next arrival
+OPEN_CONNECTIONS = 256
+
+
+def _busy_note(r: ClockReading, requests: int) -> str:
+    per_call = r.busy_s / r.calls * 1e3 if r.calls else float("nan")
+    wall_per = r.wall_s / r.calls * 1e3 if r.calls else float("nan")
+    return (f"model busy {r.busy_s:.2f} of {r.wall_s:.2f} s wall (idle {r.idle_fraction:.1%}); "
+            f"{r.calls} encode calls, {r.texts / max(r.calls, 1):.1f} texts each, {per_call:.1f} ms model vs "
+            f"{wall_per:.1f} ms wall per call; {requests} requests")
+
+
+def _extra(r: ClockReading, requests: int) -> dict[str, float]:
+    return {"idle_fraction": r.idle_fraction, "busy_s": r.busy_s, "wall_s": r.wall_s, "encode_calls": r.calls,
+            "texts_per_call": r.texts / max(r.calls, 1), "outside_us_per_request": r.outside_us_per(requests),
+            "model_cpu_s": r.model_cpu_s, "process_cpu_s": r.process_cpu_s, "load_avg_1m": os.getloadavg()[0]}
+
+
+def _busy_rows(scenario: str, variant: str, best: ClockReading, base: ClockReading, requests: int,
+               target: float | None) -> Row:
+    """The model's busy share of wall time, candidate vs raw batch-64 encode (busy ~100%)."""
+    return Row(scenario, f"{variant}: model busy share of wall time", "%", 100 * (1 - best.idle_fraction),
+               "st.encode batch (model busy)", 100 * (1 - base.idle_fraction), target=target,
+               note=_busy_note(best, requests), extra=_extra(best, requests),
+               spread=None)
+
+
+def idle(n: int, batch: int, repeat: int, clients: int = 16) -> Iterator[Row]:
+    """16 callers x 1 sentence in-process, over HTTP and over gRPC (Python clients in this process):
+    the model's idle share, and each server's CPU per request outside the model."""
+    from .scenarios import _manager
+
+    manager = _manager()
+    st = manager.get("hf")._model().model
+    texts = short_sentences(n)
+    clock = instance_clock(st)  # the generators below share this model object
+    try:
+        from agent_embeddings import HuggingFaceEmbeddingGenerator
+
+        gen = HuggingFaceEmbeddingGenerator(model_name=manager.get("hf").model, batch_size=batch,
+                                            micro_batching={"max_batch_size": 64})
+        gen.generate(texts[0])
+
+        def baseline() -> object:
+            return st.encode(texts, batch_size=batch, normalize_embeddings=True, convert_to_numpy=True)
+
+        best, base, spread = _interleaved(clock.read, closed_loop(gen.generate, texts, clients), baseline, repeat)
+        row = _busy_rows("9 idle", f"in-process, {clients} threads x 1 sentence", best, base, n, target=90.0 / 100)
+        row.spread = spread
+        yield row
+        gen.close()
+    finally:
+        del st.encode  # the instance attribute; the class's encode again
+
+    for kind in ("http", "grpc"):
+        with timed_server(kind) as (address, clock_path):
+            call = _python_caller(kind, address)
+            call(texts[0])
+            server = lambda: read_server_clock(clock_path)  # noqa: E731
+            best, base, spread = _interleaved(server, closed_loop(call, texts, clients), baseline, repeat)
+            row = _busy_rows("9 idle", f"{kind}, {clients} Python clients x 1 sentence", best, base, n, None)
+            row.spread = spread
+            yield row
+            limit = 150.0 if kind == "http" else 100.0
+            yield Row("9 idle", f"{kind}, server CPU per single-text request outside the model (Python clients)",
+                      "µs", best.outside_us_per(n), "issue 24's bound", limit, higher_is_better=False, target=1.0,
+                      note=f"process CPU {best.process_cpu_s:.2f} s - model CPU {best.model_cpu_s:.2f} s over {n} "
+                           f"requests; the clients share the 2 cores", extra=_extra(best, n))
+
+
+def _interleaved(read: Callable[[], ClockReading], candidate: Callable[[], object], baseline: Callable[[], object],
+                 repeat: int) -> tuple[ClockReading, ClockReading, float]:
+    """Candidate and baseline runs interleaved; the fastest run of each, with its clock window.
+
+    The baseline is one raw ``encode`` call of all the texts: its model is busy all along (100%)."""
+    cand: list[ClockReading] = []
+    base: list[ClockReading] = []
+    for i in range(repeat):
+        order = [(candidate, cand, read), (baseline, base, None)]
+        for fn, sink, reader in (order if i % 2 == 0 else order[::-1]):
+            if reader is not None:
+                before = reader()
+                fn()
+                sink.append(reader().minus(before))
+            else:
+                seconds = timed(fn)
+                sink.append(ClockReading(seconds, seconds, 0.0, 0.0, 1, 0))
+    spread = max((max(r.wall_s for r in side) - min(r.wall_s for r in side)) / min(r.wall_s for r in side)
+                 for side in (cand, base))
+    return min(cand, key=lambda r: r.wall_s), min(base, key=lambda r: r.wall_s), spread
+
+
+@contextmanager
+def timed_server(kind: str, spec: Path = DEFAULT_SPEC) -> Iterator[tuple[str, Path]]:
+    """``agent-embeddings serve --<kind>`` through :mod:`benchmarks.timed_serve`; yields the address and
+    the file its model clock is written to."""
+    from agent_embeddings.server.process import ServeProcess
+
+    with tempfile.TemporaryDirectory(prefix="ae-clock-") as folder:
+        clock_path = Path(folder) / "clock.json"
+        env = {"AE_MODEL_CLOCK": str(clock_path), "PYTHONPATH": os.pathsep.join(
+            p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p)}
+        served = ServeProcess(spec, env=env, **{kind: "127.0.0.1:0"})
+        served.command[1:3] = ["-m", "benchmarks.timed_serve"]  # same arguments, the encode timed
+        with served:
+            yield served.addresses[kind], clock_path
+
+
+def _python_caller(kind: str, address: str) -> Callable[[str], object]:
+    from .load import grpc_caller, http_caller
+
+    return http_caller(address) if kind == "http" else grpc_caller(address)
+
+
+def openloop(n: int, batch: int, repeat: int, clients: int = 16) -> Iterator[Row]:
+    """HTTP with native clients (wrk): 16 closed-loop connections x 1 sentence (model idle share, CPU
+    per request outside the model), and the open-loop capacity at p99 <= 100 ms against raw
+    ``st.encode`` batch 64 in the same run. Nothing when wrk is not installed."""
+    if wrk.available() is None:
+        print("   openloop: skipped, wrk is not installed (benchmarks/setup_loadgen.sh installs it)",
+              file=sys.stderr, flush=True)
+        return
+    from .scenarios import _manager
+
+    manager = _manager()
+    st = manager.get("hf")._model().model
+    texts = short_sentences(n)
+
+    def baseline() -> object:
+        return st.encode(texts, batch_size=batch, normalize_embeddings=True, convert_to_numpy=True)
+
+    base_s: list[float] = [timed(baseline)]
+    # about n requests per closed-loop run at half the raw rate; at least 5 s, so the clock's
+    # ~100 ms edges and the requests in flight at them stay small beside the window
+    seconds = max(5.0, min(30.0, 2 * min(base_s)))
+    with wrk.scratch() as folder, timed_server("http") as (address, clock_path):
+        script = wrk.write_script(short_sentences(500, seed=42), Path(folder))
+        url = f"http://{address}/v1/embeddings"
+        wrk.run(url, script, connections=clients, duration_s=1)  # warm the connections and the model
+
+        def windowed(**kwargs: float) -> tuple[wrk.WrkRun, ClockReading]:
+            before = read_server_clock(clock_path)
+            result = wrk.run(url, script, **kwargs)  # type: ignore[arg-type]
+            return result, read_server_clock(clock_path).minus(before)
+
+        closed: list[tuple[wrk.WrkRun, ClockReading]] = []
+        for _ in range(repeat):
+            closed.append(windowed(connections=clients, duration_s=seconds))
+            base_s.append(timed(baseline))
+        run, reading = max(closed, key=lambda c: c[0].rate)
+        raw = n / min(base_s)
+        yield Row("10 openloop", f"http, {clients} wrk connections x 1 sentence (closed loop)", "texts/s", run.rate,
+                  "st.encode batch", raw, spread=_spread([c[0].rate for c in closed]),
+                  note=f"{_busy_note(reading, run.requests)}; p50 {run.p50_ms:.1f} ms, p99 {run.p99_ms:.1f} ms, "
+                       f"{run.errors} errors (timeouts and non-2xx; a timed-out request has no latency)",
+                  extra={**_extra(reading, run.requests), "p50_ms": run.p50_ms, "p99_ms": run.p99_ms})
+        yield Row("10 openloop", "http, server CPU per single-text request outside the model (wrk, closed loop)",
+                  "µs", reading.outside_us_per(run.requests), "issue 24's bound", 150.0, higher_is_better=False,
+                  target=1.0, note=f"process CPU {reading.process_cpu_s:.2f} s - model CPU "
+                  f"{reading.model_cpu_s:.2f} s over {run.requests} requests", extra=_extra(reading, run.requests))
+
+        searches = []
+        for i in range(repeat):
+            searches.append(_capacity(windowed, start=0.3 * raw, seed=i))
+            base_s.append(timed(baseline))
+        raw = n / min(base_s)
+        found = [s for s in searches if s is not None]
+        if not found:
+            print("   openloop: no rate passed", file=sys.stderr, flush=True)
+            return
+        run, reading, steps = max(found, key=lambda s: s[0].rate)
+        yield Row("10 openloop", f"http open-loop capacity at p99 <= {P99_MS:.0f} ms (wrk, Poisson arrivals)",
+                  "requests/s", run.rate, "st.encode batch", raw, target=0.75,
+                  spread=_spread([s[0].rate for s in found]),
+                  note=f"highest passing rate {run.rate:.0f}/s: p50 {run.p50_ms:.1f} ms, p99 {run.p99_ms:.1f} ms, "
+                       f"{run.errors} errors, {_busy_note(reading, run.requests)}; steps (offered/s: p99 ms) "
+                       + ", ".join(f"{s[0]:.0f}: {s[1]:.0f}" for s in steps),
+                  extra={**_extra(reading, run.requests), "p50_ms": run.p50_ms, "p99_ms": run.p99_ms,
+                         "steps": steps})
+        yield Row("10 openloop", "http, server CPU per single-text request outside the model (wrk, at capacity)",
+                  "µs", reading.outside_us_per(run.requests), "issue 24's bound", 150.0, higher_is_better=False,
+                  target=1.0, note=f"process CPU {reading.process_cpu_s:.2f} s - model CPU "
+                  f"{reading.model_cpu_s:.2f} s over {run.requests} requests", extra=_extra(reading, run.requests))
+
+
+def _spread(values: list[float]) -> float:
+    return (max(values) - min(values)) / min(values) if values and min(values) > 0 else 0.0
+
+
+def _capacity(windowed: Callable[..., tuple[wrk.WrkRun, ClockReading]], start: float, seed: int
+              ) -> tuple[wrk.WrkRun, ClockReading, list[tuple[float, float]]] | None:
+    """The highest rate that passes (p99 <= 100 ms, no errors, the offered rate served): up by 1.25x
+    from ``start`` until a step fails, then two halvings of the last interval."""
+
+    def step(rate: float) -> tuple[bool, wrk.WrkRun, ClockReading]:
+        duration = max(4.0, min(10.0, 1500 / rate))
+        gap_ms = max(1.0, OPEN_CONNECTIONS / rate * 1000 - 15)  # ~15 ms: the answer's own time
+        run, reading = windowed(connections=OPEN_CONNECTIONS, duration_s=duration, gap_ms=gap_ms, seed=seed)
+        steps.append((rate, run.p99_ms))
+        return run.p99_ms <= P99_MS and run.errors == 0 and run.rate >= 0.85 * rate, run, reading
+
+    steps: list[tuple[float, float]] = []
+    passed: tuple[wrk.WrkRun, ClockReading] | None = None
+    low, high, rate = 0.0, None, start
+    while high is None and rate < 20 * start:  # up until a step fails
+        ok, run, reading = step(rate)
+        if ok:
+            passed, low, rate = (run, reading), rate, rate * 1.25
+        else:
+            high = rate
+    while passed is None and high is not None and high > start / 16:  # the first step failed: down
+        high /= 2
+        ok, run, reading = step(high)
+        if ok:
+            passed, low, high = (run, reading), high, high * 2
+    for _ in range(2 if passed is not None and high is not None else 0):  # two halvings of the last interval
+        mid = (low + high) / 2  # type: ignore[operator]
+        ok, run, reading = step(mid)
+        if ok:
+            passed, low = (run, reading), mid
+        else:
+            high = mid
+    return None if passed is None else (passed[0], passed[1], steps)
+

@@ -1,0 +1,86 @@
+"""``precision`` for ``hf:`` (issue 24, item 4): bf16 vectors stay within the bound measured against
+fp32, bf16 is an embedding space of its own, and ``auto`` picks bf16 only on a CPU with native bf16.
+
+Real model. bf16 on a CPU without AMX/AVX-512-BF16 is emulated and slow, so the texts are few;
+speed is measured by ``python -m benchmarks --only precision``, never here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import numpy as np
+import pytest
+
+from agent_embeddings import EmbeddingGeneratorManager, HuggingFaceEmbeddingGenerator
+from agent_embeddings.backends.huggingface import (
+    BF16_CPU_FLAGS,
+    cpu_flags,
+    effective_precision,
+    resolve_precision,
+)
+from agent_embeddings.errors import ConfigurationError
+from agent_embeddings.space import PROBES, describe_differences
+
+MINILM = "sentence-transformers/all-MiniLM-L6-v2"
+#: bf16 against fp32, all-MiniLM-L6-v2: min cosine 0.99991 over 1,000 mixed texts (benchmarks'
+#: precision scenario, AVX2 CPU); the bound leaves room for another CPU's bf16 kernels
+BF16_MIN_COSINE = 0.9998
+
+
+@pytest.fixture(scope="module")
+def bf16() -> Iterator[HuggingFaceEmbeddingGenerator]:
+    gen = HuggingFaceEmbeddingGenerator(model_name=MINILM, precision="bf16", micro_batching=False, normalize=True)
+    yield gen
+    gen.close()
+
+
+def test_bf16_vectors_stay_within_the_measured_bound_of_fp32(
+    bf16: HuggingFaceEmbeddingGenerator, hf_manager: EmbeddingGeneratorManager, sentences: list[str]
+) -> None:
+    texts = [*sentences, *PROBES, "A longer passage: " + " ".join(sentences)]
+    reference = hf_manager.encode("hf", texts)
+    got = bf16.encode(texts)
+    assert got.dtype == np.float32 and got.shape == reference.shape
+    cos = (reference * got).sum(axis=1) / (np.linalg.norm(reference, axis=1) * np.linalg.norm(got, axis=1))
+    assert cos.min() >= BF16_MIN_COSINE, cos
+    assert cos.min() < 1 - 1e-6  # bf16 really ran: fp32 on any CPU agrees far closer
+    assert bf16.describe()["precision"] == "bf16"
+
+
+def test_bf16_is_a_space_of_its_own(bf16: HuggingFaceEmbeddingGenerator, hf_manager: EmbeddingGeneratorManager) -> None:
+    fp32, mine = hf_manager.get("hf").space(), bf16.space()
+    assert (fp32.precision, mine.precision) == ("fp32", "bf16")
+    assert mine.space_id != fp32.space_id
+    assert describe_differences(fp32, mine) == ["the precision changed from 'fp32' to 'bf16'"]
+
+
+def test_auto_picks_bf16_only_with_native_bf16() -> None:
+    assert resolve_precision("auto", "cpu", frozenset({"avx2", "fma", "avx512f", "avx512_vnni"})) == "fp32"
+    assert resolve_precision("auto", "cpu", frozenset({"avx512f", "amx_tile", "amx_bf16"})) == "bf16"
+    assert resolve_precision("auto", "cpu", frozenset({"avx512f", "avx512_bf16"})) == "bf16"
+    assert resolve_precision("auto", "cuda", frozenset({"amx_bf16"})) == "fp32"
+    assert resolve_precision("fp32", "cpu", frozenset({"amx_bf16"})) == "fp32"
+    assert resolve_precision("bf16", "cpu", frozenset()) == "bf16"
+
+
+def test_auto_follows_this_cpu_and_shares_fp32s_space_without_native_bf16(
+    hf_manager: EmbeddingGeneratorManager,
+) -> None:
+    gen = HuggingFaceEmbeddingGenerator(model_name=MINILM, precision="auto", micro_batching=False, normalize=True)
+    try:
+        native = bool(set(BF16_CPU_FLAGS) & cpu_flags())
+        assert gen.space().precision == ("bf16" if native else "fp32")
+        if not native:
+            assert gen.space() == hf_manager.get("hf").space()
+    finally:
+        gen.close()
+
+
+def test_bf16_needs_the_torch_backend_and_auto_leaves_onnx_its_own_numbers() -> None:
+    with pytest.raises(ConfigurationError, match="precision 'bf16' needs backend 'torch'"):
+        HuggingFaceEmbeddingGenerator(model_name=MINILM, precision="bf16", backend="onnx-int8")
+    amx = frozenset({"amx_bf16"})
+    assert effective_precision("torch", "auto", "cpu", amx) == "bf16"
+    assert effective_precision("onnx", "auto", "cpu", amx) == "fp32"
+    assert effective_precision("onnx-int8", "auto", "cpu", amx) == "int8"
