@@ -21,6 +21,7 @@ import asyncio
 import hashlib
 import inspect
 import json
+import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -71,8 +72,8 @@ class AbstractEmbeddingGenerator:
 
     def __init__(
         self,
-        *,
         params: GeneratorParams | None = None,
+        *,
         dims: int | None = None,
         normalize: bool = False,
         batch_size: int = 32,
@@ -96,6 +97,8 @@ class AbstractEmbeddingGenerator:
         self.model = model
         self.name = name
         self.model_id = model_id
+        #: the item's ``llm_selection_query`` (set by :meth:`from_model_item`; ``aios:`` sends it)
+        self.selection_query: dict[str, Any] = {}
         self.usage = Usage()
         #: the built-in collector: calls, errors by type, latency, batch sizes, cache hits
         self.stats = GeneratorStats()
@@ -154,16 +157,33 @@ class AbstractEmbeddingGenerator:
     # -- construction from a spec -------------------------------------------------------
     @classmethod
     def from_model_item(cls, item: ModelItem) -> Self:
-        """Build from a spec item; ``llm_parameters`` are validated once, by ``cls.Params``."""
+        """Build from a spec item; ``llm_parameters`` are validated once, by ``cls.Params``.
+
+        Every built-in backend is built the same way: ``cls(params=params, model=item.model)``.
+        """
         params = parse_params(cls.Params, item)
-        generator = cls.from_params(item, params)
+        if getattr(params, "api_key", None) is not None:  # works, but specs should carry no secrets
+            warnings.warn(
+                f"{item.llm_block_id!r}: llm_parameters.api_key holds a literal key in the spec; "
+                "prefer api_key_ref ('env:NAME' or 'file:PATH') so that specs carry no secrets",
+                UserWarning,
+                stacklevel=2,
+            )
+        try:
+            generator = cls.from_params(item, params)
+        except ConfigurationError as exc:  # name the item (the factory puts the spec location in its place)
+            if str(exc).startswith(repr(item.llm_block_id)):
+                raise
+            raise type(exc)(f"{item.llm_block_id!r}: {exc}") from exc.__cause__
         if generator.params is not params:  # a plugin whose from_params passes keywords, not params
             generator._apply(params)
+        generator.selection_query = dict(item.llm_selection_query)
         return generator
 
     @classmethod
     def from_params(cls, item: ModelItem, params: Any) -> Self:
-        """Build from validated parameters; backends whose constructor differs override this."""
+        """Build from validated parameters: the one constructor shape, ``cls(params=..., model=...)``.
+        A plugin whose constructor differs may override it."""
         return cls(model=item.model, params=params)
 
     def configure_retry(self, policy: RetryPolicy) -> None:

@@ -16,24 +16,21 @@ import asyncio
 import threading
 import uuid
 from collections import deque
-from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from pydantic import Field, PositiveFloat, PositiveInt, SecretStr
+from pydantic import Field, PositiveFloat, PositiveInt
 
 from .._deps import require
 from ..base import AbstractEmbeddingGenerator
 from ..errors import BackendError, ConfigurationError, DimensionMismatchError, InvalidInputError, RemoteNotFoundError
 from ..hookspecs import hookimpl
-from ..redaction import remember_secret
 from ..results import BackendResult
 from ..retry import RetryPolicy
-from ..secrets import SecretRef, check_key, resolve_secret_ref
 from ..space import SpaceIdentity, remote_space
-from ..specs import GeneratorParams, ModelItem
 from ..vectors import InputType
+from .remote import PerLoop, RemoteParams, resolve_api_key
 
 if TYPE_CHECKING:
     from ..protocol.convert import ServedModel, ServerInfo
@@ -46,7 +43,7 @@ _DEFAULT_MESSAGE_BYTES = 4 * 1024 * 1024
 _UNKNOWN_WIDTH = 4096
 
 
-class AIOSParams(GeneratorParams):
+class AIOSParams(RemoteParams):
     """``llm_parameters`` of ``aios:`` items."""
 
     grpc_url: str = Field(
@@ -55,9 +52,6 @@ class AIOSParams(GeneratorParams):
     timeout_s: PositiveFloat = Field(default=30.0, description="Deadline of each gRPC call, in seconds.")
     batch_size: PositiveInt = Field(
         default=64, description="Most texts per request (the server's own limit applies too)."
-    )
-    api_key_ref: SecretRef | None = Field(
-        default=None, description="Bearer token sent as call metadata: 'env:NAME' or 'file:PATH'."
     )
     plaintext: bool | None = Field(
         default=None,
@@ -92,14 +86,7 @@ class AIOSEmbeddings(AbstractEmbeddingGenerator):
     params: AIOSParams
 
     def __init__(
-        self,
-        params: AIOSParams | None = None,
-        *,
-        model: str | None = None,
-        name: str | None = None,
-        api_key: str | SecretStr | None = None,
-        selection_query: Mapping[str, Any] | None = None,
-        **options: Any,
+        self, params: AIOSParams | None = None, *, model: str | None = None, name: str | None = None, **options: Any
     ) -> None:
         """``AIOSEmbeddings(grpc_url="dns:///host:9000", dims=768, timeout_s=15)``: keyword options are
         :class:`AIOSParams` fields, validated once (or pass ``params`` whole). ``api_key`` (a literal
@@ -107,8 +94,9 @@ class AIOSEmbeddings(AbstractEmbeddingGenerator):
         ``llm_selection_query``."""
         from ..protocol.target import parse_target  # no grpc import
 
+        selection_query = options.pop("selection_query", None)
         params = self.options(params, options, who=f"aios generator {name or model or options.get('grpc_url')!r}")
-        super().__init__(params=params, model=model, name=name)
+        super().__init__(params, model=model, name=name)
         self.target = parse_target(params.grpc_url)
         self.grpc_url = self.target.target
         tls_files = (params.tls_ca_file, params.tls_client_cert_file, params.tls_client_key_file)
@@ -120,16 +108,13 @@ class AIOSEmbeddings(AbstractEmbeddingGenerator):
         local = self.target.is_local and not any(tls_files)
         self.plaintext = params.plaintext if params.plaintext is not None else local
         self.selection_query = dict(selection_query or {})
-        self._api_key = SecretStr(api_key) if isinstance(api_key, str) else api_key
-        if self._api_key is not None:
-            check_key(self._api_key.get_secret_value(), who=self._who(), source="api_key")
-            remember_secret(self._api_key.get_secret_value())
-        elif params.api_key_ref:  # resolved and checked now, when the spec loads, not on the first call
-            self._api_key = resolve_secret_ref(params.api_key_ref, who=f"{self._who()}: llm_parameters.api_key_ref")
+        # Resolved and checked now, when the spec loads, not on the first call; optional unless asked.
+        self._api_key = resolve_api_key(params, who=self._who(), endpoint=self.grpc_url, required_default=False)
         self._lock = threading.Lock()
         self._channel: Any = None
         self._stub: Any = None
-        self._aio: dict[asyncio.AbstractEventLoop, tuple[Any, Any]] = {}
+        # A grpc.aio channel belongs to the event loop it was made in.
+        self._aio: PerLoop[tuple[Any, Any]] = PerLoop(lambda: self._new_channel(aio=True))
         self._info: ServerInfo | None = None
         self._served: ServedModel | None = None
 
@@ -143,10 +128,6 @@ class AIOSEmbeddings(AbstractEmbeddingGenerator):
         """The deadline of each call: ``timeout_s``, or the retry policy's deadline when shorter."""
         policy = self._retry_policy
         return self.params.timeout_s if policy is None else min(self.params.timeout_s, policy.deadline_s)
-
-    @classmethod
-    def from_params(cls, item: ModelItem, params: Any) -> AIOSEmbeddings:
-        return cls(params, model=item.model, selection_query=item.llm_selection_query)
 
     # -- channels --------------------------------------------------------------------------
     def _grpc(self) -> Any:
@@ -198,25 +179,16 @@ class AIOSEmbeddings(AbstractEmbeddingGenerator):
             return self._stub
 
     def _async_stub(self) -> Any:
-        # A grpc.aio channel belongs to the event loop it was made in.
-        loop = asyncio.get_running_loop()
-        with self._lock:
-            pair = self._aio.get(loop)
-            if pair is None:
-                for old in [lp for lp in self._aio if lp.is_closed()]:
-                    del self._aio[old]
-                pair = self._aio[loop] = self._new_channel(aio=True)
-            return pair[1]
+        return self._aio.get()[1]
 
     def close(self) -> None:
         """Close the sync channel and every async channel whose loop can still run it."""
         super().close()
         with self._lock:
             channel, self._channel, self._stub = self._channel, None, None
-            aio, self._aio = self._aio, {}
         if channel is not None:
             channel.close()
-        for loop, (ch, _stub) in aio.items():
+        for loop, (ch, _stub) in self._aio.drain():
             if loop.is_closed():
                 continue
             try:
@@ -232,9 +204,7 @@ class AIOSEmbeddings(AbstractEmbeddingGenerator):
 
     async def aclose(self) -> None:
         """Async twin of :meth:`close`."""
-        loop = asyncio.get_running_loop()
-        with self._lock:
-            pair = self._aio.pop(loop, None)
+        pair = self._aio.pop_current()
         if pair is not None:
             await pair[0].close()
         self.close()
