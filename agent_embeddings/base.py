@@ -1,7 +1,7 @@
 """``AbstractEmbeddingGenerator``: the contract every backend implements, and the calls users make.
 
-A backend implements one method, ``_embed_batch(texts) -> matrix`` (optionally
-``_aembed_batch``); this class supplies single and batch calls, sync and async, the dims
+A backend implements one method, ``_embed_batch(texts, input_type=...) -> result`` (optionally
+``_aembed_batch``) and declares whether it reads ``input_type`` (``takes_input_type``); this class supplies single and batch calls, sync and async, the dims
 contract and normalization. What happens around a call lives beside it, in small
 collaborators: :mod:`.caching` (look-up and store), :mod:`.observability` (hooks and
 statistics), :mod:`.retry` (transient failures) and :mod:`.batching` (coalescing concurrent
@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import inspect
 import json
 import warnings
 from collections.abc import Iterator, Mapping, Sequence
@@ -33,6 +32,7 @@ from .cache import CacheConfig, EmbeddingCache, make_cache
 from .caching import aembed_cached, embed_cached
 from .cancellation import cancellable
 from .contract import accept, finish
+from .doc_style import adapt
 from .errors import BackendError, ConfigurationError, SpecError
 from .observability import GeneratorStats, call_finished, call_started
 from .results import BackendResult, Embeddings, RawBatch, Usage
@@ -68,7 +68,13 @@ class AbstractEmbeddingGenerator:
     #: True when the backend's client library retries by itself: ``configure_retry`` maps the
     #: policy onto it and the shared retry loop stays out of the way (no double retries).
     native_retries: ClassVar[bool] = False
-    _input_type_taken: ClassVar[bool | None] = None  # per class, see _takes_input_type
+    #: Whether ``_embed_batch`` reads ``input_type`` (passed as a keyword): declared, so that
+    #: generators written before it (``_embed_batch(self, texts)``) keep working unchanged.
+    takes_input_type: ClassVar[bool] = False
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        adapt(cls, AbstractEmbeddingGenerator)  # a documentation-style subclass gets its _embed_batch
 
     def __init__(
         self,
@@ -117,11 +123,8 @@ class AbstractEmbeddingGenerator:
         self._observed_dims: int | None = None
         if dims is not None and dimensions is not None and dims != dimensions:
             raise SpecError(f"{self._who()}: dims={dims} contradicts dimensions={dimensions}; give one of them")
-        cls, base = type(self), AbstractEmbeddingGenerator
-        if cls._embed_batch is base._embed_batch and cls.generate_batch is base.generate_batch and (
-            cls.generate is base.generate
-        ):
-            raise TypeError(f"{cls.__name__} must implement _embed_batch(texts) (or generate_batch/generate)")
+        if type(self)._embed_batch is AbstractEmbeddingGenerator._embed_batch:
+            raise TypeError(f"{type(self).__name__} must implement _embed_batch(texts) (or generate_batch/generate)")
         if params is not None:
             self._apply(params)
 
@@ -196,11 +199,11 @@ class AbstractEmbeddingGenerator:
         return self.model_id or self.model
 
     # -- the contract: what a backend implements -----------------------------------------
-    def _embed_batch(self, texts: list[str]) -> RawBatch:
-        """Embed a list of valid, non-empty texts; return one vector per text, in order."""
-        if type(self).generate_batch is not AbstractEmbeddingGenerator.generate_batch:
-            return self.generate_batch(texts)  # a documentation-style subclass
-        return [self.generate(t) for t in texts]
+    def _embed_batch(self, texts: list[str], *, input_type: InputType | None = None) -> RawBatch:
+        """Embed a list of valid, non-empty texts; return one vector per text, in order (a matrix,
+        lists, or a :class:`BackendResult` with token counts). ``input_type`` is passed only to
+        classes that declare ``takes_input_type``."""
+        raise NotImplementedError  # every concrete class has its own, or doc_style's adapter
 
     async def _aembed_batch(self, texts: list[str], *, input_type: InputType | None = None) -> RawBatch:
         """Async twin of ``_embed_batch``; by default runs it in a worker thread (``input_type`` included)."""
@@ -305,16 +308,7 @@ class AbstractEmbeddingGenerator:
         """What ``input_type`` changes in this generator's vectors (part of the cache key): None
         when nothing. A backend whose ``_embed_batch`` takes ``input_type`` returns the type; ``hf:``
         returns the prompt it resolves to."""
-        return input_type if input_type is not None and self._takes_input_type() else None
-
-    @classmethod
-    def _takes_input_type(cls) -> bool:
-        """Whether ``_embed_batch`` accepts ``input_type`` (custom generators written before it need not)."""
-        taken = cls.__dict__.get("_input_type_taken")
-        if taken is None:
-            taken = "input_type" in inspect.signature(cls._embed_batch).parameters
-            cls._input_type_taken = taken
-        return bool(taken)
+        return input_type if type(self).takes_input_type else None
 
     def count_tokens(self, texts: Sequence[str]) -> int | None:
         """Tokens the model would see for ``texts``, or None when the backend cannot tell."""
@@ -436,21 +430,21 @@ class AbstractEmbeddingGenerator:
             yield items[start : start + size]
 
     def _run_chunk(self, chunk: list[str], input_type: InputType | None = None) -> RawBatch:
-        kind = input_type if self._takes_input_type() else None
+        kind = input_type if type(self).takes_input_type else None
         batcher = self._batching.for_chunk(self.micro_batching, chunk, self.name or self.provider, kind)
         return batcher.submit(chunk).result() if batcher else self._call_backend(chunk, kind)
 
     async def _arun_chunk(self, chunk: list[str], input_type: InputType | None = None) -> RawBatch:
-        kind = input_type if self._takes_input_type() else None
+        kind = input_type if type(self).takes_input_type else None
         batcher = self._batching.for_chunk(self.micro_batching, chunk, self.name or self.provider, kind)
         if batcher:  # cancelled while queued: the texts leave the batch; while running: see on_behalf_of
             return await cancellable(lambda: asyncio.wrap_future(batcher.submit(chunk)))
         return await self._acall_backend(chunk, kind)
 
     def _backend(self, texts: list[str], input_type: InputType | None) -> RawBatch:
-        if input_type is None:  # also every generator whose _embed_batch does not take it
+        if input_type is None:  # also every generator that does not take it (kind is None then)
             return self._embed_batch(texts)
-        return self._embed_batch(texts, input_type=input_type)  # type: ignore[call-arg]
+        return self._embed_batch(texts, input_type=input_type)
 
     async def _abackend(self, texts: list[str], input_type: InputType | None) -> RawBatch:
         if input_type is None:

@@ -1,6 +1,6 @@
 """``aios:`` — a remote embedding block served over gRPC (the AIOS protocol).
 
->>> gen = AIOSEmbeddings(grpc_url="dns:///embeddings.example.com:9000", dims=768, timeout_s=15,
+>>> gen = AIOSEmbeddingGenerator(grpc_url="dns:///embeddings.example.com:9000", dims=768, timeout_s=15,
 ...                      normalize=True)                                           # doctest: +SKIP
 >>> gen.generate("What is AI?")                                                    # doctest: +SKIP
 
@@ -35,7 +35,7 @@ from .remote import PerLoop, RemoteParams, resolve_api_key
 if TYPE_CHECKING:
     from ..protocol.convert import ServedModel, ServerInfo
 
-__all__ = ["AIOSEmbeddings", "AIOSParams"]
+__all__ = ["AIOSEmbeddingGenerator", "AIOSEmbeddings", "AIOSParams"]
 
 # The server's message limit when it announces none (gRPC's default).
 _DEFAULT_MESSAGE_BYTES = 4 * 1024 * 1024
@@ -68,7 +68,7 @@ class AIOSParams(RemoteParams):
     )
 
 
-class AIOSEmbeddings(AbstractEmbeddingGenerator):
+class AIOSEmbeddingGenerator(AbstractEmbeddingGenerator):
     """Embeddings from an AIOS block reached over gRPC.
 
     ``model`` names the served block (``aios:embeddings-prod`` asks for ``embeddings-prod``);
@@ -79,6 +79,7 @@ class AIOSEmbeddings(AbstractEmbeddingGenerator):
 
     provider = "aios"
     Params = AIOSParams
+    takes_input_type = True  # a field of the request
     native_retries = True  # gRPC's retry policy, set on the channel (protocol/target.py)
     #: the spec's ``retry``, mapped onto gRPC's retry policy (None: gRPC's default retries)
     _retry_policy: RetryPolicy | None = None
@@ -88,7 +89,7 @@ class AIOSEmbeddings(AbstractEmbeddingGenerator):
     def __init__(
         self, params: AIOSParams | None = None, *, model: str | None = None, name: str | None = None, **options: Any
     ) -> None:
-        """``AIOSEmbeddings(grpc_url="dns:///host:9000", dims=768, timeout_s=15)``: keyword options are
+        """``AIOSEmbeddingGenerator(grpc_url="dns:///host:9000", dims=768, timeout_s=15)``: keyword options are
         :class:`AIOSParams` fields, validated once (or pass ``params`` whole). ``api_key`` (a literal
         bearer token) and ``selection_query`` are for code; specs use ``api_key_ref`` and the item's
         ``llm_selection_query``."""
@@ -209,7 +210,7 @@ class AIOSEmbeddings(AbstractEmbeddingGenerator):
             await pair[0].close()
         self.close()
 
-    async def __aenter__(self) -> AIOSEmbeddings:
+    async def __aenter__(self) -> AIOSEmbeddingGenerator:
         return self
 
     async def __aexit__(self, *exc: object) -> None:
@@ -446,6 +447,10 @@ class AIOSEmbeddings(AbstractEmbeddingGenerator):
         return self._assemble(list(responses), batches)
 
 
+#: the client documentation's name of the class: code copied from it keeps working
+AIOSEmbeddings = AIOSEmbeddingGenerator
+
+
 @hookimpl
 def register_embedding_backends(register: Any) -> None:
-    register("aios", AIOSEmbeddings.from_model_item)
+    register("aios", AIOSEmbeddingGenerator.from_model_item)

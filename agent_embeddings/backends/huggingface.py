@@ -128,6 +128,7 @@ class HuggingFaceEmbeddingGenerator(AbstractEmbeddingGenerator):
 
     provider = "hf"
     Params = HuggingFaceParams
+    takes_input_type = True  # query/document prompts
     micro_batching_default = True
 
     params: HuggingFaceParams

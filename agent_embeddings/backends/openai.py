@@ -124,6 +124,7 @@ class OpenAIEmbeddingGenerator(AbstractEmbeddingGenerator):
 
     provider = "openai"
     Params = OpenAIParams
+    takes_input_type = True  # sent as input_type_field, when set
 
     params: OpenAIParams
 
