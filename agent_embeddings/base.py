@@ -22,6 +22,7 @@ import hashlib
 import json
 import warnings
 from collections.abc import Iterator, Mapping, Sequence
+from functools import partial
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
@@ -29,11 +30,12 @@ from pydantic import ValidationError
 
 from .batching import BatcherSlot, MicroBatcher, MicroBatching, micro_batching_config
 from .cache import CacheConfig, EmbeddingCache, make_cache
-from .caching import aembed_cached, embed_cached
+from .caching import cached
 from .cancellation import cancellable
 from .contract import accept, finish
 from .doc_style import adapt
 from .errors import BackendError, ConfigurationError, SpecError
+from .flow import Flow, Step, arun, run
 from .observability import GeneratorStats, call_finished, call_started
 from .results import BackendResult, Embeddings, RawBatch, Usage
 from .retry import RetryPolicy, aretry_call, retry_call
@@ -220,34 +222,22 @@ class AbstractEmbeddingGenerator:
     ) -> Embeddings:
         """Embed ``texts`` and return :class:`Embeddings` (float32 matrix plus token usage).
 
-        The one place every call goes through: the hooks and statistics, the cache (only
-        misses reach the backend), then chunks through the micro-batcher and the retry loop
-        to the backend, and the contract checks.
+        The one place every call goes through (:meth:`_embed_flow`, shared with :meth:`aembed`).
         """
-        items = check_texts(texts)
-        input_type = check_input_type(input_type)
-        if not items:
-            return self._empty()
-        record = call_started(self.stats, self.name or self.provider, self.provider, self.model_identity, len(items))
-        try:
-            if self.cache is None:
-                result = self._compute(items, normalize, input_type)
-            else:
-                result = embed_cached(
-                    self.cache, self.cache_namespace(normalize, input_type), items, self.output_dims,
-                    lambda misses: self._compute(misses, normalize, input_type), who=self._who(), name=self.name,
-                )
-                self._observed_dims = result.vectors.shape[1]
-        except BaseException as exc:
-            call_finished(self.stats, record, None, exc)
-            raise
-        call_finished(self.stats, record, result, None)
-        return result
+        return run(self._embed_flow(texts, normalize, input_type))
 
     async def aembed(
         self, texts: Sequence[str], *, normalize: bool | None = None, input_type: InputType | None = None
     ) -> Embeddings:
         """Async twin of :meth:`embed`."""
+        return await arun(self._embed_flow(texts, normalize, input_type))
+
+    def _embed_flow(
+        self, texts: Sequence[str], normalize: bool | None, input_type: InputType | None
+    ) -> Flow[Embeddings]:
+        """A call, written once for both APIs (:mod:`.flow`): the hooks and statistics, the cache
+        (only misses reach the backend), then chunks through the micro-batcher and the retry loop
+        to the backend, and the contract checks."""
         items = check_texts(texts)
         input_type = check_input_type(input_type)
         if not items:
@@ -255,11 +245,11 @@ class AbstractEmbeddingGenerator:
         record = call_started(self.stats, self.name or self.provider, self.provider, self.model_identity, len(items))
         try:
             if self.cache is None:
-                result = await self._acompute(items, normalize, input_type)
+                result = yield from self._compute(items, normalize, input_type)
             else:
-                result = await aembed_cached(
+                result = yield from cached(
                     self.cache, self.cache_namespace(normalize, input_type), items, self.output_dims,
-                    lambda misses: self._acompute(misses, normalize, input_type), who=self._who(), name=self.name,
+                    lambda misses: self._compute(misses, normalize, input_type), who=self._who(), name=self.name,
                 )
                 self._observed_dims = result.vectors.shape[1]
         except BaseException as exc:
@@ -414,14 +404,11 @@ class AbstractEmbeddingGenerator:
         return f"{self.provider} generator {label!r}"
 
     # -- the call path: chunks -> micro-batcher -> retry -> backend -> contract ----------
-    def _compute(self, items: list[str], normalize: bool | None, input_type: InputType | None = None) -> Embeddings:
-        parts = [self._accept(self._run_chunk(chunk, input_type), len(chunk)) for chunk in self._chunks(items)]
-        return self._finish(parts, normalize)
-
-    async def _acompute(
-        self, items: list[str], normalize: bool | None, input_type: InputType | None = None
-    ) -> Embeddings:
-        parts = [self._accept(await self._arun_chunk(chunk, input_type), len(chunk)) for chunk in self._chunks(items)]
+    def _compute(self, items: list[str], normalize: bool | None, input_type: InputType | None = None) -> Flow[Embeddings]:
+        parts = []
+        for chunk in self._chunks(items):
+            raw = yield Step(partial(self._run_chunk, chunk, input_type), partial(self._arun_chunk, chunk, input_type))
+            parts.append(self._accept(raw, len(chunk)))
         return self._finish(parts, normalize)
 
     def _chunks(self, items: list[str]) -> Iterator[list[str]]:

@@ -14,18 +14,21 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
+from typing import TypeVar
 
 import numpy as np
 
 from .cache import EmbeddingCache
+from .flow import Flow, Step
 from .results import Embeddings
 
-__all__ = ["aembed_cached", "embed_cached", "keys_for"]
+__all__ = ["cached", "keys_for"]
 
 log = logging.getLogger("agent_embeddings.cache")
 
 Found = list[np.ndarray | None]
+T = TypeVar("T")
 
 
 def keys_for(namespace: str, texts: list[str]) -> list[str]:
@@ -87,46 +90,30 @@ def _assemble(
     return Embeddings(matrix, tokens, name, cache_hits=hits), store
 
 
-def embed_cached(
+def cached(
     cache: EmbeddingCache, namespace: str, texts: list[str], width: int | None,
-    compute: Callable[[list[str]], Embeddings], *, who: str, name: str | None,
-) -> Embeddings:
-    """Embed ``texts`` through ``cache``: ``compute`` sees only the misses (each distinct text once)."""
-    keys, found = _lookup(cache, namespace, texts)
+    compute: Callable[[list[str]], Flow[Embeddings]], *, who: str, name: str | None,
+) -> Flow[Embeddings]:
+    """Embed ``texts`` through ``cache`` (a flow, :mod:`.flow`): ``compute`` sees only the misses,
+    each distinct text once. A disk store's file I/O runs off the event loop on the async path."""
+
+    def io(fn: Callable[[], T]) -> Step[T]:
+        offload = cache.kind != "memory"
+        return Step(fn, (lambda: asyncio.to_thread(fn)) if offload else (lambda: _done(fn())))
+
+    keys, found = yield io(lambda: _lookup(cache, namespace, texts))
     found = _stale(found, width, who)
     misses = _misses(texts, found)
-    computed = compute(misses) if misses else None
+    computed = (yield from compute(misses)) if misses else None
     if computed is not None:
         stale = _stale(found, computed.vectors.shape[1], who)
         if stale is not found:  # the width learned from this call: recompute what disagrees, once
             found, misses = stale, _misses(texts, stale)
-            computed = compute(misses)
+            computed = yield from compute(misses)
     result, store = _assemble(cache, texts, keys, found, misses, computed, name)
-    cache.put_many(store)
+    yield io(lambda: cache.put_many(store))
     return result
 
 
-async def aembed_cached(
-    cache: EmbeddingCache, namespace: str, texts: list[str], width: int | None,
-    compute: Callable[[list[str]], Awaitable[Embeddings]], *, who: str, name: str | None,
-) -> Embeddings:
-    """Async twin of :func:`embed_cached`; a disk store's file I/O runs off the event loop."""
-    offload = cache.kind != "memory"
-    if offload:
-        keys, found = await asyncio.to_thread(_lookup, cache, namespace, texts)
-    else:
-        keys, found = _lookup(cache, namespace, texts)
-    found = _stale(found, width, who)
-    misses = _misses(texts, found)
-    computed = await compute(misses) if misses else None
-    if computed is not None:
-        stale = _stale(found, computed.vectors.shape[1], who)
-        if stale is not found:
-            found, misses = stale, _misses(texts, stale)
-            computed = await compute(misses)
-    result, store = _assemble(cache, texts, keys, found, misses, computed, name)
-    if offload:
-        await asyncio.to_thread(cache.put_many, store)
-    else:
-        cache.put_many(store)
-    return result
+async def _done(value: T) -> T:
+    return value
