@@ -3,7 +3,7 @@
 A backend implements one method, ``_embed_batch(texts, input_type=...) -> result`` (optionally
 ``_aembed_batch``) and declares whether it reads ``input_type`` (``takes_input_type``); this class supplies single and batch calls, sync and async, the dims
 contract and normalization. What happens around a call lives beside it, in small
-collaborators: :mod:`.caching` (look-up and store), :mod:`.observability` (hooks and
+collaborators: :mod:`.cache` (look-up and store), :mod:`.observability` (hooks and
 statistics), :mod:`.retry` (transient failures) and :mod:`.batching` (coalescing concurrent
 small calls).
 
@@ -29,8 +29,7 @@ import numpy as np
 from pydantic import ValidationError
 
 from .batching import BatcherSlot, MicroBatcher, MicroBatching, micro_batching_config
-from .cache import CacheConfig, EmbeddingCache, make_cache
-from .caching import cached
+from .cache import CacheConfig, EmbeddingCache, cached, make_cache
 from .cancellation import cancellable
 from .contract import accept, finish
 from .doc_style import adapt

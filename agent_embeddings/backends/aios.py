@@ -25,6 +25,7 @@ from pydantic import Field, PositiveFloat, PositiveInt
 from .._deps import require
 from ..base import AbstractEmbeddingGenerator
 from ..errors import BackendError, ConfigurationError, DimensionMismatchError, InvalidInputError, RemoteNotFoundError
+from ..flow import Flow, Step, arun, run
 from ..hookspecs import hookimpl
 from ..results import BackendResult
 from ..retry import RetryPolicy
@@ -254,27 +255,31 @@ class AIOSEmbeddingGenerator(AbstractEmbeddingGenerator):
         return f"{self.grpc_url} serves {served.name!r} ({served.dims or '?'} dims)"
 
     def _server_info(self) -> ServerInfo:
-        if self._info is None:
-            from ..protocol.convert import info_from_response, pb
-
-            stub = self._sync_stub()
-            response = self._rpc(lambda: stub.Info(pb.InfoRequest(), **self._call_kwargs()))
-            self._set_info(info_from_response(response))
-        assert self._info is not None
-        return self._info
+        return run(self._info_flow())
 
     async def _aserver_info(self) -> ServerInfo:
+        return await arun(self._info_flow())
+
+    def _info_flow(self) -> Flow[ServerInfo]:
+        """Ask the server once for its models and limits (sync and async alike, :mod:`..flow`)."""
         if self._info is None:
             from ..protocol.convert import info_from_response, pb
 
-            stub = self._async_stub()
-            try:
-                response = await stub.Info(pb.InfoRequest(), **self._call_kwargs())
-            except self._grpc().RpcError as exc:
-                raise self._error(exc) from exc
+            kwargs = self._call_kwargs()
+            response = yield from self._rpc_flow(Step(
+                lambda: self._sync_stub().Info(pb.InfoRequest(), **kwargs),
+                lambda: self._async_stub().Info(pb.InfoRequest(), **kwargs),
+            ))
             self._set_info(info_from_response(response))
         assert self._info is not None
         return self._info
+
+    def _rpc_flow(self, step: Step[Any]) -> Flow[Any]:
+        """One RPC; its failure as the SDK's error (the one place gRPC errors are translated)."""
+        try:
+            return (yield step)
+        except self._grpc().RpcError as exc:
+            raise self._error(exc) from exc
 
     def _set_info(self, info: ServerInfo) -> None:
         served = self._pick_model(info)
@@ -331,10 +336,7 @@ class AIOSEmbeddingGenerator(AbstractEmbeddingGenerator):
         return error_from_rpc(exc, who=self._who(), target=self.grpc_url, timeout_s=self.timeout_s)
 
     def _rpc(self, call: Any) -> Any:
-        try:
-            return call()
-        except self._grpc().RpcError as exc:
-            raise self._error(exc) from exc
+        return run(self._rpc_flow(Step(call, _no_async)))
 
     def _chunk_size(self) -> int:
         # The whole input goes to _embed_batch, which splits it by the server's limits and
@@ -427,14 +429,10 @@ class AIOSEmbeddingGenerator(AbstractEmbeddingGenerator):
         batches = self._split(texts)
         kwargs = self._call_kwargs()
         gate = asyncio.Semaphore(self.params.max_concurrent_requests)
-        grpc = self._grpc()
 
         async def one(batch: list[str]) -> Any:
             async with gate:
-                try:
-                    return await stub.Embed(self._request(batch, input_type), **kwargs)
-                except grpc.RpcError as exc:
-                    raise self._error(exc) from exc
+                return await arun(self._rpc_flow(Step(_no_async, lambda: stub.Embed(self._request(batch, input_type), **kwargs))))
 
         if len(batches) == 1:
             return self._assemble([await one(batches[0])], batches)
@@ -445,6 +443,10 @@ class AIOSEmbeddingGenerator(AbstractEmbeddingGenerator):
             for task in tasks:
                 task.cancel()
         return self._assemble(list(responses), batches)
+
+
+def _no_async() -> Any:
+    raise AssertionError("a step run on one path only")  # pragma: no cover
 
 
 #: the client documentation's name of the class: code copied from it keeps working

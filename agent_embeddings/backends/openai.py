@@ -29,6 +29,7 @@ import logging
 import os
 import threading
 from collections.abc import Sequence
+from functools import partial
 from typing import Any, Literal
 
 import numpy as np
@@ -41,6 +42,7 @@ from ..errors import (
     ConfigurationError,
     InvalidInputError,
 )
+from ..flow import Flow, Step, arun, run
 from ..hookspecs import hookimpl
 from ..redaction import redact
 from ..results import BackendResult
@@ -286,14 +288,29 @@ class OpenAIEmbeddingGenerator(AbstractEmbeddingGenerator):
 
     # -- the backend call --------------------------------------------------------------------
     def _embed_batch(self, texts: list[str], *, input_type: InputType | None = None) -> BackendResult:
-        requests, counts = self._plan(list(texts))
-        parts = [self._call(self._client, batch, input_type) for batch in requests]
-        return self._combine(parts, counts)
+        return run(self._requests(texts, input_type))
 
     async def _aembed_batch(self, texts: list[str], *, input_type: InputType | None = None) -> BackendResult:
+        return await arun(self._requests(texts, input_type))
+
+    def _requests(self, texts: list[str], input_type: InputType | None) -> Flow[BackendResult]:
+        """The requests of one backend call, sync and async alike (:mod:`..flow`): planned, sent,
+        their errors translated, decoded and combined."""
         requests, counts = self._plan(list(texts))
-        client = self._async_client()
-        parts = [await self._acall(client, batch, input_type) for batch in requests]
+        parts = []
+        for batch in requests:
+            timeout = self._attempt_timeout()
+            args = self._request_args(batch, timeout, input_type)
+            try:
+                content = yield Step(partial(self._post, args, timeout), partial(self._apost, args, timeout))
+            except Exception as exc:
+                error, cause = self._translate(exc, timeout), safe_cause(exc)
+                if cause is not None:
+                    raise error from cause
+            else:
+                parts.append(self._decode(content, len(batch)))
+                continue
+            raise error  # outside the except block: an answer that echoed the key is not kept as context
         return self._combine(parts, counts)
 
     def input_signature(self, input_type: InputType | None) -> str | None:
@@ -374,35 +391,18 @@ class OpenAIEmbeddingGenerator(AbstractEmbeddingGenerator):
             args["extra_body"] = {self.params.input_type_field: input_type}
         return args
 
-    def _call(self, client: Any, batch: list[str], input_type: InputType | None) -> tuple[np.ndarray, int | None]:
-        timeout = self._attempt_timeout()
-        try:
-            with request_deadline(timeout):  # the whole request, not each socket read (a trickling server)
-                raw = client.embeddings.with_raw_response.create(**self._request_args(batch, timeout, input_type))
-                content = raw.http_response.content
-        except Exception as exc:
-            error, cause = self._translate(exc, timeout), safe_cause(exc)
-            if cause is not None:
-                raise error from cause
-        else:
-            return self._decode(content, len(batch))
-        raise error  # outside the except block: an answer that echoed the key is not kept as context
+    def _post(self, args: dict[str, Any], timeout: float) -> bytes:
+        with request_deadline(timeout):  # the whole request, not each socket read (a trickling server)
+            raw = self._client.embeddings.with_raw_response.create(**args)
+            content: bytes = raw.http_response.content
+        return content
 
-    async def _acall(
-        self, client: Any, batch: list[str], input_type: InputType | None
-    ) -> tuple[np.ndarray, int | None]:
-        timeout = self._attempt_timeout()
-        try:
-            async with asyncio.timeout(timeout):  # the whole request, not each socket read (a trickling server)
-                raw = await client.embeddings.with_raw_response.create(**self._request_args(batch, timeout, input_type))
-                content = raw.http_response.content
-        except Exception as exc:
-            error, cause = self._translate(exc, timeout), safe_cause(exc)
-            if cause is not None:
-                raise error from cause
-        else:
-            return self._decode(content, len(batch))
-        raise error  # outside the except block: an answer that echoed the key is not kept as context
+    async def _apost(self, args: dict[str, Any], timeout: float) -> bytes:
+        client = self._async_client()
+        async with asyncio.timeout(timeout):  # the whole request, not each socket read (a trickling server)
+            raw = await client.embeddings.with_raw_response.create(**args)
+            content: bytes = raw.http_response.content
+        return content
 
     def _async_client(self) -> Any:
         return self._aclients.get()  # one per event loop: an httpx pool cannot move between loops
