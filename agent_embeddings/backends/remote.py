@@ -13,6 +13,9 @@ One place for what every backend that calls a server needs:
 * :func:`status_error` / :func:`transport_error` / :func:`check_response`: an HTTP status, a
   timeout or a dropped connection as the SDK's error, with the ``Retry-After`` the server
   asked for (the retry loop honours it), its text redacted.
+* :class:`HttpClients`: for a backend that speaks HTTP itself (with ``httpx``), a sync client and
+  one async client per loop, sharing URL, secret headers and transport; :meth:`HttpClients.post`
+  is one request as a flow (:mod:`..flow`): the same code, errors included, for both APIs.
 
 >>> status_error(429, "slow down", {"retry-after": "2"}, where="g at http://h/v1").retry_after_s
 2.0
@@ -43,13 +46,14 @@ from ..errors import (
     RateLimitError,
     RemoteNotFoundError,
 )
+from ..flow import Flow, Step
 from ..net import is_loopback_url
 from ..redaction import display_url, redact, remember_secret, remember_url
 from ..secrets import KeyField, SecretRef, check_key, resolve_secret_ref
 from ..specs import GeneratorParams
 
 __all__ = [
-    "Endpoint", "PerLoop", "RemoteParams", "check_response", "resolve_api_key", "retry_after_s", "safe_cause",
+    "Endpoint", "HttpClients", "PerLoop", "RemoteParams", "check_response", "resolve_api_key", "retry_after_s", "safe_cause",
     "status_error", "transport_error",
 ]
 
@@ -262,3 +266,51 @@ def safe_cause(exc: BaseException) -> BaseException | None:
             return None
         current = current.__cause__ or current.__context__
     return exc
+
+
+class HttpClients:
+    """``httpx`` clients of one endpoint: the only objects holding its URL and secret headers in clear.
+
+    >>> import httpx
+    >>> answer = httpx.MockTransport(lambda request: httpx.Response(429, headers={"retry-after": "1"}))
+    >>> clients = HttpClients(Endpoint("http://127.0.0.1:9/v1"), timeout_s=5, transport=answer)
+    >>> from agent_embeddings.flow import run
+    >>> run(clients.post("/embed", {"texts": ["x"]}, where="g")).retry_after_s  # doctest: +IGNORE_EXCEPTION_DETAIL
+    Traceback (most recent call last):
+    agent_embeddings.errors.RateLimitError: g: HTTP 429: (empty body)
+    """
+
+    def __init__(
+        self, endpoint: Endpoint, *, timeout_s: float, headers: Mapping[str, SecretStr] | None = None,
+        transport: Any = None,
+    ) -> None:
+        import httpx
+
+        self._httpx, self.endpoint, self.timeout_s = httpx, endpoint, timeout_s
+        url, query = endpoint.parts()
+        clear = {name: value.get_secret_value() for name, value in (headers or {}).items()}
+        options: dict[str, Any] = {"base_url": url, "params": query, "headers": clear, "timeout": timeout_s}
+        self.sync = httpx.Client(**options, **({"transport": transport} if transport else {}))
+        self._async: PerLoop[Any] = PerLoop(
+            lambda: httpx.AsyncClient(**options, **({"transport": transport} if transport else {}))
+        )
+
+    def post(self, path: str, body: Any, *, where: str, model: str | None = None) -> Flow[Any]:
+        """POST ``body`` as JSON; the response of a success, else the SDK's error (sync or async alike)."""
+        path = path.lstrip("/")  # relative to base_url's path
+        try:
+            response = yield Step(
+                lambda: self.sync.post(path, json=body),
+                lambda: asyncio.wait_for(self._async.get().post(path, json=body), self.timeout_s),
+            )
+        except Exception as exc:
+            error = transport_error(exc, where=where, timeout=self.timeout_s)
+            if error is exc:
+                raise
+        else:
+            return check_response(response, where=where, model=model)
+        raise error  # outside the except block: a text that holds a secret is not kept as context
+
+    def close(self) -> None:
+        self.sync.close()
+        self._async.drain()  # their connections close with their event loop
