@@ -13,6 +13,7 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
+from .backends import PUBLIC_CLASSES
 from .base import AbstractEmbeddingGenerator
 from .errors import (
     AgentEmbeddingsError,
@@ -47,7 +48,7 @@ from .version import __version__
 install_log_redaction()
 
 __all__ = [
-    "AIOSEmbeddings",
+    *PUBLIC_CLASSES,  # the built-in backends' classes, resolved lazily (below)
     "__version__",
     "AbstractEmbeddingGenerator",
     "AgentEmbeddingsError",
@@ -64,12 +65,10 @@ __all__ = [
     "Embeddings",
     "GeneratorInfo",
     "GeneratorParams",
-    "HuggingFaceEmbeddingGenerator",
     "InvalidInputError",
     "InvalidInputTypeError",
     "ModelItem",
     "ModelNotFoundError",
-    "OpenAIEmbeddingGenerator",
     "PluginError",
     "RateLimitError",
     "RemoteNotFoundError",
@@ -84,11 +83,7 @@ __all__ = [
 ]
 
 # Backend classes resolve on first access (their modules are light, but keep the door shut).
-_LAZY = {
-    "HuggingFaceEmbeddingGenerator": "agent_embeddings.backends.huggingface",
-    "OpenAIEmbeddingGenerator": "agent_embeddings.backends.openai",
-    "AIOSEmbeddings": "agent_embeddings.backends.aios",
-}
+_LAZY = PUBLIC_CLASSES
 
 
 def __getattr__(name: str) -> Any:

@@ -1,9 +1,9 @@
 """``AbstractEmbeddingGenerator``: the contract every backend implements, and the calls users make.
 
-A backend implements one method, ``_embed_batch(texts) -> matrix`` (optionally
-``_aembed_batch``); this class supplies single and batch calls, sync and async, the dims
+A backend implements one method, ``_embed_batch(texts, input_type=...) -> result`` (optionally
+``_aembed_batch``) and declares whether it reads ``input_type`` (``takes_input_type``); this class supplies single and batch calls, sync and async, the dims
 contract and normalization. What happens around a call lives beside it, in small
-collaborators: :mod:`.caching` (look-up and store), :mod:`.observability` (hooks and
+collaborators: :mod:`.cache` (look-up and store), :mod:`.observability` (hooks and
 statistics), :mod:`.retry` (transient failures) and :mod:`.batching` (coalescing concurrent
 small calls).
 
@@ -19,20 +19,22 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import inspect
 import json
+import warnings
 from collections.abc import Iterator, Mapping, Sequence
+from functools import partial
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 from pydantic import ValidationError
 
 from .batching import BatcherSlot, MicroBatcher, MicroBatching, micro_batching_config
-from .cache import CacheConfig, EmbeddingCache, make_cache
-from .caching import aembed_cached, embed_cached
+from .cache import CacheConfig, EmbeddingCache, cached, make_cache
 from .cancellation import cancellable
 from .contract import accept, finish
+from .doc_style import adapt
 from .errors import BackendError, ConfigurationError, SpecError
+from .flow import Flow, Step, arun, run
 from .observability import GeneratorStats, call_finished, call_started
 from .results import BackendResult, Embeddings, RawBatch, Usage
 from .retry import RetryPolicy, aretry_call, retry_call
@@ -67,12 +69,18 @@ class AbstractEmbeddingGenerator:
     #: True when the backend's client library retries by itself: ``configure_retry`` maps the
     #: policy onto it and the shared retry loop stays out of the way (no double retries).
     native_retries: ClassVar[bool] = False
-    _input_type_taken: ClassVar[bool | None] = None  # per class, see _takes_input_type
+    #: Whether ``_embed_batch`` reads ``input_type`` (passed as a keyword): declared, so that
+    #: generators written before it (``_embed_batch(self, texts)``) keep working unchanged.
+    takes_input_type: ClassVar[bool] = False
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        adapt(cls, AbstractEmbeddingGenerator)  # a documentation-style subclass gets its _embed_batch
 
     def __init__(
         self,
-        *,
         params: GeneratorParams | None = None,
+        *,
         dims: int | None = None,
         normalize: bool = False,
         batch_size: int = 32,
@@ -96,6 +104,8 @@ class AbstractEmbeddingGenerator:
         self.model = model
         self.name = name
         self.model_id = model_id
+        #: the item's ``llm_selection_query`` (set by :meth:`from_model_item`; ``aios:`` sends it)
+        self.selection_query: dict[str, Any] = {}
         self.usage = Usage()
         #: the built-in collector: calls, errors by type, latency, batch sizes, cache hits
         self.stats = GeneratorStats()
@@ -114,11 +124,8 @@ class AbstractEmbeddingGenerator:
         self._observed_dims: int | None = None
         if dims is not None and dimensions is not None and dims != dimensions:
             raise SpecError(f"{self._who()}: dims={dims} contradicts dimensions={dimensions}; give one of them")
-        cls, base = type(self), AbstractEmbeddingGenerator
-        if cls._embed_batch is base._embed_batch and cls.generate_batch is base.generate_batch and (
-            cls.generate is base.generate
-        ):
-            raise TypeError(f"{cls.__name__} must implement _embed_batch(texts) (or generate_batch/generate)")
+        if type(self)._embed_batch is AbstractEmbeddingGenerator._embed_batch:
+            raise TypeError(f"{type(self).__name__} must implement _embed_batch(texts) (or generate_batch/generate)")
         if params is not None:
             self._apply(params)
 
@@ -154,16 +161,33 @@ class AbstractEmbeddingGenerator:
     # -- construction from a spec -------------------------------------------------------
     @classmethod
     def from_model_item(cls, item: ModelItem) -> Self:
-        """Build from a spec item; ``llm_parameters`` are validated once, by ``cls.Params``."""
+        """Build from a spec item; ``llm_parameters`` are validated once, by ``cls.Params``.
+
+        Every built-in backend is built the same way: ``cls(params=params, model=item.model)``.
+        """
         params = parse_params(cls.Params, item)
-        generator = cls.from_params(item, params)
+        if getattr(params, "api_key", None) is not None:  # works, but specs should carry no secrets
+            warnings.warn(
+                f"{item.llm_block_id!r}: llm_parameters.api_key holds a literal key in the spec; "
+                "prefer api_key_ref ('env:NAME' or 'file:PATH') so that specs carry no secrets",
+                UserWarning,
+                stacklevel=2,
+            )
+        try:
+            generator = cls.from_params(item, params)
+        except ConfigurationError as exc:  # name the item (the factory puts the spec location in its place)
+            if str(exc).startswith(repr(item.llm_block_id)):
+                raise
+            raise type(exc)(f"{item.llm_block_id!r}: {exc}") from exc.__cause__
         if generator.params is not params:  # a plugin whose from_params passes keywords, not params
             generator._apply(params)
+        generator.selection_query = dict(item.llm_selection_query)
         return generator
 
     @classmethod
     def from_params(cls, item: ModelItem, params: Any) -> Self:
-        """Build from validated parameters; backends whose constructor differs override this."""
+        """Build from validated parameters: the one constructor shape, ``cls(params=..., model=...)``.
+        A plugin whose constructor differs may override it."""
         return cls(model=item.model, params=params)
 
     def configure_retry(self, policy: RetryPolicy) -> None:
@@ -176,11 +200,11 @@ class AbstractEmbeddingGenerator:
         return self.model_id or self.model
 
     # -- the contract: what a backend implements -----------------------------------------
-    def _embed_batch(self, texts: list[str]) -> RawBatch:
-        """Embed a list of valid, non-empty texts; return one vector per text, in order."""
-        if type(self).generate_batch is not AbstractEmbeddingGenerator.generate_batch:
-            return self.generate_batch(texts)  # a documentation-style subclass
-        return [self.generate(t) for t in texts]
+    def _embed_batch(self, texts: list[str], *, input_type: InputType | None = None) -> RawBatch:
+        """Embed a list of valid, non-empty texts; return one vector per text, in order (a matrix,
+        lists, or a :class:`BackendResult` with token counts). ``input_type`` is passed only to
+        classes that declare ``takes_input_type``."""
+        raise NotImplementedError  # every concrete class has its own, or doc_style's adapter
 
     async def _aembed_batch(self, texts: list[str], *, input_type: InputType | None = None) -> RawBatch:
         """Async twin of ``_embed_batch``; by default runs it in a worker thread (``input_type`` included)."""
@@ -197,34 +221,22 @@ class AbstractEmbeddingGenerator:
     ) -> Embeddings:
         """Embed ``texts`` and return :class:`Embeddings` (float32 matrix plus token usage).
 
-        The one place every call goes through: the hooks and statistics, the cache (only
-        misses reach the backend), then chunks through the micro-batcher and the retry loop
-        to the backend, and the contract checks.
+        The one place every call goes through (:meth:`_embed_flow`, shared with :meth:`aembed`).
         """
-        items = check_texts(texts)
-        input_type = check_input_type(input_type)
-        if not items:
-            return self._empty()
-        record = call_started(self.stats, self.name or self.provider, self.provider, self.model_identity, len(items))
-        try:
-            if self.cache is None:
-                result = self._compute(items, normalize, input_type)
-            else:
-                result = embed_cached(
-                    self.cache, self.cache_namespace(normalize, input_type), items, self.output_dims,
-                    lambda misses: self._compute(misses, normalize, input_type), who=self._who(), name=self.name,
-                )
-                self._observed_dims = result.vectors.shape[1]
-        except BaseException as exc:
-            call_finished(self.stats, record, None, exc)
-            raise
-        call_finished(self.stats, record, result, None)
-        return result
+        return run(self._embed_flow(texts, normalize, input_type))
 
     async def aembed(
         self, texts: Sequence[str], *, normalize: bool | None = None, input_type: InputType | None = None
     ) -> Embeddings:
         """Async twin of :meth:`embed`."""
+        return await arun(self._embed_flow(texts, normalize, input_type))
+
+    def _embed_flow(
+        self, texts: Sequence[str], normalize: bool | None, input_type: InputType | None
+    ) -> Flow[Embeddings]:
+        """A call, written once for both APIs (:mod:`.flow`): the hooks and statistics, the cache
+        (only misses reach the backend), then chunks through the micro-batcher and the retry loop
+        to the backend, and the contract checks."""
         items = check_texts(texts)
         input_type = check_input_type(input_type)
         if not items:
@@ -232,11 +244,11 @@ class AbstractEmbeddingGenerator:
         record = call_started(self.stats, self.name or self.provider, self.provider, self.model_identity, len(items))
         try:
             if self.cache is None:
-                result = await self._acompute(items, normalize, input_type)
+                result = yield from self._compute(items, normalize, input_type)
             else:
-                result = await aembed_cached(
+                result = yield from cached(
                     self.cache, self.cache_namespace(normalize, input_type), items, self.output_dims,
-                    lambda misses: self._acompute(misses, normalize, input_type), who=self._who(), name=self.name,
+                    lambda misses: self._compute(misses, normalize, input_type), who=self._who(), name=self.name,
                 )
                 self._observed_dims = result.vectors.shape[1]
         except BaseException as exc:
@@ -285,16 +297,7 @@ class AbstractEmbeddingGenerator:
         """What ``input_type`` changes in this generator's vectors (part of the cache key): None
         when nothing. A backend whose ``_embed_batch`` takes ``input_type`` returns the type; ``hf:``
         returns the prompt it resolves to."""
-        return input_type if input_type is not None and self._takes_input_type() else None
-
-    @classmethod
-    def _takes_input_type(cls) -> bool:
-        """Whether ``_embed_batch`` accepts ``input_type`` (custom generators written before it need not)."""
-        taken = cls.__dict__.get("_input_type_taken")
-        if taken is None:
-            taken = "input_type" in inspect.signature(cls._embed_batch).parameters
-            cls._input_type_taken = taken
-        return bool(taken)
+        return input_type if type(self).takes_input_type else None
 
     def count_tokens(self, texts: Sequence[str]) -> int | None:
         """Tokens the model would see for ``texts``, or None when the backend cannot tell."""
@@ -405,14 +408,11 @@ class AbstractEmbeddingGenerator:
         return f"{self.provider} generator {label!r}"
 
     # -- the call path: chunks -> micro-batcher -> retry -> backend -> contract ----------
-    def _compute(self, items: list[str], normalize: bool | None, input_type: InputType | None = None) -> Embeddings:
-        parts = [self._accept(self._run_chunk(chunk, input_type), len(chunk)) for chunk in self._chunks(items)]
-        return self._finish(parts, normalize)
-
-    async def _acompute(
-        self, items: list[str], normalize: bool | None, input_type: InputType | None = None
-    ) -> Embeddings:
-        parts = [self._accept(await self._arun_chunk(chunk, input_type), len(chunk)) for chunk in self._chunks(items)]
+    def _compute(self, items: list[str], normalize: bool | None, input_type: InputType | None = None) -> Flow[Embeddings]:
+        parts = []
+        for chunk in self._chunks(items):
+            raw = yield Step(partial(self._run_chunk, chunk, input_type), partial(self._arun_chunk, chunk, input_type))
+            parts.append(self._accept(raw, len(chunk)))
         return self._finish(parts, normalize)
 
     def _chunks(self, items: list[str]) -> Iterator[list[str]]:
@@ -421,21 +421,21 @@ class AbstractEmbeddingGenerator:
             yield items[start : start + size]
 
     def _run_chunk(self, chunk: list[str], input_type: InputType | None = None) -> RawBatch:
-        kind = input_type if self._takes_input_type() else None
+        kind = input_type if type(self).takes_input_type else None
         batcher = self._batching.for_chunk(self.micro_batching, chunk, self.name or self.provider, kind)
         return batcher.submit(chunk).result() if batcher else self._call_backend(chunk, kind)
 
     async def _arun_chunk(self, chunk: list[str], input_type: InputType | None = None) -> RawBatch:
-        kind = input_type if self._takes_input_type() else None
+        kind = input_type if type(self).takes_input_type else None
         batcher = self._batching.for_chunk(self.micro_batching, chunk, self.name or self.provider, kind)
         if batcher:  # cancelled while queued: the texts leave the batch; while running: see on_behalf_of
             return await cancellable(lambda: asyncio.wrap_future(batcher.submit(chunk)))
         return await self._acall_backend(chunk, kind)
 
     def _backend(self, texts: list[str], input_type: InputType | None) -> RawBatch:
-        if input_type is None:  # also every generator whose _embed_batch does not take it
+        if input_type is None:  # also every generator that does not take it (kind is None then)
             return self._embed_batch(texts)
-        return self._embed_batch(texts, input_type=input_type)  # type: ignore[call-arg]
+        return self._embed_batch(texts, input_type=input_type)
 
     async def _abackend(self, texts: list[str], input_type: InputType | None) -> RawBatch:
         if input_type is None:

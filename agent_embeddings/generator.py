@@ -4,8 +4,9 @@
 
 The base class lives in :mod:`agent_embeddings.base`, the result types in
 :mod:`agent_embeddings.results`; nothing inside the package imports this module. The backend
-classes (``OpenAIEmbeddingGenerator``, ``HuggingFaceEmbeddingGenerator``, ``AIOSEmbeddings``)
-resolve on first access, through the package's own lazy exports.
+classes (``OpenAIEmbeddingGenerator``, ``HuggingFaceEmbeddingGenerator``, ``AIOSEmbeddingGenerator``
+and its documented name ``AIOSEmbeddings``) resolve on first access, through the package's own
+lazy exports; their list is :data:`agent_embeddings.backends.BUILTIN_BACKENDS`.
 """
 
 from __future__ import annotations
@@ -14,24 +15,23 @@ from typing import Any
 
 import agent_embeddings
 
+from .backends import PUBLIC_CLASSES
 from .base import AbstractEmbeddingGenerator
 from .factory import build_embeddings_from_model_item
 from .manager import EmbeddingGeneratorManager
 from .results import BackendResult, Embeddings, Usage
 
 __all__ = [
-    "AIOSEmbeddings",
+    *PUBLIC_CLASSES,
     "AbstractEmbeddingGenerator",
     "BackendResult",
     "EmbeddingGeneratorManager",
     "Embeddings",
-    "HuggingFaceEmbeddingGenerator",
-    "OpenAIEmbeddingGenerator",
     "Usage",
     "build_embeddings_from_model_item",
 ]
 
-_BACKEND_CLASSES = ("AIOSEmbeddings", "HuggingFaceEmbeddingGenerator", "OpenAIEmbeddingGenerator")
+_BACKEND_CLASSES = tuple(PUBLIC_CLASSES)
 
 
 def __getattr__(name: str) -> Any:

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import pluggy
 
 from . import hookspecs
+from .backends import BUILTIN_BACKENDS
 from .errors import PluginError, UnknownBackendError
 from .hookspecs import BackendFactory
 from .version import DISTRIBUTION, __version__
@@ -26,10 +27,8 @@ ENTRY_POINT_GROUP = "agent_embeddings"
 # before entry points so that, for firstresult hooks (called last-registered first), an
 # installed plugin can override a built-in answer.
 DEFAULT_PLUGINS: tuple[str, ...] = (
-    "agent_embeddings.backends.huggingface",
-    "agent_embeddings.backends.packaged_models",
-    "agent_embeddings.backends.openai",
-    "agent_embeddings.backends.aios",
+    *(b.module for b in BUILTIN_BACKENDS),
+    "agent_embeddings.backends.packaged_models",  # resolve_local_model: the weights shipped as a package
 )
 
 pm = pluggy.PluginManager("agent_embeddings")

@@ -1,13 +1,18 @@
-"""The ``openai:`` backend against a fault-injecting OpenAI-compatible server (a real HTTP server on loopback).
+"""The ``openai:`` backend against a fault-injecting OpenAI-compatible endpoint.
 
-The server embeds text ``"t<i>"`` as ``[i, 1, 0]`` so that order is checkable; a script of faults
-decides what each request gets.
+The endpoint embeds text ``"t<i>"`` as ``[i, 1, 0]`` so that order is checkable; a script of faults
+decides what each request gets. Most faults (statuses, Retry-After, stalls, dropped connections,
+malformed answers) are answered in process by an ``httpx.MockTransport`` injected through
+``http_transport``: no socket, no server thread, sync and async alike. A real HTTP server on
+loopback stays where the wire is the point: a good answer and its headers, a refused connection,
+and a server trickling bytes past the deadline.
 """
 
 from __future__ import annotations
 
 import asyncio
 import base64
+import importlib
 import json
 import socket
 import threading
@@ -16,6 +21,7 @@ from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import numpy as np
+import openai
 import pytest
 
 from agent_embeddings import (
@@ -32,6 +38,8 @@ from agent_embeddings.backends.openai import OpenAIEmbeddingGenerator
 from agent_embeddings.retry import RetryPolicy
 
 Reply = tuple[int, dict[str, str], bytes]
+# The httpx the official client is built on (httpx, or httpx2 for openai 3): transports are its own.
+HTTPX = importlib.import_module(openai.DefaultHttpxClient.__mro__[1].__module__.split(".")[0])
 
 
 def vectors_for(texts: list[str]) -> np.ndarray:
@@ -105,33 +113,80 @@ class FaultServer:
         self.httpd.server_close()
 
 
+class MockEndpoint:
+    """:class:`FaultServer`'s script, answered in process by ``httpx.MockTransport``. A fault may
+    also return an exception to raise (``HTTPX.ReadTimeout``: a stall; ``RemoteProtocolError``: a drop)."""
+
+    url = "http://127.0.0.1:9/v1"  # never dialled; loopback, so no key is required
+
+    def __init__(self) -> None:
+        self.script: list[Callable[[dict], Reply | Exception | None]] = []
+        self.requests: list[dict] = []
+        self.times: list[float] = []
+        self.auth: list[str | None] = []
+        self.transport = HTTPX.MockTransport(self._answer)
+
+    def _answer(self, request: object) -> object:
+        body = json.loads(request.content)  # type: ignore[attr-defined]
+        self.requests.append(body)
+        self.times.append(time.monotonic())
+        self.auth.append(request.headers.get("authorization"))  # type: ignore[attr-defined]
+        fault = self.script.pop(0) if self.script else None
+        reply = fault(body) if fault else None
+        if isinstance(reply, Exception):
+            raise reply
+        status, headers, payload = reply or (200, {"content-type": "application/json"}, ok_body(body))
+        return HTTPX.Response(status, headers=headers, content=payload)
+
+    def generator(self, **kwargs: object) -> OpenAIEmbeddingGenerator:
+        options: dict = {"model": "stub-embed", "base_url": self.url, "normalize": False, "max_retries": 2,
+                         "timeout": 5.0, "http_transport": self.transport, **kwargs}
+        return OpenAIEmbeddingGenerator(**options)
+
+
 @pytest.fixture
-def stub() -> Iterator[FaultServer]:
+def real() -> Iterator[FaultServer]:
     server = FaultServer()
     yield server
     server.close()
 
 
+@pytest.fixture
+def stub() -> MockEndpoint:
+    return MockEndpoint()
+
+
+def embed(gen: OpenAIEmbeddingGenerator, texts: list[str], path: str) -> np.ndarray:
+    """``gen.encode(texts)`` on the sync or the async path."""
+    return gen.encode(texts) if path == "sync" else asyncio.run(gen.aencode(texts))
+
+
+PATHS = pytest.mark.parametrize("path", ["sync", "async"])
+
+
 TEXTS = [f"t{i}" for i in range(5)]
 
 
-def test_openai_good_answer_base64_decoded_with_numpy(stub):
-    result = stub.generator().embed(TEXTS)
+def test_openai_good_answer_base64_decoded_with_numpy(real):
+    result = real.generator().embed(TEXTS)  # over a real socket: what the wire carries
     assert np.array_equal(result.vectors, vectors_for(TEXTS)) and result.prompt_tokens == 10
-    assert stub.requests[0]["encoding_format"] == "base64" and "dimensions" not in stub.requests[0]
-    assert stub.auth == [None]  # a keyless loopback endpoint gets no Authorization header
+    assert real.requests[0]["encoding_format"] == "base64" and "dimensions" not in real.requests[0]
+    assert real.auth == [None]  # a keyless loopback endpoint gets no Authorization header
 
 
-def test_openai_429_retry_after_is_honoured(stub):
-    stub.script = [lambda b: error(429, "slow down", {"retry-after": "1"})]
-    assert np.array_equal(stub.generator().encode(TEXTS), vectors_for(TEXTS))
-    assert len(stub.requests) == 2 and stub.times[1] - stub.times[0] >= 0.95  # the default backoff is <= 0.5s
+@PATHS
+def test_openai_429_retry_after_is_honoured(stub, path):
+    stub.script = [lambda b: error(429, "slow down", {"retry-after": "0.4"})]
+    assert np.array_equal(embed(stub.generator(), TEXTS, path), vectors_for(TEXTS))
+    # the default first backoff is at most 0.1 s: the wait is the server's
+    assert len(stub.requests) == 2 and stub.times[1] - stub.times[0] >= 0.38
 
 
-def test_openai_429_forever_is_a_rate_limit_error(stub):
+@PATHS
+def test_openai_429_forever_is_a_rate_limit_error(stub, path):
     stub.script = [lambda b: error(429, "quota", {"retry-after-ms": "10"})] * 3
     with pytest.raises(RateLimitError, match=r"openai generator 'stub-embed' at http://127\.0\.0\.1:\d+/v1: HTTP 429: quota"):
-        stub.generator().embed(TEXTS)
+        embed(stub.generator(), TEXTS, path)
     assert len(stub.requests) == 3  # one try + max_retries=2
 
 
@@ -147,18 +202,25 @@ def test_openai_503_forever_is_unavailable(stub):
         stub.generator(max_retries=1).embed(TEXTS)
 
 
-def test_openai_stall_past_the_timeout(stub):
-    def stall(body: dict) -> Reply:
-        time.sleep(1.5)
-        return None  # type: ignore[return-value]
-
-    stub.script = [stall, stall]
-    started = time.monotonic()
+@PATHS
+def test_openai_stall_past_the_timeout(stub, path):
+    # The transport times out as httpx does when a read outlasts the timeout; that a real stalled
+    # socket ends within the timeout (and the deadline) is test_finding_11's, against a real server.
+    stub.script = [lambda b: HTTPX.ReadTimeout("stalled")] * 2
     with pytest.raises(BackendTimeoutError, match="no answer within 0.3s"):
-        stub.generator(timeout=0.3, max_retries=1).embed(TEXTS)
-    # The 0.3 s timeout is the behaviour: two tries of at most 0.3 s and a short back-off; 2.0 s leaves
-    # slack for a busy box and is still less than waiting out the two 1.5 s stalls (3 s).
-    assert time.monotonic() - started < 2.0 and len(stub.requests) == 2  # retried once, did not wait it out
+        embed(stub.generator(timeout=0.3, max_retries=1), TEXTS, path)
+    assert len(stub.requests) == 2  # retried once
+
+
+@PATHS
+def test_openai_dropped_connection_is_retried_then_unavailable(stub, path):
+    drop = lambda b: HTTPX.RemoteProtocolError("Server disconnected without sending a response.")  # noqa: E731
+    stub.script = [drop]
+    assert np.array_equal(embed(stub.generator(), TEXTS, path), vectors_for(TEXTS))  # retried
+    stub.script = [drop] * 3
+    with pytest.raises(BackendUnavailableError, match="cannot connect.*disconnected"):
+        embed(stub.generator(), TEXTS, path)
+    assert len(stub.requests) == 1 + 1 + 3
 
 
 def test_openai_malformed_json_is_a_clear_error(stub):
@@ -199,13 +261,13 @@ def test_openai_status_errors_are_translated(stub):
         assert caught.value.__cause__ is not None  # the client's exception stays chained
 
 
-def test_openai_connection_refused_is_unavailable(stub):
-    url = stub.url
-    stub.close()
+def test_openai_connection_refused_is_unavailable(real):
+    url = real.url
+    real.close()
     gen = OpenAIEmbeddingGenerator(model="m", base_url=url, max_retries=0, timeout=2.0)
     with pytest.raises(BackendUnavailableError, match="cannot connect"):
         gen.embed(["x"])
-    stub.httpd = type("Closed", (), {"shutdown": lambda self: None, "server_close": lambda self: None})()
+    real.httpd = type("Closed", (), {"shutdown": lambda self: None, "server_close": lambda self: None})()
 
 
 def test_openai_5000_inputs_split_at_2048_per_request_in_order(stub):

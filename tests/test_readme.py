@@ -154,4 +154,4 @@ def test_example_doc_manager_runs_unchanged(servers: dict[str, str]):
 def test_example_doc_factory_runs_unchanged(servers: dict[str, str]):
     result = run_python([str(ROOT / "examples" / "doc_factory.py")], servers)
     assert result.returncode == 0, result.stderr[-3000:]
-    assert result.stdout.startswith("hf-minilm: 2 vectors of 384 dims; aios: AIOSEmbeddings(")
+    assert result.stdout.startswith("hf-minilm: 2 vectors of 384 dims; aios: AIOSEmbeddingGenerator(")

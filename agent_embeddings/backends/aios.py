@@ -1,6 +1,6 @@
 """``aios:`` — a remote embedding block served over gRPC (the AIOS protocol).
 
->>> gen = AIOSEmbeddings(grpc_url="dns:///embeddings.example.com:9000", dims=768, timeout_s=15,
+>>> gen = AIOSEmbeddingGenerator(grpc_url="dns:///embeddings.example.com:9000", dims=768, timeout_s=15,
 ...                      normalize=True)                                           # doctest: +SKIP
 >>> gen.generate("What is AI?")                                                    # doctest: +SKIP
 
@@ -16,29 +16,27 @@ import asyncio
 import threading
 import uuid
 from collections import deque
-from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from pydantic import Field, PositiveFloat, PositiveInt, SecretStr
+from pydantic import Field, PositiveFloat, PositiveInt
 
 from .._deps import require
 from ..base import AbstractEmbeddingGenerator
 from ..errors import BackendError, ConfigurationError, DimensionMismatchError, InvalidInputError, RemoteNotFoundError
+from ..flow import Flow, Step, arun, run
 from ..hookspecs import hookimpl
-from ..redaction import remember_secret
 from ..results import BackendResult
 from ..retry import RetryPolicy
-from ..secrets import SecretRef, check_key, resolve_secret_ref
 from ..space import SpaceIdentity, remote_space
-from ..specs import GeneratorParams, ModelItem
 from ..vectors import InputType
+from .remote import PerLoop, RemoteParams, resolve_api_key
 
 if TYPE_CHECKING:
     from ..protocol.convert import ServedModel, ServerInfo
 
-__all__ = ["AIOSEmbeddings", "AIOSParams"]
+__all__ = ["AIOSEmbeddingGenerator", "AIOSEmbeddings", "AIOSParams"]
 
 # The server's message limit when it announces none (gRPC's default).
 _DEFAULT_MESSAGE_BYTES = 4 * 1024 * 1024
@@ -46,7 +44,7 @@ _DEFAULT_MESSAGE_BYTES = 4 * 1024 * 1024
 _UNKNOWN_WIDTH = 4096
 
 
-class AIOSParams(GeneratorParams):
+class AIOSParams(RemoteParams):
     """``llm_parameters`` of ``aios:`` items."""
 
     grpc_url: str = Field(
@@ -55,9 +53,6 @@ class AIOSParams(GeneratorParams):
     timeout_s: PositiveFloat = Field(default=30.0, description="Deadline of each gRPC call, in seconds.")
     batch_size: PositiveInt = Field(
         default=64, description="Most texts per request (the server's own limit applies too)."
-    )
-    api_key_ref: SecretRef | None = Field(
-        default=None, description="Bearer token sent as call metadata: 'env:NAME' or 'file:PATH'."
     )
     plaintext: bool | None = Field(
         default=None,
@@ -74,7 +69,7 @@ class AIOSParams(GeneratorParams):
     )
 
 
-class AIOSEmbeddings(AbstractEmbeddingGenerator):
+class AIOSEmbeddingGenerator(AbstractEmbeddingGenerator):
     """Embeddings from an AIOS block reached over gRPC.
 
     ``model`` names the served block (``aios:embeddings-prod`` asks for ``embeddings-prod``);
@@ -85,6 +80,7 @@ class AIOSEmbeddings(AbstractEmbeddingGenerator):
 
     provider = "aios"
     Params = AIOSParams
+    takes_input_type = True  # a field of the request
     native_retries = True  # gRPC's retry policy, set on the channel (protocol/target.py)
     #: the spec's ``retry``, mapped onto gRPC's retry policy (None: gRPC's default retries)
     _retry_policy: RetryPolicy | None = None
@@ -92,23 +88,17 @@ class AIOSEmbeddings(AbstractEmbeddingGenerator):
     params: AIOSParams
 
     def __init__(
-        self,
-        params: AIOSParams | None = None,
-        *,
-        model: str | None = None,
-        name: str | None = None,
-        api_key: str | SecretStr | None = None,
-        selection_query: Mapping[str, Any] | None = None,
-        **options: Any,
+        self, params: AIOSParams | None = None, *, model: str | None = None, name: str | None = None, **options: Any
     ) -> None:
-        """``AIOSEmbeddings(grpc_url="dns:///host:9000", dims=768, timeout_s=15)``: keyword options are
+        """``AIOSEmbeddingGenerator(grpc_url="dns:///host:9000", dims=768, timeout_s=15)``: keyword options are
         :class:`AIOSParams` fields, validated once (or pass ``params`` whole). ``api_key`` (a literal
         bearer token) and ``selection_query`` are for code; specs use ``api_key_ref`` and the item's
         ``llm_selection_query``."""
         from ..protocol.target import parse_target  # no grpc import
 
+        selection_query = options.pop("selection_query", None)
         params = self.options(params, options, who=f"aios generator {name or model or options.get('grpc_url')!r}")
-        super().__init__(params=params, model=model, name=name)
+        super().__init__(params, model=model, name=name)
         self.target = parse_target(params.grpc_url)
         self.grpc_url = self.target.target
         tls_files = (params.tls_ca_file, params.tls_client_cert_file, params.tls_client_key_file)
@@ -120,16 +110,13 @@ class AIOSEmbeddings(AbstractEmbeddingGenerator):
         local = self.target.is_local and not any(tls_files)
         self.plaintext = params.plaintext if params.plaintext is not None else local
         self.selection_query = dict(selection_query or {})
-        self._api_key = SecretStr(api_key) if isinstance(api_key, str) else api_key
-        if self._api_key is not None:
-            check_key(self._api_key.get_secret_value(), who=self._who(), source="api_key")
-            remember_secret(self._api_key.get_secret_value())
-        elif params.api_key_ref:  # resolved and checked now, when the spec loads, not on the first call
-            self._api_key = resolve_secret_ref(params.api_key_ref, who=f"{self._who()}: llm_parameters.api_key_ref")
+        # Resolved and checked now, when the spec loads, not on the first call; optional unless asked.
+        self._api_key = resolve_api_key(params, who=self._who(), endpoint=self.grpc_url, required_default=False)
         self._lock = threading.Lock()
         self._channel: Any = None
         self._stub: Any = None
-        self._aio: dict[asyncio.AbstractEventLoop, tuple[Any, Any]] = {}
+        # A grpc.aio channel belongs to the event loop it was made in.
+        self._aio: PerLoop[tuple[Any, Any]] = PerLoop(lambda: self._new_channel(aio=True))
         self._info: ServerInfo | None = None
         self._served: ServedModel | None = None
 
@@ -143,10 +130,6 @@ class AIOSEmbeddings(AbstractEmbeddingGenerator):
         """The deadline of each call: ``timeout_s``, or the retry policy's deadline when shorter."""
         policy = self._retry_policy
         return self.params.timeout_s if policy is None else min(self.params.timeout_s, policy.deadline_s)
-
-    @classmethod
-    def from_params(cls, item: ModelItem, params: Any) -> AIOSEmbeddings:
-        return cls(params, model=item.model, selection_query=item.llm_selection_query)
 
     # -- channels --------------------------------------------------------------------------
     def _grpc(self) -> Any:
@@ -198,25 +181,16 @@ class AIOSEmbeddings(AbstractEmbeddingGenerator):
             return self._stub
 
     def _async_stub(self) -> Any:
-        # A grpc.aio channel belongs to the event loop it was made in.
-        loop = asyncio.get_running_loop()
-        with self._lock:
-            pair = self._aio.get(loop)
-            if pair is None:
-                for old in [lp for lp in self._aio if lp.is_closed()]:
-                    del self._aio[old]
-                pair = self._aio[loop] = self._new_channel(aio=True)
-            return pair[1]
+        return self._aio.get()[1]
 
     def close(self) -> None:
         """Close the sync channel and every async channel whose loop can still run it."""
         super().close()
         with self._lock:
             channel, self._channel, self._stub = self._channel, None, None
-            aio, self._aio = self._aio, {}
         if channel is not None:
             channel.close()
-        for loop, (ch, _stub) in aio.items():
+        for loop, (ch, _stub) in self._aio.drain():
             if loop.is_closed():
                 continue
             try:
@@ -232,14 +206,12 @@ class AIOSEmbeddings(AbstractEmbeddingGenerator):
 
     async def aclose(self) -> None:
         """Async twin of :meth:`close`."""
-        loop = asyncio.get_running_loop()
-        with self._lock:
-            pair = self._aio.pop(loop, None)
+        pair = self._aio.pop_current()
         if pair is not None:
             await pair[0].close()
         self.close()
 
-    async def __aenter__(self) -> AIOSEmbeddings:
+    async def __aenter__(self) -> AIOSEmbeddingGenerator:
         return self
 
     async def __aexit__(self, *exc: object) -> None:
@@ -283,27 +255,31 @@ class AIOSEmbeddings(AbstractEmbeddingGenerator):
         return f"{self.grpc_url} serves {served.name!r} ({served.dims or '?'} dims)"
 
     def _server_info(self) -> ServerInfo:
-        if self._info is None:
-            from ..protocol.convert import info_from_response, pb
-
-            stub = self._sync_stub()
-            response = self._rpc(lambda: stub.Info(pb.InfoRequest(), **self._call_kwargs()))
-            self._set_info(info_from_response(response))
-        assert self._info is not None
-        return self._info
+        return run(self._info_flow())
 
     async def _aserver_info(self) -> ServerInfo:
+        return await arun(self._info_flow())
+
+    def _info_flow(self) -> Flow[ServerInfo]:
+        """Ask the server once for its models and limits (sync and async alike, :mod:`..flow`)."""
         if self._info is None:
             from ..protocol.convert import info_from_response, pb
 
-            stub = self._async_stub()
-            try:
-                response = await stub.Info(pb.InfoRequest(), **self._call_kwargs())
-            except self._grpc().RpcError as exc:
-                raise self._error(exc) from exc
+            kwargs = self._call_kwargs()
+            response = yield from self._rpc_flow(Step(
+                lambda: self._sync_stub().Info(pb.InfoRequest(), **kwargs),
+                lambda: self._async_stub().Info(pb.InfoRequest(), **kwargs),
+            ))
             self._set_info(info_from_response(response))
         assert self._info is not None
         return self._info
+
+    def _rpc_flow(self, step: Step[Any]) -> Flow[Any]:
+        """One RPC; its failure as the SDK's error (the one place gRPC errors are translated)."""
+        try:
+            return (yield step)
+        except self._grpc().RpcError as exc:
+            raise self._error(exc) from exc
 
     def _set_info(self, info: ServerInfo) -> None:
         served = self._pick_model(info)
@@ -363,10 +339,7 @@ class AIOSEmbeddings(AbstractEmbeddingGenerator):
         return error_from_rpc(exc, who=self._who(), target=self.grpc_url, timeout_s=self.timeout_s)
 
     def _rpc(self, call: Any) -> Any:
-        try:
-            return call()
-        except self._grpc().RpcError as exc:
-            raise self._error(exc) from exc
+        return run(self._rpc_flow(Step(call, _no_async)))
 
     def _chunk_size(self) -> int:
         # The whole input goes to _embed_batch, which splits it by the server's limits and
@@ -459,14 +432,10 @@ class AIOSEmbeddings(AbstractEmbeddingGenerator):
         batches = self._split(texts)
         kwargs = self._call_kwargs()
         gate = asyncio.Semaphore(self.params.max_concurrent_requests)
-        grpc = self._grpc()
 
         async def one(batch: list[str]) -> Any:
             async with gate:
-                try:
-                    return await stub.Embed(self._request(batch, input_type), **kwargs)
-                except grpc.RpcError as exc:
-                    raise self._error(exc) from exc
+                return await arun(self._rpc_flow(Step(_no_async, lambda: stub.Embed(self._request(batch, input_type), **kwargs))))
 
         if len(batches) == 1:
             return self._assemble([await one(batches[0])], batches)
@@ -479,6 +448,14 @@ class AIOSEmbeddings(AbstractEmbeddingGenerator):
         return self._assemble(list(responses), batches)
 
 
+def _no_async() -> Any:
+    raise AssertionError("a step run on one path only")  # pragma: no cover
+
+
+#: the client documentation's name of the class: code copied from it keeps working
+AIOSEmbeddings = AIOSEmbeddingGenerator
+
+
 @hookimpl
 def register_embedding_backends(register: Any) -> None:
-    register("aios", AIOSEmbeddings.from_model_item)
+    register("aios", AIOSEmbeddingGenerator.from_model_item)

@@ -28,7 +28,7 @@ from ..errors import ConfigurationError, ModelNotFoundError
 from ..hookspecs import hookimpl
 from ..results import BackendResult
 from ..space import SpaceIdentity
-from ..specs import GeneratorParams, ModelItem
+from ..specs import GeneratorParams
 from ..vectors import InputType
 from .local_models import _DEVICE_RE, DEVICES, resolve_device, resolve_model_path
 from .onnx_runtime import cache_root, load_onnx_encoder
@@ -173,24 +173,30 @@ class HuggingFaceEmbeddingGenerator(AbstractEmbeddingGenerator):
 
     provider = "hf"
     Params = HuggingFaceParams
+    takes_input_type = True  # query/document prompts
     micro_batching_default = True
 
     params: HuggingFaceParams
 
     def __init__(
-        self, model_name: str, params: HuggingFaceParams | None = None, *, name: str | None = None, **options: Any
+        self, params: HuggingFaceParams | None = None, *, model: str | None = None, name: str | None = None,
+        model_name: str | None = None, **options: Any,
     ) -> None:
         """``HuggingFaceEmbeddingGenerator(model_name=..., device="cpu", batch_size=64)``: keyword options
-        are :class:`HuggingFaceParams` fields, validated once (or pass ``params`` whole)."""
-        params = self.options(params, options, who=f"hf generator {name or model_name!r}")
-        super().__init__(params=params, model=model_name, name=name)
-        self.model_name = model_name
+        are :class:`HuggingFaceParams` fields, validated once (or pass ``params`` whole); ``model_name``
+        (the client documentation's word) and ``model`` are the same thing."""
+        if isinstance(params, str):  # HuggingFaceEmbeddingGenerator("org/model", ...), as before
+            params, model_name = None, params
+        if model and model_name and model != model_name:
+            raise ConfigurationError(f"hf generator {name or model!r}: model and model_name differ; give one")
+        model = model or model_name
+        if not model:
+            raise ConfigurationError("hf generator: give the model, e.g. model_name='sentence-transformers/all-MiniLM-L6-v2'")
+        params = self.options(params, options, who=f"hf generator {name or model!r}")
+        super().__init__(params, model=model, name=name)
+        self.model_name = model
         self._loaded: _LoadedModel | None = None
         self._load_lock = threading.Lock()
-
-    @classmethod
-    def from_params(cls, item: ModelItem, params: Any) -> HuggingFaceEmbeddingGenerator:
-        return cls(item.model, params)
 
     # -- loading ---------------------------------------------------------------------------
     def warm_up(self) -> None:

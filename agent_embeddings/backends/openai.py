@@ -28,14 +28,12 @@ import json
 import logging
 import os
 import threading
-import warnings
-import weakref
 from collections.abc import Sequence
+from functools import partial
 from typing import Any, Literal
-from urllib.parse import parse_qsl, urlsplit, urlunsplit
 
 import numpy as np
-from pydantic import AliasChoices, Field, PositiveFloat, PositiveInt, SecretStr, model_validator
+from pydantic import AliasChoices, Field, PositiveFloat, PositiveInt
 
 from .._deps import require
 from ..base import AbstractEmbeddingGenerator
@@ -44,19 +42,19 @@ from ..errors import (
     ConfigurationError,
     InvalidInputError,
 )
+from ..flow import Flow, Step, arun, run
 from ..hookspecs import hookimpl
-from ..net import is_loopback_url
-from ..redaction import display_url, redact, remember_secret, remember_url
+from ..redaction import redact
 from ..results import BackendResult
 from ..retry import RetryPolicy, remaining
-from ..secrets import KeyField, SecretHeaders, SecretRef, check_key, resolve_secret_ref
+from ..secrets import SecretHeaders
 from ..space import SpaceIdentity, identity_from, remote_space
-from ..specs import GeneratorParams, ModelItem
 from ..vectors import InputType
 from .http_deadline import deadline_http_client, request_deadline
 from .openai_errors import safe_cause, translate_error
 from .openai_response import decode_embeddings
 from .openai_tokens import MAX_TOKENS_PER_INPUT, Tokenizer, make_tokenizer
+from .remote import Endpoint, PerLoop, RemoteParams, resolve_api_key
 
 __all__ = ["OpenAIEmbeddingGenerator", "OpenAIParams"]
 
@@ -71,7 +69,7 @@ _UNASKED = object()
 TokenizerChoice = Literal["auto", "tiktoken", "estimate"]
 
 
-class OpenAIParams(GeneratorParams):
+class OpenAIParams(RemoteParams):
     """``llm_parameters`` of ``openai:`` items."""
 
     model: str | None = Field(default=None, description="Model name sent to the API (default: the block id's model).")
@@ -80,14 +78,12 @@ class OpenAIParams(GeneratorParams):
         validation_alias=AliasChoices("base_url", "api_base"),
         description="Endpoint, e.g. http://vllm:8000/v1 (also accepted as 'api_base'; default: OpenAI).",
     )
-    api_key_ref: SecretRef | None = Field(default=None, description="Where the key is: 'env:NAME' or 'file:PATH'.")
-    api_key: KeyField | None = Field(default=None, description="Literal key (works, but warns: prefer api_key_ref).")
-    api_key_required: bool | None = Field(
-        default=None, description="Fail at build time without a key (default: yes, unless base_url is on loopback)."
-    )
     organization: str | None = Field(default=None, description="OpenAI organization id.")
     project: str | None = Field(default=None, description="OpenAI project id.")
-    timeout: PositiveFloat = Field(default=60.0, description="Seconds per HTTP request attempt.")
+    timeout_s: PositiveFloat = Field(
+        default=60.0, validation_alias=AliasChoices("timeout_s", "timeout"),
+        description="Seconds per HTTP request attempt (also accepted as 'timeout').",
+    )
     max_retries: int = Field(default=2, ge=0, description="Retries on 408/409/429/5xx and connection errors.")
     batch_size: PositiveInt = Field(default=MAX_INPUTS_PER_REQUEST, description="Texts per request (at most max_inputs_per_request).")
     max_inputs_per_request: PositiveInt = Field(default=MAX_INPUTS_PER_REQUEST, description="Endpoint's limit of inputs per request.")
@@ -119,12 +115,6 @@ class OpenAIParams(GeneratorParams):
         'take one (e.g. "input_type"); by default it is not sent: OpenAI\'s API has no such field.',
     )
 
-    @model_validator(mode="after")
-    def _one_key_source(self) -> OpenAIParams:
-        if self.api_key is not None and self.api_key_ref is not None:
-            raise ValueError("give api_key_ref or api_key, not both")
-        return self
-
 
 class OpenAIEmbeddingGenerator(AbstractEmbeddingGenerator):
     """Embeddings from OpenAI or any OpenAI-compatible endpoint.
@@ -136,13 +126,17 @@ class OpenAIEmbeddingGenerator(AbstractEmbeddingGenerator):
 
     provider = "openai"
     Params = OpenAIParams
+    takes_input_type = True  # sent as input_type_field, when set
 
     params: OpenAIParams
 
-    def __init__(self, params: OpenAIParams | None = None, *, name: str | None = None, **options: Any) -> None:
+    def __init__(
+        self, params: OpenAIParams | None = None, *, model: str | None = None, name: str | None = None, **options: Any
+    ) -> None:
         """``OpenAIEmbeddingGenerator(model="text-embedding-3-small", api_key_ref="env:KEY")``: keyword
-        options are :class:`OpenAIParams` fields, validated once (or pass ``params`` whole)."""
-        who = f"openai generator {name or options.get('model') or DEFAULT_MODEL!r}"
+        options are :class:`OpenAIParams` fields, validated once (or pass ``params`` whole);
+        ``model`` is the block id's model, used when the parameters name none."""
+        who = f"openai generator {name or options.get('model') or model or DEFAULT_MODEL!r}"
         if options.get("base_url") and options.get("api_base") and options["base_url"] != options["api_base"]:
             raise ConfigurationError(f"{who}: base_url and api_base differ; give one of them")
         if options.get("api_base") and not options.get("base_url"):
@@ -150,26 +144,29 @@ class OpenAIEmbeddingGenerator(AbstractEmbeddingGenerator):
         options.pop("api_base", None)
         params = self.options(params, options, who=who)
         if params.model is None:
-            params = params.model_copy(update={"model": DEFAULT_MODEL})
-        super().__init__(params=params, model=params.model, name=name)
+            params = params.model_copy(update={"model": model or DEFAULT_MODEL})
+        super().__init__(params, model=params.model, name=name)
         explicit_url = params.base_url
-        url = (explicit_url or os.environ.get("OPENAI_BASE_URL") or OPENAI_BASE_URL).rstrip("/")
-        remember_url(url)  # its user info and query values are masked in any text, log records included
         # The URL as given (it may carry credentials) goes to the clients only; everything else shows it masked.
-        self._url = SecretStr(url)
-        self.base_url = self.endpoint = display_url(url)
+        self._endpoint = Endpoint(explicit_url or os.environ.get("OPENAI_BASE_URL") or OPENAI_BASE_URL)
+        self.base_url = self.endpoint = self._endpoint.shown
         if params.retry is None:
             # Without a spec ``retry``: max_retries retries, and a deadline that leaves every try
             # its full timeout plus the backoff between tries.
             attempts = min(10, params.max_retries + 1)
-            deadline = min(3600.0, attempts * params.timeout + (attempts - 1) * 2.0)
+            deadline = min(3600.0, attempts * params.timeout_s + (attempts - 1) * 2.0)
             self.retry = RetryPolicy(attempts=attempts, deadline_s=deadline)
         self.send_dimensions = (
             params.send_dimensions if params.send_dimensions is not None else params.model != "text-embedding-ada-002"
         )
         self._tokenizer: Tokenizer | None = None
         self._tokenizer_lock = threading.Lock()
-        self._api_key = self._resolve_key(params, explicit_url is not None)
+        self._api_key = resolve_api_key(
+            params, who=self._who(), endpoint=self.endpoint, env_var=None if explicit_url else "OPENAI_API_KEY",
+            hint="give llm_parameters.api_key_ref ('env:NAME' or 'file:PATH'; OPENAI_API_KEY is only used "
+            "when no base_url is given), or set api_key_required=false if the endpoint needs no key"
+            if explicit_url else "set OPENAI_API_KEY, or give llm_parameters.api_key_ref ('env:NAME' or 'file:PATH')",
+        )
 
         openai = require("openai", "openai", who=self._who())
         # What every client of this generator is made with, secrets aside: the key, the URL and the
@@ -177,7 +174,7 @@ class OpenAIEmbeddingGenerator(AbstractEmbeddingGenerator):
         self._client_options: dict[str, Any] = {
             "organization": params.organization,
             "project": params.project,
-            "timeout": params.timeout,
+            "timeout": params.timeout_s,
             # The shared retry loop retries: the client's own retries would give every attempt a
             # full timeout and overrun the call's deadline.
             "max_retries": 0,
@@ -189,14 +186,16 @@ class OpenAIEmbeddingGenerator(AbstractEmbeddingGenerator):
                 self._client_options["_enforce_credentials"] = False
             if hasattr(openai, "Omit"):
                 self._extra_headers = {"Authorization": openai.Omit()}
+        transport = params.http_transport
         # The sync client's sockets keep each request's deadline (http_deadline.py); the async
-        # path bounds requests with asyncio.timeout (_acall).
-        self._client = self._new_client(openai.OpenAI, http_client=deadline_http_client(openai))
+        # path bounds requests with asyncio.timeout (_acall). An injected transport is used as it is.
+        sync_http = openai.DefaultHttpxClient(transport=transport) if transport else deadline_http_client(openai)
+        self._client = self._new_client(openai.OpenAI, http_client=sync_http)
         self._published: Any = _UNASKED  # the endpoint's space: not asked yet, None (none) or an identity
         self._space_lock = threading.Lock()
-        # One async client per event loop: an httpx connection pool cannot move between loops.
-        self._aclients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Any] = weakref.WeakKeyDictionary()
-        self._aclient_lock = threading.Lock()
+        self._aclients: PerLoop[Any] = PerLoop(lambda: self._new_client(
+            openai.AsyncOpenAI, **({"http_client": openai.DefaultAsyncHttpxClient(transport=transport)} if transport else {})
+        ))
 
     def _new_client(self, cls: Any, **extra: Any) -> Any:
         """An ``openai.OpenAI``/``AsyncOpenAI``: the only objects that hold the key, URL and headers in clear."""
@@ -205,12 +204,11 @@ class OpenAIEmbeddingGenerator(AbstractEmbeddingGenerator):
         headers = {name: value.get_secret_value() for name, value in self.params.default_headers.items()}
         # A query in base_url (?api-version=..., ?token=...) goes on every request: the client
         # would append the path after it ("/v1?token=x" + "/embeddings").
-        url = urlsplit(self._url.get_secret_value())
-        query = dict(parse_qsl(url.query, keep_blank_values=True))
+        url, query = self._endpoint.parts()
         try:
             return cls(
                 api_key=self._api_key.get_secret_value() if self._api_key is not None else "",
-                base_url=urlunsplit((url.scheme, url.netloc, url.path, "", "")),
+                base_url=url,
                 default_headers=headers or None,
                 default_query=query or None,
                 **self._client_options,
@@ -221,56 +219,17 @@ class OpenAIEmbeddingGenerator(AbstractEmbeddingGenerator):
                 f"{self._who()}: cannot configure the client for {self.endpoint}: {redact(str(exc))}"
             ) from None
 
-    def _resolve_key(self, params: OpenAIParams, explicit_url: bool) -> SecretStr | None:
-        """The key: given, a reference, or (for the default endpoint only) ``OPENAI_API_KEY``."""
-        key = params.api_key
-        if params.api_key_ref is not None:
-            key = resolve_secret_ref(params.api_key_ref, who=f"{self._who()}: llm_parameters.api_key_ref")
-        if key is None and not explicit_url and os.environ.get("OPENAI_API_KEY", "").strip():
-            key = SecretStr(os.environ["OPENAI_API_KEY"].strip())
-            check_key(key.get_secret_value(), who=self._who(), source="OPENAI_API_KEY")
-        if key is not None and not key.get_secret_value():
-            key = None
-        if key is not None:  # no text shows it, log records included
-            remember_secret(key.get_secret_value())
-        required = params.api_key_required
-        if required is None:
-            required = not is_loopback_url(self.base_url)
-        if key is None and required:
-            hint = (
-                "give llm_parameters.api_key_ref ('env:NAME' or 'file:PATH'; OPENAI_API_KEY is only used "
-                "when no base_url is given), or set api_key_required=false if the endpoint needs no key"
-                if explicit_url
-                else "set OPENAI_API_KEY, or give llm_parameters.api_key_ref ('env:NAME' or 'file:PATH')"
-            )
-            raise ConfigurationError(f"{self._who()}: no API key for {self.endpoint}: {hint}")
-        return key
-
     @property
     def timeout(self) -> float:
-        """Seconds one request may take (less when the call's retry deadline is nearer)."""
-        return self.params.timeout
+        """Seconds one request may take (``timeout_s``; less when the call's retry deadline is nearer)."""
+        return self.params.timeout_s
+
+    timeout_s = timeout
 
     @property
     def max_retries(self) -> int:
         """Retries after the first try (the retry policy's ``attempts - 1``)."""
         return self.retry.attempts - 1
-
-    @classmethod
-    def from_params(cls, item: ModelItem, params: Any) -> OpenAIEmbeddingGenerator:
-        if params.api_key is not None:
-            warnings.warn(
-                f"{item.llm_block_id!r}: llm_parameters.api_key holds a literal key in the spec; "
-                "prefer api_key_ref ('env:NAME' or 'file:PATH') so that specs carry no secrets",
-                UserWarning,
-                stacklevel=2,
-            )
-        if params.model is None:
-            params = params.model_copy(update={"model": item.model})
-        try:
-            return cls(params)
-        except ConfigurationError as exc:
-            raise type(exc)(f"{item.llm_block_id!r}: {exc}") from exc.__cause__
 
     # -- token limits ------------------------------------------------------------------------
     @property
@@ -329,14 +288,29 @@ class OpenAIEmbeddingGenerator(AbstractEmbeddingGenerator):
 
     # -- the backend call --------------------------------------------------------------------
     def _embed_batch(self, texts: list[str], *, input_type: InputType | None = None) -> BackendResult:
-        requests, counts = self._plan(list(texts))
-        parts = [self._call(self._client, batch, input_type) for batch in requests]
-        return self._combine(parts, counts)
+        return run(self._requests(texts, input_type))
 
     async def _aembed_batch(self, texts: list[str], *, input_type: InputType | None = None) -> BackendResult:
+        return await arun(self._requests(texts, input_type))
+
+    def _requests(self, texts: list[str], input_type: InputType | None) -> Flow[BackendResult]:
+        """The requests of one backend call, sync and async alike (:mod:`..flow`): planned, sent,
+        their errors translated, decoded and combined."""
         requests, counts = self._plan(list(texts))
-        client = self._async_client()
-        parts = [await self._acall(client, batch, input_type) for batch in requests]
+        parts = []
+        for batch in requests:
+            timeout = self._attempt_timeout()
+            args = self._request_args(batch, timeout, input_type)
+            try:
+                content = yield Step(partial(self._post, args, timeout), partial(self._apost, args, timeout))
+            except Exception as exc:
+                error, cause = self._translate(exc, timeout), safe_cause(exc)
+                if cause is not None:
+                    raise error from cause
+            else:
+                parts.append(self._decode(content, len(batch)))
+                continue
+            raise error  # outside the except block: an answer that echoed the key is not kept as context
         return self._combine(parts, counts)
 
     def input_signature(self, input_type: InputType | None) -> str | None:
@@ -417,45 +391,21 @@ class OpenAIEmbeddingGenerator(AbstractEmbeddingGenerator):
             args["extra_body"] = {self.params.input_type_field: input_type}
         return args
 
-    def _call(self, client: Any, batch: list[str], input_type: InputType | None) -> tuple[np.ndarray, int | None]:
-        timeout = self._attempt_timeout()
-        try:
-            with request_deadline(timeout):  # the whole request, not each socket read (a trickling server)
-                raw = client.embeddings.with_raw_response.create(**self._request_args(batch, timeout, input_type))
-                content = raw.http_response.content
-        except Exception as exc:
-            error, cause = self._translate(exc, timeout), safe_cause(exc)
-            if cause is not None:
-                raise error from cause
-        else:
-            return self._decode(content, len(batch))
-        raise error  # outside the except block: an answer that echoed the key is not kept as context
+    def _post(self, args: dict[str, Any], timeout: float) -> bytes:
+        with request_deadline(timeout):  # the whole request, not each socket read (a trickling server)
+            raw = self._client.embeddings.with_raw_response.create(**args)
+            content: bytes = raw.http_response.content
+        return content
 
-    async def _acall(
-        self, client: Any, batch: list[str], input_type: InputType | None
-    ) -> tuple[np.ndarray, int | None]:
-        timeout = self._attempt_timeout()
-        try:
-            async with asyncio.timeout(timeout):  # the whole request, not each socket read (a trickling server)
-                raw = await client.embeddings.with_raw_response.create(**self._request_args(batch, timeout, input_type))
-                content = raw.http_response.content
-        except Exception as exc:
-            error, cause = self._translate(exc, timeout), safe_cause(exc)
-            if cause is not None:
-                raise error from cause
-        else:
-            return self._decode(content, len(batch))
-        raise error  # outside the except block: an answer that echoed the key is not kept as context
+    async def _apost(self, args: dict[str, Any], timeout: float) -> bytes:
+        client = self._async_client()
+        async with asyncio.timeout(timeout):  # the whole request, not each socket read (a trickling server)
+            raw = await client.embeddings.with_raw_response.create(**args)
+            content: bytes = raw.http_response.content
+        return content
 
     def _async_client(self) -> Any:
-        loop = asyncio.get_running_loop()
-        with self._aclient_lock:
-            client = self._aclients.get(loop)
-            if client is None:
-                import openai
-
-                client = self._aclients[loop] = self._new_client(openai.AsyncOpenAI)
-            return client
+        return self._aclients.get()  # one per event loop: an httpx pool cannot move between loops
 
     def _combine(self, parts: list[tuple[np.ndarray, int | None]], counts: list[int] | None) -> BackendResult:
         matrix = parts[0][0] if len(parts) == 1 else np.concatenate([p[0] for p in parts])
@@ -486,7 +436,7 @@ class OpenAIEmbeddingGenerator(AbstractEmbeddingGenerator):
     def close(self) -> None:
         super().close()  # micro-batcher and cache, when configured
         self._client.close()
-        self._aclients.clear()  # their connections close with their event loop
+        self._aclients.drain()  # their connections close with their event loop
 
 
 @hookimpl
