@@ -73,8 +73,9 @@ class MicroBatching(BaseModel):
     )
 
 
-#: Characters per token when estimating lengths for max_batch_tokens.
-CHARS_PER_TOKEN = 4
+#: The average characters per token of natural text: estimates a text's tokens for max_batch_tokens
+#: without a tokenizer (not a bound: huggingface.MAX_CHARS_PER_TOKEN is the cut of huge inputs).
+AVERAGE_CHARS_PER_TOKEN = 4
 #: A new group starts when the padding it saves exceeds this many tokens: below it, one more
 #: backend call costs more than the padding it avoids.
 _SPLIT_SAVING_TOKENS = 256
@@ -295,7 +296,7 @@ class MicroBatcher:
         """One backend call, or one per group of similar lengths under ``max_batch_tokens``."""
         if self.max_batch_tokens is None:
             return _as_rows(self._fn(texts), len(texts))
-        lengths = [len(t) // CHARS_PER_TOKEN + 2 for t in texts]  # + the [CLS]/[SEP] a tokenizer adds
+        lengths = [len(t) // AVERAGE_CHARS_PER_TOKEN + 2 for t in texts]  # + the [CLS]/[SEP] a tokenizer adds
         groups = length_groups(lengths, self.max_batch_tokens)
         if len(groups) == 1:
             return _as_rows(self._fn(texts), len(texts))
