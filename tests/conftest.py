@@ -101,3 +101,29 @@ def light_spec(tmp_path: Path):
         return path
 
     return make
+
+
+#: The hang guard of a ``slow`` test: it shares the cores with the other workers' tests (the rest: 300 s)
+SLOW_TIMEOUT_S = 900
+
+
+@pytest.hookimpl(tryfirst=True)  # before pytest-xdist's own, which reads the groups
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """For ``pytest -n N --dist loadgroup`` (``make test``): a module's tests run on one worker, so
+    its module-scoped servers and clusters start once, unless a test names its own ``xdist_group``;
+    the modules holding a ``slow`` test are handed out first (with ``--no-loadscope-reorder``), so
+    none of them starts last. A run without workers keeps its order. A ``slow`` test's hang guard
+    is ``SLOW_TIMEOUT_S`` unless it sets its own."""
+    for item in items:
+        if item.get_closest_marker("xdist_group") is None:
+            item.add_marker(pytest.mark.xdist_group(item.nodeid.split("::")[0]))
+        if item.get_closest_marker("slow") is not None and item.get_closest_marker("timeout") is None:
+            item.add_marker(pytest.mark.timeout(SLOW_TIMEOUT_S))
+    if hasattr(config, "workerinput"):  # a pytest-xdist worker: its order is the order groups are handed out
+        slow = {group(item) for item in items if item.get_closest_marker("slow") is not None}
+        items.sort(key=lambda item: group(item) not in slow)  # stable: collection order otherwise
+
+
+def group(item: pytest.Item) -> str:
+    marker = item.get_closest_marker("xdist_group")
+    return str(marker.kwargs.get("name", marker.args[0] if marker.args else "")) if marker else ""
