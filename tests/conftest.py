@@ -103,6 +103,11 @@ def light_spec(tmp_path: Path):
     return make
 
 
+#: The modules that take longest (``make test`` prints the 15 slowest tests), handed out first and
+#: one to a worker: a worker takes a second module while its first has at most two tests to go, so
+#: two of these must not be the first two modules of one worker. Only an order: a stale list slows
+#: ``make test`` down, nothing more.
+LONGEST = ["tests/test_load.py", "tests/test_bulk_cluster.py", "tests/test_benchmarks.py"]
 #: The hang guard of a ``slow`` test: it shares the cores with the other workers' tests (the rest: 300 s)
 SLOW_TIMEOUT_S = 900
 
@@ -111,9 +116,9 @@ SLOW_TIMEOUT_S = 900
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """For ``pytest -n N --dist loadgroup`` (``make test``): a module's tests run on one worker, so
     its module-scoped servers and clusters start once, unless a test names its own ``xdist_group``;
-    the modules holding a ``slow`` test are handed out first (with ``--no-loadscope-reorder``), so
-    none of them starts last. A run without workers keeps its order. A ``slow`` test's hang guard
-    is ``SLOW_TIMEOUT_S`` unless it sets its own."""
+    ``LONGEST``, then the modules holding a ``slow`` test, are handed out first (with
+    ``--no-loadscope-reorder``), so none of them starts last. A run without workers keeps its
+    order. A ``slow`` test's hang guard is ``SLOW_TIMEOUT_S`` unless it sets its own."""
     for item in items:
         if item.get_closest_marker("xdist_group") is None:
             item.add_marker(pytest.mark.xdist_group(item.nodeid.split("::")[0]))
@@ -121,7 +126,12 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(pytest.mark.timeout(SLOW_TIMEOUT_S))
     if hasattr(config, "workerinput"):  # a pytest-xdist worker: its order is the order groups are handed out
         slow = {group(item) for item in items if item.get_closest_marker("slow") is not None}
-        items.sort(key=lambda item: group(item) not in slow)  # stable: collection order otherwise
+
+        def rank(item: pytest.Item) -> tuple[int, int]:
+            name = group(item)
+            return (LONGEST.index(name) if name in LONGEST else len(LONGEST), name not in slow)
+
+        items.sort(key=rank)  # stable: collection order otherwise
 
 
 def group(item: pytest.Item) -> str:
