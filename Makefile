@@ -34,7 +34,7 @@ demo: $(VENV)/.demo
 PYTEST_WORKERS ?= 4
 test: $(VENV)/.dev
 	$(BIN)/python -m mypy
-	$(BIN)/python -m pytest $(if $(filter-out 0,$(PYTEST_WORKERS)),-n $(PYTEST_WORKERS) --dist loadgroup --no-loadscope-reorder) \
+	$(BIN)/python -m pytest $(if $(filter-out 0,$(PYTEST_WORKERS)),-n $(PYTEST_WORKERS) --dist loadfile --no-loadscope-reorder) \
 		--durations=15 $(PYTEST_ARGS)
 
 protos: $(VENV)/.dev

@@ -112,28 +112,27 @@ LONGEST = ["tests/test_load.py", "tests/test_bulk_cluster.py", "tests/test_bench
 SLOW_TIMEOUT_S = 900
 
 
-@pytest.hookimpl(tryfirst=True)  # before pytest-xdist's own, which reads the groups
+def pytest_itemcollected(item: pytest.Item) -> None:
+    """A ``slow`` test's hang guard is ``SLOW_TIMEOUT_S`` unless it sets its own."""
+    if item.get_closest_marker("slow") is not None and item.get_closest_marker("timeout") is None:
+        item.add_marker(pytest.mark.timeout(SLOW_TIMEOUT_S))
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """For ``pytest -n N --dist loadgroup`` (``make test``): a module's tests run on one worker, so
-    its module-scoped servers and clusters start once, unless a test names its own ``xdist_group``;
-    ``LONGEST``, then the modules holding a ``slow`` test, are handed out first (with
-    ``--no-loadscope-reorder``), so none of them starts last. A run without workers keeps its
-    order. A ``slow`` test's hang guard is ``SLOW_TIMEOUT_S`` unless it sets its own."""
-    for item in items:
-        if item.get_closest_marker("xdist_group") is None:
-            item.add_marker(pytest.mark.xdist_group(item.nodeid.split("::")[0]))
-        if item.get_closest_marker("slow") is not None and item.get_closest_marker("timeout") is None:
-            item.add_marker(pytest.mark.timeout(SLOW_TIMEOUT_S))
-    if hasattr(config, "workerinput"):  # a pytest-xdist worker: its order is the order groups are handed out
-        slow = {group(item) for item in items if item.get_closest_marker("slow") is not None}
+    """``make test`` runs ``pytest -n N --dist loadfile``: a module's tests run on one worker, so its
+    module-scoped servers and clusters start once. On a worker, whose order is the order the
+    modules are handed out (with ``--no-loadscope-reorder``): ``LONGEST`` first, then the modules
+    holding a ``slow`` test, so none of them starts last. A run without workers keeps its order."""
+    if hasattr(config, "workerinput"):
+        slow = {module(item) for item in items if item.get_closest_marker("slow") is not None}
 
         def rank(item: pytest.Item) -> tuple[int, int]:
-            name = group(item)
+            name = module(item)
             return (LONGEST.index(name) if name in LONGEST else len(LONGEST), name not in slow)
 
         items.sort(key=rank)  # stable: collection order otherwise
 
 
-def group(item: pytest.Item) -> str:
-    marker = item.get_closest_marker("xdist_group")
-    return str(marker.kwargs.get("name", marker.args[0] if marker.args else "")) if marker else ""
+def module(item: pytest.Item) -> str:
+    """What ``--dist loadfile`` hands out whole: the test's file."""
+    return item.nodeid.split("::")[0]
