@@ -26,10 +26,16 @@ demo: $(VENV)/.demo
 	$(BIN)/agent-embeddings embed --spec specs/default.json --format summary \
 		"Agents get embeddings from any backend through one spec."
 
-# The type checker first (strict on agent_embeddings/, seconds), then the whole suite.
+# The type checker first (strict on agent_embeddings/, seconds), then the whole suite on
+# PYTEST_WORKERS pytest-xdist workers (more than cores: most tests wait on servers and child
+# processes), each module's tests on one worker (tests/conftest.py), the 15 slowest listed at the end.
+# One file, serially: `.venv/bin/python -m pytest tests/test_x.py`; `make test PYTEST_WORKERS=0` runs
+# the whole suite in one process.
+PYTEST_WORKERS ?= 4
 test: $(VENV)/.dev
 	$(BIN)/python -m mypy
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(BIN)/python -m pytest $(if $(filter-out 0,$(PYTEST_WORKERS)),-n $(PYTEST_WORKERS) --dist loadfile --no-loadscope-reorder) \
+		--durations=15 $(PYTEST_ARGS)
 
 protos: $(VENV)/.dev
 	$(BIN)/python scripts/generate_protos.py

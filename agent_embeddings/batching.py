@@ -43,7 +43,7 @@ from .cancellation import Token, current_token, on_behalf_of
 from .errors import CallCancelledError
 from .results import BackendResult
 
-__all__ = ["BatcherSlot", "MicroBatcher", "MicroBatching", "forward_passes", "micro_batching_config"]
+__all__ = ["BatcherSlot", "FillPolicy", "MicroBatcher", "MicroBatching", "Window", "forward_passes", "micro_batching_config"]
 
 
 class MicroBatching(BaseModel):
@@ -73,8 +73,9 @@ class MicroBatching(BaseModel):
     )
 
 
-#: Characters per token when estimating lengths for max_batch_tokens.
-CHARS_PER_TOKEN = 4
+#: The average characters per token of natural text: estimates a text's tokens for max_batch_tokens
+#: without a tokenizer (not a bound: huggingface.MAX_CHARS_PER_TOKEN is the cut of huge inputs).
+AVERAGE_CHARS_PER_TOKEN = 4
 #: A new group starts when the padding it saves exceeds this many tokens: below it, one more
 #: backend call costs more than the padding it avoids.
 _SPLIT_SAVING_TOKENS = 256
@@ -140,6 +141,96 @@ class _Request:
 _STOP = object()
 
 
+@dataclass
+class Window:
+    """One batch's wait: how many calls it waits for, and until when (``FillPolicy.open``)."""
+
+    expected: int
+    deadline: float
+    max_wait_s: float
+    #: waiting for answered callers to come back (fill, seen to pay or looked at again)
+    filling: bool
+
+    def wait_s(self, have: int, now: float) -> float:
+        """How long to wait for the next call with ``have`` calls in the batch (0: close it now).
+        With fill, while calls keep coming, each wait for the next is at most max_wait_ms."""
+        return max(min(self.deadline - now, self.max_wait_s), 0.0) if have < self.expected else 0.0
+
+
+class FillPolicy:
+    """When a micro-batch closes: the worker's decisions, apart from its queue and threads.
+
+    Every method takes the time (``now``, in seconds) from the caller, so the policy runs as well on
+    a test's made-up clock as on ``time.monotonic``. :meth:`open` starts a batch, :meth:`close` ends
+    its wait and :meth:`ended` notes what the system held when its answers went out.
+    """
+
+    def __init__(self, config: MicroBatching) -> None:
+        self.max_batch_size = config.max_batch_size
+        self.max_wait_s = config.max_wait_ms / 1000.0
+        self.fill = config.fill
+        self.max_fill_s = config.max_fill_ms / 1000.0
+        self.batches = 0
+        self.last_batch_requests = 0
+        #: calls in the system when the last batch ended: answered by it, or queued behind it
+        self.in_flight = 0
+        # whether waiting for answered callers pays (see _note_returns); 1: until shown otherwise
+        self.returns = 1.0
+        self.rate: float | None = None
+        self._started_at: float | None = None
+        self._queued_at_end = 0
+        self._ended_at = 0.0
+
+    @property
+    def filling(self) -> bool:
+        """Whether batches wait for answered callers to come back (``fill``, and seen to pay)."""
+        return self.fill and self.returns >= 0.5
+
+    def open(self, now: float) -> Window:
+        """A batch starts (its first call taken) at ``now``: how many calls it waits for, and how long.
+
+        With ``fill``: the calls in the system when the last batch ended, while its callers are
+        seen to come back (else, or every 8th batch, to look again: none); without, anyone while
+        callers arrive together."""
+        self._note_rate(now)
+        filling = self.fill and (self.returns >= 0.5 or self.batches % 8 == 0)
+        if self.fill:
+            expected = self.in_flight if filling else 1
+        else:
+            expected = self.max_batch_size if self.last_batch_requests > 1 else 1
+        deadline = now + (self.max_fill_s if self.fill else self.max_wait_s)
+        return Window(expected, deadline, self.max_wait_s, filling)
+
+    def close(self, window: Window, arrived: int, answered: int, now: float) -> None:
+        """The batch of ``window`` closed at ``now`` with ``arrived`` calls, ``answered`` of them still
+        wanted (the others' callers left: with none left, no backend call is made)."""
+        if window.filling and window.expected > 1:  # the calls beyond those queued at the last end came back since
+            self._note_returns(arrived - self._queued_at_end, now - self._ended_at)
+        if answered:
+            self.batches += 1
+            self.last_batch_requests = answered
+
+    def ended(self, answered: int, queued: int, now: float) -> None:
+        """A batch's answers go out at ``now``: ``answered`` callers, ``queued`` calls behind them."""
+        self._queued_at_end = queued
+        self.in_flight = answered + queued
+        self._ended_at = now
+
+    def _note_rate(self, now: float) -> None:
+        """The long-run arrival rate: calls per second between batch starts (a moving average)."""
+        if self._started_at is not None and now > self._started_at:
+            rate = self.last_batch_requests / (now - self._started_at)
+            self.rate = rate if self.rate is None else 0.8 * self.rate + 0.2 * rate
+        self._started_at = now
+
+    def _note_returns(self, arrived: int, waited_s: float) -> None:
+        """Did the wait pay? Answered callers coming back arrive in a burst, well above the long-run
+        rate (closed loop); arrivals that ignore the answers (open loop) come at that rate, and
+        waiting for them only idles the model. A moving score of bursts decides the next waits."""
+        burst = self.rate is None or max(arrived, 0) / max(waited_s, 1e-4) >= 2 * self.rate
+        self.returns = 0.7 * self.returns + 0.3 * burst
+
+
 class MicroBatcher:
     """One queue and one worker thread in front of a batch function."""
 
@@ -152,9 +243,6 @@ class MicroBatcher:
         self._on_batch = on_batch
         self.max_batch_size = config.max_batch_size
         self.max_batch_tokens = config.max_batch_tokens
-        self._max_wait_s = config.max_wait_ms / 1000.0
-        self._fill = config.fill
-        self._max_fill_s = config.max_fill_ms / 1000.0
         self._name = name
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
@@ -162,16 +250,8 @@ class MicroBatcher:
         self._closed = False
         self.batches = 0  # backend calls made, for tests and stats
         self.requests = 0
-        self._last_batch_requests = 0
-        #: calls in the system when the last batch ended: answered by it, or queued behind it
-        self._in_flight = 0
         self._carried = False
-        # whether waiting for answered callers pays (see _note_returns); 1: until shown otherwise
-        self._returns = 1.0
-        self._rate: float | None = None
-        self._started_at: float | None = None
-        self._queued_at_end = 0
-        self._ended_at = 0.0
+        self.policy = FillPolicy(config)
 
     def submit(self, texts: list[str]) -> Future[Any]:
         """Queue ``texts``; the future resolves to the backend's output for exactly these texts.
@@ -194,7 +274,7 @@ class MicroBatcher:
     @property
     def filling(self) -> bool:
         """Whether the worker waits for answered callers to come back (``fill``, and seen to pay)."""
-        return self._fill and self._returns >= 0.5
+        return self.policy.filling
 
     def close(self) -> None:
         """Finish queued work, then stop the worker; later submits fail at once."""
@@ -217,22 +297,10 @@ class MicroBatcher:
             if first is _STOP:
                 return
             batch, size, stop = [first], len(first.texts), False
-            started = time.monotonic()
-            self._note_rate(started)
-            # How many calls to wait for: with `fill`, the calls in the system when the last batch
-            # ended, while its callers are seen to come back (else, or every 8th batch, to look
-            # again: none); without, anyone while callers arrive together.
-            filling = self._fill and (self._returns >= 0.5 or self.batches % 8 == 0)
-            if self._fill:
-                expected = self._in_flight if filling else 1
-            else:
-                expected = self.max_batch_size if self._last_batch_requests > 1 else 1
-            deadline = started + (self._max_fill_s if self._fill else self._max_wait_s)
-            waited = len(batch) < expected
+            window = self.policy.open(time.monotonic())
             while size < self.max_batch_size:
                 try:
-                    # with fill, while calls keep coming: each wait for the next is at most max_wait_ms
-                    remaining = min(deadline - time.monotonic(), self._max_wait_s) if len(batch) < expected else 0.0
+                    remaining = window.wait_s(len(batch), time.monotonic())
                     item = self._queue.get(timeout=remaining) if remaining > 0 else self._queue.get_nowait()
                 except queue.Empty:
                     break
@@ -244,10 +312,10 @@ class MicroBatcher:
                     break
                 batch.append(item)
                 size += len(item.texts)
-            if filling and waited:  # the calls beyond those queued when the last batch ended came back since
-                self._note_returns(len(batch) - self._queued_at_end, time.monotonic() - self._ended_at)
+            ready = [r for r in batch if r.future.set_running_or_notify_cancel()]  # a cancelled caller left
+            self.policy.close(window, len(batch), len(ready), time.monotonic())
             self._carried = carry is not None
-            self._run([r for r in batch if r.future.set_running_or_notify_cancel()])
+            self._run(ready)
             if stop:
                 return
 
@@ -260,7 +328,6 @@ class MicroBatcher:
     def _run_batch(self, batch: list[_Request]) -> None:
         self.batches += 1
         self.requests += len(batch)
-        self._last_batch_requests = len(batch)
         if self._on_batch is not None:
             self._on_batch(sum(len(r.texts) for r in batch), len(batch))
         if len(batch) == 1:  # nothing to split: the caller checks the raw output itself
@@ -295,7 +362,7 @@ class MicroBatcher:
         """One backend call, or one per group of similar lengths under ``max_batch_tokens``."""
         if self.max_batch_tokens is None:
             return _as_rows(self._fn(texts), len(texts))
-        lengths = [len(t) // CHARS_PER_TOKEN + 2 for t in texts]  # + the [CLS]/[SEP] a tokenizer adds
+        lengths = [len(t) // AVERAGE_CHARS_PER_TOKEN + 2 for t in texts]  # + the [CLS]/[SEP] a tokenizer adds
         groups = length_groups(lengths, self.max_batch_tokens)
         if len(groups) == 1:
             return _as_rows(self._fn(texts), len(texts))
@@ -311,27 +378,11 @@ class MicroBatcher:
                     counts[i] = count
         return vectors, counts
 
-    def _note_rate(self, now: float) -> None:
-        """The long-run arrival rate: calls per second between batch starts (a moving average)."""
-        if self._started_at is not None and now > self._started_at:
-            rate = self._last_batch_requests / (now - self._started_at)
-            self._rate = rate if self._rate is None else 0.8 * self._rate + 0.2 * rate
-        self._started_at = now
-
-    def _note_returns(self, arrived: int, waited_s: float) -> None:
-        """Did the wait pay? Answered callers coming back arrive in a burst, well above the long-run
-        rate (closed loop); arrivals that ignore the answers (open loop) come at that rate, and
-        waiting for them only idles the model. A moving score of bursts decides the next waits."""
-        burst = self._rate is None or max(arrived, 0) / max(waited_s, 1e-4) >= 2 * self._rate
-        self._returns = 0.7 * self._returns + 0.3 * burst
-
     def _ended(self, answered: int) -> None:
-        """Before answering: note the calls in the system, those about to be answered and those
-        queued behind them (counted now, before the answered ones can come back and be counted
+        """Before answering: tell the policy the calls in the system, those about to be answered and
+        those queued behind them (counted now, before the answered ones can come back and be counted
         twice). ``qsize`` is approximate, which is all an expectation needs."""
-        self._queued_at_end = self._queue.qsize() + self._carried
-        self._in_flight = answered + self._queued_at_end
-        self._ended_at = time.monotonic()
+        self.policy.ended(answered, self._queue.qsize() + self._carried, time.monotonic())
 
     def _run_alone(self, request: _Request, ended: bool = False) -> None:
         try:

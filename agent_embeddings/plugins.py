@@ -145,16 +145,6 @@ def get_backend(prefix: str) -> BackendInfo:
         ) from None
 
 
-def reset_plugins() -> None:
-    """Forget the computed backend table and unregister entry-point plugins (for tests)."""
-    global _loaded, _backends
-    with _lock:
-        for plugin, _dist in pm.list_plugin_distinfo():
-            pm.unregister(plugin)
-        _loaded = False
-        _backends = None
-
-
 def register_plugin(plugin: object, name: str | None = None) -> None:
     """Register a plugin object at run time (tests, applications embedding their own backend)."""
     global _backends

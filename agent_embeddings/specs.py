@@ -254,7 +254,7 @@ def did_you_mean(model: type[BaseModel], err: Any) -> str:
         current = _model_in(field.annotation) if field is not None else None
     if current is None:
         return ""
-    names = [n for name, f in current.model_fields.items() for n in (name, f.alias) if n]
+    names = [n for name, f in current.model_fields.items() if not f.exclude for n in (name, f.alias) if n]
     found = difflib.get_close_matches(str(err["loc"][-1]), names, n=1, cutoff=0.6)
     return f" (did you mean {found[0]!r}?)" if found else ""
 
@@ -292,7 +292,8 @@ def parse_params(model: type[P], item: ModelItem, *, where: str | None = None) -
             problems.append("llm_parameters." + _describe(err) + did_you_mean(model, err))
         message = f"{where}: " + "; ".join(problems)
         if unknown:
-            message += f"; accepted keys for '{item.prefix}:': {', '.join(sorted(model.model_fields))}"
+            keys = sorted(k for k, f in model.model_fields.items() if not f.exclude)  # exclude: code-only objects
+            message += f"; accepted keys for '{item.prefix}:': {', '.join(keys)}"
         raise SpecError(message) from None
 
 

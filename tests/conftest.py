@@ -101,3 +101,39 @@ def light_spec(tmp_path: Path):
         return path
 
     return make
+
+
+#: The modules that take longest (``make test`` prints the 15 slowest tests), longest first, handed out first and
+#: one to a worker: a worker takes a second module while its first has at most two tests to go, so
+#: two of these must not be the first two modules of one worker. Only an order: a stale list slows
+#: ``make test`` down, nothing more.
+LONGEST = ["tests/test_readme.py", "tests/test_readme_shell.py", "tests/test_bulk_cluster.py", "tests/test_benchmarks.py",
+           "tests/test_load.py", "tests/test_bulk_ray.py"]
+#: The hang guard of a ``slow`` test: it shares the cores with the other workers' tests (the rest: 300 s)
+SLOW_TIMEOUT_S = 900
+
+
+def pytest_itemcollected(item: pytest.Item) -> None:
+    """A ``slow`` test's hang guard is ``SLOW_TIMEOUT_S`` unless it sets its own."""
+    if item.get_closest_marker("slow") is not None and item.get_closest_marker("timeout") is None:
+        item.add_marker(pytest.mark.timeout(SLOW_TIMEOUT_S))
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """``make test`` runs ``pytest -n N --dist loadfile``: a module's tests run on one worker, so its
+    module-scoped servers and clusters start once. On a worker, whose order is the order the
+    modules are handed out (with ``--no-loadscope-reorder``): ``LONGEST`` first, then the modules
+    holding a ``slow`` test, so none of them starts last. A run without workers keeps its order."""
+    if hasattr(config, "workerinput"):
+        slow = {module(item) for item in items if item.get_closest_marker("slow") is not None}
+
+        def rank(item: pytest.Item) -> tuple[int, int]:
+            name = module(item)
+            return (LONGEST.index(name) if name in LONGEST else len(LONGEST), name not in slow)
+
+        items.sort(key=rank)  # stable: collection order otherwise
+
+
+def module(item: pytest.Item) -> str:
+    """What ``--dist loadfile`` hands out whole: the test's file."""
+    return item.nodeid.split("::")[0]

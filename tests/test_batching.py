@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-import threading
-import time
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
 
 from agent_embeddings import EmbeddingGeneratorManager, InvalidInputError, SpecError, build_embeddings_from_model_item
-from agent_embeddings.batching import MicroBatching
+from agent_embeddings.batching import FillPolicy, MicroBatching
 
 from .fakes import Lengths, SlowLengths
 
@@ -55,36 +53,55 @@ def test_an_error_reaches_only_its_caller():
         assert result == ("backend refused 'boom'" if text == "boom" else expected(text))
 
 
-def test_a_lone_caller_is_not_delayed_and_not_batched():
-    # "Not delayed" means "does not wait the max_wait_ms window for company", a bound in time by
-    # nature, so this stays timed. The window is the largest allowed (1 s): three calls take 3 x 30 ms
-    # of backend and a single wait would add a whole second; the other ~0.9 s is slack for a busy box.
+def test_a_lone_caller_is_not_batched():
     gen = SlowLengths(micro_batching=MicroBatching(max_batch_size=64, max_wait_ms=1000))
-    start = time.perf_counter()
     for i in range(3):
         assert gen.generate(f"x{i}") == expected(f"x{i}")
-    assert time.perf_counter() - start < 1.0  # 3 x 30 ms of backend, no 1 s wait
     assert gen.calls == [["x0"], ["x1"], ["x2"]]
+    assert gen.batcher.policy.in_flight == 1  # what the next batch waits for: no one else
 
 
-def _closed_loop_batches(config: MicroBatching, callers: int = 8, rounds: int = 6) -> list[int]:
-    """Callers in a closed loop, each thinking 10 ms between its answer and its next call (a server's
-    keep-alive clients do: the response, the client, the next request); the callers per backend call."""
-    gen = SlowLengths(micro_batching=config)
-    barrier = threading.Barrier(callers)
+# The waiting policy on a made-up clock: FillPolicy takes every time from its caller, so these
+# tests drive it with the times a worker would see, and nothing in them depends on the machine.
 
-    def client(k: int) -> None:
-        barrier.wait()
-        for r in range(rounds):
-            assert gen.generate(f"c{k} r{r}") == expected(f"c{k} r{r}")
-            time.sleep(0.01)
+def simulate(config: MicroBatching, arrivals: list[float], backend_s: float, think_s: float | None = None,
+             rounds: int = 1) -> tuple[FillPolicy, list[int]]:
+    """The worker's loop (MicroBatcher._loop) on a made-up clock: calls arrive at ``arrivals``; each
+    backend call takes ``backend_s``; with ``think_s`` each caller comes back that long after its
+    answer, ``rounds`` times in all (a closed loop). Returns the policy and the calls per batch."""
+    policy = FillPolicy(config)
+    pending = sorted((t, caller, 0) for caller, t in enumerate(arrivals))
+    now, sizes = 0.0, []
+    while pending:
+        now = max(now, pending[0][0])
+        batch = [pending.pop(0)]
+        window = policy.open(now)
+        while len(batch) < config.max_batch_size:
+            remaining = window.wait_s(len(batch), now)
+            if pending and pending[0][0] <= now + remaining:  # queued already, or in before the wait ends
+                now = max(now, pending[0][0])
+                batch.append(pending.pop(0))
+            else:
+                now += remaining
+                break
+        policy.close(window, len(batch), len(batch), now)
+        now += backend_s
+        policy.ended(len(batch), sum(1 for p in pending if p[0] <= now), now)
+        sizes.append(len(batch))
+        if think_s is not None:
+            pending = sorted(pending + [(now + think_s, c, r + 1) for _, c, r in batch if r + 1 < rounds])
+    return policy, sizes
 
-    with ThreadPoolExecutor(max_workers=callers) as pool:
-        list(pool.map(client, range(callers)))
-    sizes = [len(c) for c in gen.calls]
-    assert gen.batcher.filling == config.fill  # with fill: still waiting, the returns came in bursts
-    gen.close()
-    return sizes
+
+def test_a_lone_caller_never_waits():
+    for config in (MicroBatching(max_wait_ms=1000), MicroBatching(max_wait_ms=1000, fill=False)):
+        policy = FillPolicy(config)
+        for round_ in range(3):
+            now = round_ * 0.05
+            window = policy.open(now)
+            assert window.wait_s(1, now) == 0.0  # not the 1 s window
+            policy.close(window, 1, 1, now)
+            policy.ended(1, 0, now + 0.03)
 
 
 def test_batches_fill_to_the_callers_in_flight():
@@ -92,29 +109,31 @@ def test_batches_fill_to_the_callers_in_flight():
     # ended (here all 8), closing as soon as they are in: between the first call (nothing expected
     # yet; its caller stays one round ahead) and the last, every backend call holds all 8 callers,
     # although each comes back 10 ms after its answer.
-    sizes = _closed_loop_batches(MicroBatching(max_batch_size=64, max_wait_ms=500, max_fill_ms=500))
+    callers = [k * 1e-4 for k in range(8)]  # a barrier releases them a little apart
+    policy, sizes = simulate(MicroBatching(max_batch_size=64, max_wait_ms=500, max_fill_ms=500), callers,
+                             backend_s=0.03, think_s=0.01, rounds=6)
     assert sum(sizes) == 8 * 6
     assert sizes[1:-1] == [8] * (len(sizes) - 2), sizes
+    assert policy.filling  # still waiting: the returns came in bursts
+    window = policy.open(10.0)
+    assert (window.expected, window.wait_s(1, 10.0), window.wait_s(8, 10.0)) == (policy.in_flight, 0.5, 0.0)
+    assert window.wait_s(1, 10.4) == pytest.approx(0.1)  # at most max_fill_ms in all
     # The plain window (1 ms) closes before they come back: the callers split into smaller batches.
-    window = _closed_loop_batches(MicroBatching(max_batch_size=64, max_wait_ms=1, fill=False))
-    assert sum(window) == 8 * 6 and len(window) > len(sizes), (window, sizes)
+    plain, window_sizes = simulate(MicroBatching(max_batch_size=64, max_wait_ms=1, fill=False), callers,
+                                   backend_s=0.03, think_s=0.01, rounds=6)
+    assert sum(window_sizes) == 8 * 6 and len(window_sizes) > len(sizes), (window_sizes, sizes)
+    assert not plain.filling
 
 
 def test_open_loop_arrivals_stop_the_waiting():
     # Calls that arrive on a clock, whatever the answers do (independent clients of a server):
-    # waiting for the answered ones to come back would only idle the model, and the batcher sees
+    # waiting for the answered ones to come back would only idle the model, and the policy sees
     # that the arrivals after a batch are no burst. A closed loop keeps it waiting (test above).
-    gen = SlowLengths(micro_batching=MicroBatching(max_batch_size=64, max_wait_ms=500, max_fill_ms=500))
-    gen.generate("first")
-    assert gen.batcher.filling  # until shown otherwise
-    with ThreadPoolExecutor(max_workers=32) as pool:
-        calls = []
-        for i in range(40):
-            calls.append(pool.submit(gen.generate, f"t{i}"))
-            time.sleep(0.012)
-        assert [c.result() for c in calls] == [expected(f"t{i}") for i in range(40)]
-    assert not gen.batcher.filling
-    gen.close()
+    config = MicroBatching(max_batch_size=64, max_wait_ms=500, max_fill_ms=500)
+    assert FillPolicy(config).filling  # until shown otherwise
+    policy, sizes = simulate(config, [0.0] + [1.0 + 0.012 * i for i in range(40)], backend_s=0.03)
+    assert sum(sizes) == 41
+    assert not policy.filling
 
 
 def test_large_batches_bypass_the_queue():

@@ -302,7 +302,7 @@ HUGE = " ".join(WORDS[i % len(WORDS)] for i in range(1_500_000))[:10_000_000]  #
 def test_a_huge_text_is_cut_to_what_the_model_reads(hf_manager):
     gen = hf_manager.get("hf")
     limit = gen._input_limit(gen._model())
-    assert limit == 256 * 32  # max_seq_length x CHARS_PER_TOKEN
+    assert limit == 256 * 32  # max_seq_length x MAX_CHARS_PER_TOKEN
     result = hf_manager.embed("hf", [HUGE])
     cut = hf_manager.embed("hf", [HUGE[:limit]])
     assert np.abs(result.vectors - cut.vectors).max() <= TOL

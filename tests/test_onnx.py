@@ -22,7 +22,7 @@ from agent_embeddings import (
 )
 
 pytest.importorskip("onnxruntime", reason="needs the 'onnx' extra")
-from agent_embeddings.backends import onnx_runtime  # noqa: E402
+from agent_embeddings.backends import onnx_export, onnx_quantize, onnx_runtime  # noqa: E402
 from agent_embeddings.backends.huggingface import resolve_model_path  # noqa: E402
 from benchmarks.data import short_sentences  # noqa: E402
 
@@ -116,7 +116,7 @@ def test_smoothing_is_exact_whatever_the_names():
         measured.extend(tensors)
         return {"h": np.abs(gamma).astype(np.float64), "z": np.ones(6)}
 
-    assert onnx_runtime._smooth(onnx, model, measure) == 2  # h (read by two MatMuls) and z
+    assert onnx_quantize._smooth(onnx, model, measure) == 2  # h (read by two MatMuls) and z
     assert sorted(measured) == ["h", "z"]
     assert sum(n.op_type == "Mul" for n in model.graph.node) == 2
     onnx.checker.check_model(model)
@@ -127,9 +127,9 @@ def test_int8_falls_back_to_plain_quantization(int8, onnx_cache, tmp_path, monke
     def broken(*args, **kwargs):
         raise RuntimeError("no calibration today")
 
-    monkeypatch.setattr(onnx_runtime, "_calibrate", broken)
+    monkeypatch.setattr(onnx_quantize, "_calibrate", broken)
     [source] = onnx_cache.glob("*/fp32/model.onnx")
-    onnx_runtime._quantize(source, tmp_path / "int8", who="test")
+    onnx_quantize.quantize(source, tmp_path / "int8", who="test")
     assert "int8 without smoothing" in caplog.text and "no calibration today" in caplog.text
     onnx = pytest.importorskip("onnx")
     model = onnx.load(str(tmp_path / "int8" / "model.onnx"))
@@ -138,19 +138,27 @@ def test_int8_falls_back_to_plain_quantization(int8, onnx_cache, tmp_path, monke
     assert sorted(p.name for p in (tmp_path / "int8").iterdir()) == ["model.onnx"]
 
 
-def test_fp32_onnx_reproduces_torch(int8, onnx_cache, hf_manager, sentences):
-    exports = dict(onnx_runtime.stats)
+def no_new_graphs(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Make any export or quantization fail: what follows must come from the cache."""
+    def again(*args, **kwargs):
+        raise AssertionError("exported or quantized again instead of reading the cache")
+
+    monkeypatch.setattr(onnx_export, "export", again)
+    monkeypatch.setattr(onnx_quantize, "quantize", again)
+
+
+def test_fp32_onnx_reproduces_torch(int8, onnx_cache, hf_manager, sentences, monkeypatch):
+    no_new_graphs(monkeypatch)  # the fp32 graph comes from the cache
     gen = HuggingFaceEmbeddingGenerator(model_name=MINILM, backend="onnx", onnx_cache_dir=str(onnx_cache))
     ours = gen.encode(sentences)
     assert float(np.abs(ours - hf_manager.encode("hf", sentences)).max()) <= 1e-4
-    assert onnx_runtime.stats == exports  # the fp32 graph came from the cache
 
 
-def test_cache_is_reused(int8, onnx_cache):
+def test_cache_is_reused(int8, onnx_cache, monkeypatch):
     [folder] = [p for p in onnx_cache.iterdir() if p.is_dir()]
     files = {p: p.stat().st_mtime_ns for p in folder.rglob("*.onnx")}
     assert {p.parent.name for p in files} == {"fp32", "int8"}
-    before = dict(onnx_runtime.stats)
+    no_new_graphs(monkeypatch)
     path = resolve_model_path(MINILM)
     encoder = onnx_runtime.load_onnx_encoder(path, quantize=True, cache_dir=onnx_cache)
     # another sequence length: another shared model, loaded from the same files
@@ -159,7 +167,6 @@ def test_cache_is_reused(int8, onnx_cache):
     )
     gen.warm_up()
     assert gen._loaded is not int8._loaded
-    assert onnx_runtime.stats == before
     assert {p: p.stat().st_mtime_ns for p in folder.rglob("*.onnx")} == files
     assert not [p for p in onnx_cache.iterdir() if p.name.startswith(".tmp-")]
     assert encoder.threads >= 1 and encoder.session.get_session_options().intra_op_num_threads == encoder.threads

@@ -6,9 +6,7 @@
 - ```json blocks parse; a spec (``models``) goes through ``load_spec``, a model item is built
   (a SpecError fails the test; a ConfigurationError such as a missing key does not); a fragment
   of ``llm_parameters`` must parse once wrapped in braces. ```toml blocks parse.
-- ```bash / ```console blocks run their ``agent-embeddings`` lines through the real CLI, unless
-  an HTML comment ``<!-- not run: reason -->`` stands right before the block: skipping one is
-  a visible decision, and any other command in an unmarked block fails the test.
+- ```bash / ```console blocks run through the real CLI: tests/test_readme_shell.py.
 - The documentation's own examples in examples/ run unchanged.
 """
 
@@ -28,21 +26,7 @@ import pytest
 from agent_embeddings import ConfigurationError, build_embeddings_from_model_item, load_spec
 from agent_embeddings.server.process import ServeProcess
 
-ROOT = Path(__file__).resolve().parent.parent
-PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
-ENV = {"HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
-BLOCK = re.compile(r"^(?:(<!-- not run: (?P<reason>.+?) -->)\n)?```(?P<lang>\w*)\n(?P<body>.*?)^```", re.S | re.M)
-CHEAP_COMMANDS = ("agent-embeddings embed", "agent-embeddings validate", "agent-embeddings backends",
-                  "agent-embeddings schema", "agent-embeddings bulk")
-
-
-def blocks(page: Path, *langs: str) -> list[tuple[str, str | None]]:
-    """``(body, not-run reason)`` of the page's blocks in the given languages."""
-    return [(m["body"], m["reason"]) for m in BLOCK.finditer(page.read_text()) if m["lang"] in langs]
-
-
-def page_id(page: Path) -> str:
-    return str(page.relative_to(ROOT))
+from ._docs_support import ENV, PAGES, ROOT, blocks, page_id
 
 
 def test_readme_is_a_short_front_door():
@@ -77,26 +61,6 @@ def test_json_and_toml_blocks_are_valid(page: Path):
                 pass  # valid, but needs what this machine lacks (a key, a server): not a doc error
     for body, _ in blocks(page, "toml"):
         tomllib.loads(body)
-
-
-@pytest.mark.slow
-@pytest.mark.parametrize("page", [p for p in PAGES if blocks(p, "bash", "console")], ids=page_id)
-def test_shell_blocks_run_or_say_why_not(page: Path):
-    for body, reason in blocks(page, "bash", "console"):
-        if reason:
-            continue
-        for line in body.splitlines():
-            command = line.removeprefix("$ ").split("  #")[0].strip()
-            if not command or line.startswith("#"):
-                continue
-            assert command.startswith(CHEAP_COMMANDS), (
-                f"{page_id(page)}: {command!r} does not run here; mark its block <!-- not run: reason -->"
-            )
-            result = subprocess.run(
-                ["bash", "-c", command.replace("agent-embeddings", f"{sys.executable} -m agent_embeddings", 1)],
-                cwd=ROOT, capture_output=True, text=True, env={**os.environ, **ENV}, timeout=300,
-            )
-            assert result.returncode == 0, f"{page_id(page)}: {command}\n{result.stderr[-2000:]}"
 
 
 @pytest.fixture(scope="module")

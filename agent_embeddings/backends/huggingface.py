@@ -21,8 +21,7 @@ from pydantic import Field, PositiveInt, field_validator, model_validator
 
 from .._deps import require
 from ..base import AbstractEmbeddingGenerator
-from ..batching import CHARS_PER_TOKEN as TOKEN_CHARS
-from ..batching import forward_passes
+from ..batching import AVERAGE_CHARS_PER_TOKEN, forward_passes
 from ..cancellation import raise_if_cancelled
 from ..errors import ConfigurationError, ModelNotFoundError
 from ..hookspecs import hookimpl
@@ -37,10 +36,12 @@ from .positions import config_position_limit, position_limit
 __all__ = ["HuggingFaceEmbeddingGenerator", "HuggingFaceParams", "resolve_device", "resolve_model_path"]
 
 log = logging.getLogger(__name__)
-#: Characters kept per token of the model's max sequence length when cutting huge texts. Natural
-#: text runs 3-6 characters per token, so the model sees exactly the tokens it would have seen
-#: uncut; only a pathological text (runs of whitespace, 100-character words) can differ.
-CHARS_PER_TOKEN = 32
+#: The most characters a token is taken to span when cutting huge texts: a text keeps this many
+#: characters per token of the model's max sequence length. Natural text runs 3-6 characters per
+#: token (batching.AVERAGE_CHARS_PER_TOKEN is that estimate), so the model sees exactly the tokens
+#: it would have seen uncut; only a pathological text (runs of whitespace, 100-character words)
+#: can differ.
+MAX_CHARS_PER_TOKEN = 32
 
 
 class HuggingFaceParams(GeneratorParams):
@@ -89,7 +90,7 @@ class HuggingFaceParams(GeneratorParams):
     max_input_chars: PositiveInt | None = Field(
         default=None,
         description=f"Cut longer texts to this many characters before tokenizing (default: "
-        f"{CHARS_PER_TOKEN} per token of the model's max sequence length). The model reads no further than its "
+        f"{MAX_CHARS_PER_TOKEN} per token of the model's max sequence length). The model reads no further than its "
         "max sequence length anyway; the cut keeps one huge text from holding the tokenizer for seconds.",
     )
 
@@ -341,7 +342,7 @@ class HuggingFaceEmbeddingGenerator(AbstractEmbeddingGenerator):
         if self.params.max_input_chars is not None:
             return self.params.max_input_chars
         tokens = getattr(loaded.model, "max_seq_length", None)
-        return tokens * CHARS_PER_TOKEN if tokens else None
+        return tokens * MAX_CHARS_PER_TOKEN if tokens else None
 
     def _prompt(self, loaded: _LoadedModel, input_type: InputType | None) -> str | None:
         """The prompt text for ``input_type``; None: the model's default prompt, if it has one.
@@ -432,9 +433,9 @@ class HuggingFaceEmbeddingGenerator(AbstractEmbeddingGenerator):
     def _passes(self, loaded: _LoadedModel, texts: list[str], prompt: str | None) -> list[list[int]]:
         """Row indices per forward pass, by estimated tokens (:func:`..batching.forward_passes`)."""
         most = getattr(loaded.model, "max_seq_length", None) or 1 << 30  # the model reads no further
-        extra = len(prompt) // TOKEN_CHARS + 2 if prompt else 2  # the prompt, the [CLS]/[SEP] a tokenizer adds
+        extra = len(prompt) // AVERAGE_CHARS_PER_TOKEN + 2 if prompt else 2  # the prompt, the [CLS]/[SEP] a tokenizer adds
         budget = self.batch_size * (self.PASS_TOKENS_PER_TEXT if loaded.cpu else most)
-        return forward_passes([min(len(t) // TOKEN_CHARS + extra, most) for t in texts], self.batch_size, budget)
+        return forward_passes([min(len(t) // AVERAGE_CHARS_PER_TOKEN + extra, most) for t in texts], self.batch_size, budget)
 
     def _forward(
         self, loaded: _LoadedModel, texts: list[str], prompt: str | None

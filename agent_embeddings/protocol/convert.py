@@ -68,7 +68,6 @@ class EmbedCall:
     texts: list[str]
     normalize: bool | None = None
     dimensions: int | None = None
-    truncation: int = pb.TRUNCATION_UNSPECIFIED
     request_id: str = ""
     selection: dict[str, str] = field(default_factory=dict)
     input_type: InputType | None = None
@@ -171,7 +170,6 @@ def parse_embed_request(request: pb.EmbedRequest) -> EmbedCall:
         texts=list(request.inputs),
         normalize=request.normalize if request.HasField("normalize") else None,
         dimensions=dimensions,
-        truncation=request.truncation,
         request_id=request.request_id,
         selection=dict(request.selection),
         input_type=_input_type(request.input_type),

@@ -1,0 +1,143 @@
+"""The ONNX Runtime encoder of ``hf:`` items: tokenize, run the graph, pool, normalize.
+
+An :class:`OnnxEncoder` reads a folder written by :mod:`.onnx_export` (``meta.json``, the
+tokenizer) and one of its graphs (fp32, or the int8 one of :mod:`.onnx_quantize`). Pooling and
+normalization follow the model's sentence-transformers modules (Pooling with cls/mean/max,
+optional Normalize)."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .._deps import require
+from ..errors import ConfigurationError
+
+__all__ = ["META", "MODEL", "POOLING_MODES", "OnnxEncoder", "cpu_cores"]
+
+POOLING_MODES = ("cls", "mean", "max")
+#: The files of a cache folder: its description and the graph.
+META = "meta.json"
+MODEL = "model.onnx"
+
+
+def cpu_cores() -> int:
+    """Cores this process may use (``AGENT_EMBEDDINGS_ONNX_THREADS`` overrides)."""
+    env = os.environ.get("AGENT_EMBEDDINGS_ONNX_THREADS")
+    if env:
+        try:
+            if int(env) > 0:
+                return int(env)
+        except ValueError:
+            pass
+        raise ConfigurationError(f"AGENT_EMBEDDINGS_ONNX_THREADS={env!r} is not a positive integer")
+    try:
+        return len(os.sched_getaffinity(0)) or 1
+    except AttributeError:  # pragma: no cover - macOS, Windows
+        return os.cpu_count() or 1
+
+
+class OnnxEncoder:
+    """A sentence-transformers-like encoder over an ONNX Runtime session.
+
+    Exposes what the ``hf:`` backend uses: ``encode``, ``tokenizer``, ``max_seq_length``,
+    ``get_embedding_dimension``.
+    """
+
+    def __init__(self, folder: Path, model_file: Path, *, max_seq_length: int | None = None) -> None:
+        ort = require("onnxruntime", "onnx")
+        transformers = require("transformers", "hf")
+        meta = json.loads((folder / META).read_text())
+        self.meta = meta
+        self.folder = folder
+        self.model_file = model_file
+        self.pooling: list[str] = list(meta["pooling"])
+        self.normalize_output: bool = meta["normalize"]
+        self.do_lower_case: bool = meta.get("do_lower_case", False)
+        self.prompts: dict[str, str] = meta.get("prompts", {})
+        self.default_prompt_name: str | None = meta.get("default_prompt_name")
+        self.max_seq_length: int | None = max_seq_length or meta.get("max_seq_length")
+        self.tokenizer = transformers.AutoTokenizer.from_pretrained(str(folder / "tokenizer"), local_files_only=True)
+        self.threads = cpu_cores()
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = self.threads
+        options.inter_op_num_threads = 1
+        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        self.session = ort.InferenceSession(str(model_file), options, providers=["CPUExecutionProvider"])
+        self.input_names = [i.name for i in self.session.get_inputs()]
+        self._dims = int(meta["dims"])
+
+    def get_embedding_dimension(self) -> int:
+        return self._dims
+
+    def _prompt(self, prompt: str | None, prompt_name: str | None) -> str | None:
+        if prompt is not None:
+            return prompt
+        name = prompt_name if prompt_name is not None else self.default_prompt_name
+        if name is None:
+            return None
+        if name not in self.prompts:
+            raise ValueError(f"prompt name {name!r} not found; the model's prompts: {sorted(self.prompts)}")
+        return self.prompts[name]
+
+    def encode(
+        self,
+        texts: Sequence[str],
+        *,
+        batch_size: int = 32,
+        prompt: str | None = None,
+        prompt_name: str | None = None,
+        **_ignored: Any,
+    ) -> np.ndarray:
+        """float32 sentence embeddings, one row per text (sorted by length inside, like sentence-transformers)."""
+        prompt = self._prompt(prompt, prompt_name)
+        items = [prompt + t for t in texts] if prompt else list(texts)
+        if self.do_lower_case:
+            items = [t.lower() for t in items]
+        out = np.empty((len(items), self._dims), dtype=np.float32)
+        order = np.argsort([-len(t) for t in items], kind="stable")
+        for start in range(0, len(items), batch_size):
+            idx = order[start : start + batch_size]
+            out[idx] = self._forward([items[i] for i in idx])
+        return out
+
+    def feed(self, texts: list[str]) -> dict[str, np.ndarray]:
+        """The session's inputs for ``texts``: tokenized, padded to the longest, truncated."""
+        kwargs: dict[str, Any] = {"padding": True, "truncation": "longest_first", "return_tensors": "np"}
+        if self.max_seq_length:
+            kwargs["max_length"] = self.max_seq_length
+        enc = self.tokenizer(texts, **kwargs)
+        return {name: np.asarray(enc[name], dtype=np.int64) for name in {*self.input_names, "attention_mask"}}
+
+    def _forward(self, texts: list[str]) -> np.ndarray:
+        feed = self.feed(texts)
+        mask = feed["attention_mask"]
+        hidden = self.session.run(None, {n: feed[n] for n in self.input_names})[0].astype(np.float32, copy=False)
+        vectors = _pool(hidden, mask, self.pooling)
+        if self.normalize_output:
+            norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+            vectors = vectors / np.maximum(norms, 1e-12)
+        return vectors
+
+
+def _pool(hidden: np.ndarray, mask: np.ndarray, modes: list[str]) -> np.ndarray:
+    """sentence-transformers' Pooling for cls / mean / max (several modes are concatenated)."""
+    parts = []
+    m = mask[..., None].astype(np.float32)
+    for mode in modes:
+        if mode == "cls":
+            first = mask.argmax(axis=1)  # the first real token (right or left padding)
+            parts.append(hidden[np.arange(hidden.shape[0]), first])
+        elif mode == "mean":
+            parts.append((hidden * m).sum(axis=1) / np.maximum(m.sum(axis=1), 1e-9))
+        elif mode == "max":
+            parts.append(np.where(m > 0, hidden, -np.inf).max(axis=1))
+        else:  # pragma: no cover - refused at export
+            raise ConfigurationError(f"pooling mode {mode!r} is not supported by the onnx backend")
+    return np.concatenate(parts, axis=1).astype(np.float32, copy=False)
