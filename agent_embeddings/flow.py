@@ -5,6 +5,7 @@ A call's logic is a generator (a *flow*) that yields the blocking-or-awaitable w
 thrown in at the ``yield``. :func:`run` does the steps blocking, :func:`arun` awaiting them: the
 logic, its error handling included, exists once, and the sync and async API are thin wrappers.
 
+>>> import asyncio
 >>> def double(x):
 ...     y = yield Step(lambda: x, lambda: asyncio.sleep(0, x))
 ...     return 2 * y

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any, TypeVar, Union, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, PositiveInt, ValidationError, field_validator, model_validator
+from pydantic.fields import FieldInfo
 
 from .batching import MicroBatching
 from .cache import CacheConfig
@@ -241,6 +242,21 @@ def _holds_secrets(loc: tuple[Any, ...]) -> bool:
     return False
 
 
+def code_only(field: FieldInfo) -> bool:
+    """A field only code may give (an object, e.g. an httpx transport): not a spec key.
+
+    Marked ``json_schema_extra={"code_only": True}``; ``exclude=True`` means something else here
+    (left out of ``model_dump``, applied by ``from_model_item``), so it cannot be the mark.
+    """
+    extra = field.json_schema_extra
+    return isinstance(extra, dict) and extra.get("code_only") is True
+
+
+def spec_keys(model: type[BaseModel]) -> list[str]:
+    """The ``llm_parameters`` keys a spec may give for a Params model, sorted."""
+    return sorted(k for k, f in model.model_fields.items() if not code_only(f))
+
+
 def did_you_mean(model: type[BaseModel], err: Any) -> str:
     """`` (did you mean 'normalize'?)`` for an unknown key close to a field of ``model`` (nested
     models followed along the error's location), else ``""``."""
@@ -254,7 +270,7 @@ def did_you_mean(model: type[BaseModel], err: Any) -> str:
         current = _model_in(field.annotation) if field is not None else None
     if current is None:
         return ""
-    names = [n for name, f in current.model_fields.items() if not f.exclude for n in (name, f.alias) if n]
+    names = [n for name, f in current.model_fields.items() if not code_only(f) for n in (name, f.alias) if n]
     found = difflib.get_close_matches(str(err["loc"][-1]), names, n=1, cutoff=0.6)
     return f" (did you mean {found[0]!r}?)" if found else ""
 
@@ -292,8 +308,7 @@ def parse_params(model: type[P], item: ModelItem, *, where: str | None = None) -
             problems.append("llm_parameters." + _describe(err) + did_you_mean(model, err))
         message = f"{where}: " + "; ".join(problems)
         if unknown:
-            keys = sorted(k for k, f in model.model_fields.items() if not f.exclude)  # exclude: code-only objects
-            message += f"; accepted keys for '{item.prefix}:': {', '.join(keys)}"
+            message += f"; accepted keys for '{item.prefix}:': {', '.join(spec_keys(model))}"
         raise SpecError(message) from None
 
 

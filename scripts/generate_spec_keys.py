@@ -77,21 +77,22 @@ def backends() -> dict[str, Any]:
 
 def render() -> str:
     """The generated section: the keys every backend accepts, then each built-in prefix's own."""
-    from agent_embeddings.specs import GeneratorParams
+    from agent_embeddings.specs import GeneratorParams, spec_keys
 
     header = ["| key | type | default | meaning |", "|---|---|---|---|"]
     common = list(GeneratorParams.model_fields)
     lines = [BEGIN, "", "Every backend (`GeneratorParams`):", "", *header, *_rows(GeneratorParams, common)]
     for prefix, model in backends().items():
-        # exclude=True marks what code alone may give (an httpx transport object): not a spec key.
-        own = [k for k, f in model.model_fields.items() if k not in common and not f.exclude]
+        own = [k for k in model.model_fields if k not in common and k in spec_keys(model)]
         lines += ["", f"`{prefix}:` items also accept (`{model.__name__}`):", "", *header, *_rows(model, own)]
     return "\n".join([*lines, "", END])
 
 
 def example_keys() -> str:
     """The keys the unknown-key error lists for an ``hf:`` item (what docs/spec.md's example shows)."""
-    return ", ".join(sorted(k for k, f in backends()["hf"].model_fields.items() if not f.exclude))
+    from agent_embeddings.specs import spec_keys
+
+    return ", ".join(spec_keys(backends()["hf"]))
 
 
 def updated(text: str) -> str:

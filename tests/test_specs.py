@@ -289,3 +289,13 @@ def test_finding_20_a_misspelt_llm_type_is_named_with_a_suggestion(tmp_path: Pat
         f"{tmp_path / 'spec.json'}: models[1] ('{HF}'): llm_type 'Embedding' is not 'embeddings' "
         "(did you mean 'embeddings'?); this item builds no generator"
     ]
+
+
+def test_the_accepted_keys_are_what_a_spec_may_give(tmp_path: Path):
+    """The shared settings (cache, retry: left out of model_dump) are listed; code-only objects are not."""
+    item = {"llm_type": "embeddings", "llm_block_id": "openai:m",
+            "llm_parameters": {"base_url": "http://127.0.0.1:9/v1", "http_transprt": 1}}
+    message = load_error(tmp_path, spec_with(item))
+    keys = message.split("accepted keys for 'openai:': ", 1)[1].split(", ")
+    assert {"cache", "retry", "fallback", "micro_batching", "api_key_ref", "timeout_s"} <= set(keys)
+    assert "http_transport" not in message  # not in the list, not as a did-you-mean

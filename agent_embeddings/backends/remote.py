@@ -71,9 +71,10 @@ class RemoteParams(GeneratorParams):
     api_key_required: bool | None = Field(
         default=None, description="Fail at build time without a key (default: per backend; never for loopback)."
     )
-    # exclude=True: an object, not a setting; a spec cannot give one (the validator below).
+    # An object, not a setting: left out of dumps, of the spec's keys and docs (code_only), and a
+    # spec cannot give one (the validator below).
     http_transport: Any = Field(
-        default=None, exclude=True,
+        default=None, exclude=True, json_schema_extra={"code_only": True},
         description="From code only: an httpx transport (of the httpx the backend's client uses) that every "
         "request goes through, e.g. httpx.MockTransport(handler) in tests.",
     )
