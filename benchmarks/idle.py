@@ -72,7 +72,7 @@ def idle(n: int, batch: int, repeat: int, clients: int = 16) -> Iterator[Row]:
         def baseline() -> object:
             return st.encode(texts, batch_size=batch, normalize_embeddings=True, convert_to_numpy=True)
 
-        best, base, spread = _interleaved(clock.read, closed_loop(gen.generate, texts, clients), baseline, repeat)
+        best, base, spread, _ = _interleaved(clock.read, closed_loop(gen.generate, texts, clients), baseline, repeat)
         row = _busy_rows("9 idle", f"in-process, {clients} threads x 1 sentence", best, base, n, target=90.0 / 100)
         row.spread = spread
         yield row
@@ -85,20 +85,22 @@ def idle(n: int, batch: int, repeat: int, clients: int = 16) -> Iterator[Row]:
             call = _python_caller(kind, address)
             call(texts[0])
             server = lambda: read_server_clock(clock_path)  # noqa: E731
-            best, base, spread = _interleaved(server, closed_loop(call, texts, clients), baseline, repeat)
+            best, base, spread, runs = _interleaved(server, closed_loop(call, texts, clients), baseline, repeat)
             row = _busy_rows("9 idle", f"{kind}, {clients} Python clients x 1 sentence", best, base, n, None)
             row.spread = spread
             yield row
             limit = 150.0 if kind == "http" else 100.0
             yield Row("9 idle", f"{kind}, server CPU per single-text request outside the model (Python clients)",
                       "µs", best.outside_us_per(n), "issue 24's bound", limit, higher_is_better=False, target=1.0,
+                      spread=_spread([r.outside_us_per(n) for r in runs]),
                       note=f"process CPU {best.process_cpu_s:.2f} s - model CPU {best.model_cpu_s:.2f} s over {n} "
                            f"requests; the clients share the 2 cores", extra=_extra(best, n))
 
 
 def _interleaved(read: Callable[[], ClockReading], candidate: Callable[[], object], baseline: Callable[[], object],
-                 repeat: int) -> tuple[ClockReading, ClockReading, float]:
-    """Candidate and baseline runs interleaved; the fastest run of each, with its clock window.
+                 repeat: int) -> tuple[ClockReading, ClockReading, float, list[ClockReading]]:
+    """Candidate and baseline runs interleaved; the fastest run of each, with its clock window, the
+    spread of their wall times, and every candidate run (for the spread of other figures).
 
     The baseline is one raw ``encode`` call of all the texts: its model is busy all along (100%)."""
     cand: list[ClockReading] = []
@@ -115,7 +117,7 @@ def _interleaved(read: Callable[[], ClockReading], candidate: Callable[[], objec
                 sink.append(ClockReading(seconds, seconds, 0.0, 0.0, 1, 0))
     spread = max((max(r.wall_s for r in side) - min(r.wall_s for r in side)) / min(r.wall_s for r in side)
                  for side in (cand, base))
-    return min(cand, key=lambda r: r.wall_s), min(base, key=lambda r: r.wall_s), spread
+    return min(cand, key=lambda r: r.wall_s), min(base, key=lambda r: r.wall_s), spread, cand
 
 
 @contextmanager
@@ -184,7 +186,8 @@ def openloop(n: int, batch: int, repeat: int, clients: int = 16) -> Iterator[Row
                   extra={**_extra(reading, run.requests), "p50_ms": run.p50_ms, "p99_ms": run.p99_ms})
         yield Row("10 openloop", "http, server CPU per single-text request outside the model (wrk, closed loop)",
                   "µs", reading.outside_us_per(run.requests), "issue 24's bound", 150.0, higher_is_better=False,
-                  target=1.0, note=f"process CPU {reading.process_cpu_s:.2f} s - model CPU "
+                  target=1.0, spread=_spread([r.outside_us_per(w.requests) for w, r in closed]),
+                  note=f"process CPU {reading.process_cpu_s:.2f} s - model CPU "
                   f"{reading.model_cpu_s:.2f} s over {run.requests} requests", extra=_extra(reading, run.requests))
 
         searches = []
@@ -207,7 +210,8 @@ def openloop(n: int, batch: int, repeat: int, clients: int = 16) -> Iterator[Row
                          "steps": steps})
         yield Row("10 openloop", "http, server CPU per single-text request outside the model (wrk, at capacity)",
                   "µs", reading.outside_us_per(run.requests), "issue 24's bound", 150.0, higher_is_better=False,
-                  target=1.0, note=f"process CPU {reading.process_cpu_s:.2f} s - model CPU "
+                  target=1.0, spread=_spread([r.outside_us_per(w.requests) for w, r, _ in found]),
+                  note=f"process CPU {reading.process_cpu_s:.2f} s - model CPU "
                   f"{reading.model_cpu_s:.2f} s over {run.requests} requests", extra=_extra(reading, run.requests))
 
 
