@@ -239,7 +239,7 @@ def test_finding_14_shutdown_answers_503_and_the_process_exits_within_the_grace_
         worker.join(60)
         answered = time.monotonic() - term
         try:
-            code: int | None = served.terminate(timeout_s=30)
+            code: int | None = served.wait(timeout_s=30)  # the one SIGTERM above, not a second
         except subprocess.TimeoutExpired:
             code = None  # still waiting for its model thread
         exited = time.monotonic() - term

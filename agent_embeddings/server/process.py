@@ -101,6 +101,15 @@ class ServeProcess:
         assert self._proc is not None
         if self._proc.poll() is None:
             self._proc.send_signal(signal.SIGTERM)
+        return self.wait(timeout_s)
+
+    def wait(self, timeout_s: float = 60.0) -> int:
+        """Wait for the process to end (after a signal already sent) and return its exit status.
+
+        Not a second SIGTERM: one that lands after the server has removed its handlers, during the
+        interpreter's teardown, ends it by the default action (-15) instead of the exit it was making.
+        """
+        assert self._proc is not None
         code = self._proc.wait(timeout=timeout_s)
         if self._drain is not None:
             self._drain.join(timeout=5)
