@@ -50,7 +50,7 @@ OTHER_TABLES = {
     "sync": "keeping an index current (sync after 2% of rows changed) and exact search over the output; a first "
             "run on a loaded box (load average ~12), to be redone quietly",
     "issue24": "issue 24, first part: the model's idle share, server CPU per request outside the model, HTTP "
-               "open-loop capacity at p99 <= 100 ms (wrk), bf16 against fp32; measured under heavy load",
+               "open-loop capacity at p99 <= 100 ms (wrk), bf16 against fp32 (a quiet run, load ~1.5)",
 }
 
 
