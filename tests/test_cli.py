@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import io
 import json
 import os
@@ -14,6 +13,8 @@ import numpy as np
 import pytest
 
 from agent_embeddings.specs import subject_spec_schema
+
+from ._cli_support import parsers
 
 CLI = [sys.executable, "-m", "agent_embeddings"]
 
@@ -194,18 +195,12 @@ def test_finding_19_embed_input_file(default_spec: Path, hf_manager, monkeypatch
     assert rc == 1 and f"{texts} line 2 is empty" in err
 
 
-def _parsers(parser: argparse.ArgumentParser, path: str = "agent-embeddings"):
-    yield path, parser
-    for action in parser._actions:
-        if isinstance(action, argparse._SubParsersAction):
-            for name, sub in action.choices.items():
-                yield from _parsers(sub, f"{path} {name}")
 
 
 def test_finding_19_no_option_is_taken_for_a_prefix_of_another(default_spec: Path, tmp_path: Path, monkeypatch, capsys):
     from agent_embeddings.cli import build_parser
 
-    found = dict(_parsers(build_parser()))
+    found = dict(parsers(build_parser()))
     assert {"agent-embeddings embed", "agent-embeddings serve", "agent-embeddings bulk verify"} <= set(found)
     assert [path for path, parser in found.items() if parser.allow_abbrev] == []
     # Abbreviations that argparse would complete by default are usage errors (exit 2), never guesses.

@@ -13,15 +13,9 @@ import pytest
 from agent_embeddings.bulk.cli import cmd_bulk, cmd_compare, cmd_info, cmd_verify
 from agent_embeddings.cli import build_parser
 
+from ._cli_support import parsers
+
 CLI = [sys.executable, "-m", "agent_embeddings"]
-
-
-def parsers(parser: argparse.ArgumentParser, path: str = "agent-embeddings"):
-    yield path, parser
-    for action in parser._actions:
-        if isinstance(action, argparse._SubParsersAction):
-            for name, sub in action.choices.items():
-                yield from parsers(sub, f"{path} {name}")
 
 
 ALL = dict(parsers(build_parser()))
