@@ -97,9 +97,9 @@ class EmbeddingGeneratorManager:
         return self._canonical(name)
 
     def info(self, name: str) -> GeneratorInfo:
-        """The :meth:`list_generators` row of one generator (by name or alias)."""
-        canonical = self._canonical(name)
-        return next(i for i in self.list_generators() if i.name == canonical)
+        """The :meth:`list_generators` row of one generator (by name or alias), built alone."""
+        with self._lock:
+            return self._info(self._canonical(name))
 
     def model_item(self, name: str) -> ModelItem | None:
         """The spec item a generator was built from (None when registered by hand)."""
@@ -134,11 +134,12 @@ class EmbeddingGeneratorManager:
     def list_generators(self) -> list[GeneratorInfo]:
         """The serving view of every generator: name, aliases, provider, model, width, space."""
         with self._lock:
-            return [
-                GeneratorInfo.of(gen, name=name, aliases=[a for a, n in self._aliases.items() if n == name],
-                                 block_id=self._block_ids.get(name))
-                for name, gen in self._generators.items()
-            ]
+            return [self._info(name) for name in self._generators]
+
+    def _info(self, canonical: str) -> GeneratorInfo:
+        aliases = [a for a, n in self._aliases.items() if n == canonical]
+        return GeneratorInfo.of(self._generators[canonical], name=canonical, aliases=aliases,
+                                block_id=self._block_ids.get(canonical))
 
     # -- embedding -------------------------------------------------------------------------
     def embed(

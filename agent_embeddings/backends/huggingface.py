@@ -7,6 +7,7 @@ found locally (a path, the Hugging Face cache, or a package that ships them thro
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import threading
@@ -119,6 +120,7 @@ class HuggingFaceParams(GeneratorParams):
 BF16_CPU_FLAGS = ("amx_bf16", "avx512_bf16")
 
 
+@functools.cache  # the CPU does not change under a running process: read the file once
 def cpu_flags() -> frozenset[str]:
     """The CPU's feature flags (empty where /proc/cpuinfo is not there)."""
     try:
@@ -137,7 +139,8 @@ def resolve_precision(precision: str, device: str, flags: frozenset[str] | None 
     if precision == "bf16":
         return "bf16"
     if precision == "auto" and device == "cpu":
-        return "bf16" if any(f in (cpu_flags() if flags is None else flags) for f in BF16_CPU_FLAGS) else "fp32"
+        flags = cpu_flags() if flags is None else flags
+        return "bf16" if any(f in flags for f in BF16_CPU_FLAGS) else "fp32"
     return "fp32"  # a GPU under auto keeps fp32: its fast path is a choice of the spec
 
 

@@ -172,7 +172,7 @@ class _Servicer:
         try:
             served = await serve_embed(self.manager, query, self.config, WORDS, self.metrics)
         except ServeError as exc:
-            raise _Refused(_STATUS[exc.reason], exc.message, exc.error_type) from None
+            raise _refused(exc) from None
         except BackendFailed as exc:
             raise self._backend_failed(exc.cause, exc.model, request_id) from None
         response = embed_response(
@@ -204,13 +204,13 @@ class _Servicer:
         self._authorize(context)
         if isinstance(request, _Undecodable):
             raise _invalid(request.message)
-        models = self.manager.list_generators()
         if request.model:
             try:
-                name = resolve_model(self.manager, request.model, WORDS)
+                models = [self.manager.info(resolve_model(self.manager, request.model, WORDS))]
             except ServeError as exc:
-                raise _Refused(_STATUS[exc.reason], exc.message, exc.error_type) from None
-            models = [m for m in models if m.name == name]
+                raise _refused(exc) from None
+        else:
+            models = self.manager.list_generators()
         return info_response(
             models,
             max_inputs=self.config.max_inputs,
@@ -242,6 +242,11 @@ _STATUS = {
 
 def _invalid(message: str) -> _Refused:
     return _Refused(grpc.StatusCode.INVALID_ARGUMENT, message, "invalid_request_error")
+
+
+def _refused(exc: ServeError) -> _Refused:
+    """The serving core's refusal as the status its reason maps to."""
+    return _Refused(_STATUS[exc.reason], exc.message, exc.error_type)
 
 
 class GrpcServer:
