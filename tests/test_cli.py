@@ -195,8 +195,6 @@ def test_finding_19_embed_input_file(default_spec: Path, hf_manager, monkeypatch
     assert rc == 1 and f"{texts} line 2 is empty" in err
 
 
-
-
 def test_finding_19_no_option_is_taken_for_a_prefix_of_another(default_spec: Path, tmp_path: Path, monkeypatch, capsys):
     from agent_embeddings.cli import build_parser
 

@@ -39,7 +39,8 @@ from agent_embeddings.retry import RetryPolicy
 
 Reply = tuple[int, dict[str, str], bytes]
 # The httpx the official client is built on (httpx, or httpx2 for openai 3): transports are its own.
-HTTPX = importlib.import_module(openai.DefaultHttpxClient.__mro__[1].__module__.split(".")[0])
+HTTPX = importlib.import_module(
+    next(c for c in openai.DefaultHttpxClient.__mro__ if c.__name__ == "Client").__module__.split(".")[0])
 
 
 def vectors_for(texts: list[str]) -> np.ndarray:

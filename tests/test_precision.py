@@ -65,16 +65,21 @@ def test_auto_picks_bf16_only_with_native_bf16() -> None:
 
 
 def test_auto_follows_this_cpu_and_shares_fp32s_space_without_native_bf16(
-    hf_manager: EmbeddingGeneratorManager,
+    hf_manager: EmbeddingGeneratorManager, monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    gen = HuggingFaceEmbeddingGenerator(model_name=MINILM, precision="auto", micro_batching=False, normalize=True)
-    try:
-        native = bool(set(BF16_CPU_FLAGS) & cpu_flags())
-        assert gen.space().precision == ("bf16" if native else "fp32")
-        if not native:
-            assert gen.space() == hf_manager.get("hf").space()
-    finally:
-        gen.close()
+    import agent_embeddings.backends.huggingface as hf
+
+    assert bool(set(BF16_CPU_FLAGS) & cpu_flags()) == (hf.resolve_precision("auto", "cpu") == "bf16")  # this CPU
+    # Both kinds of CPU, whichever this one is: the flags are the only input auto reads.
+    for flags, expected in ((frozenset({"avx2", "fma"}), "fp32"), (frozenset({"amx_tile", "amx_bf16"}), "bf16")):
+        monkeypatch.setattr(hf, "cpu_flags", lambda flags=flags: flags)
+        gen = HuggingFaceEmbeddingGenerator(model_name=MINILM, precision="auto", micro_batching=False, normalize=True)
+        try:
+            assert gen.space().precision == expected
+            if expected == "fp32":
+                assert gen.space() == hf_manager.get("hf").space()
+        finally:
+            gen.close()
 
 
 def test_bf16_needs_the_torch_backend_and_auto_leaves_onnx_its_own_numbers() -> None:

