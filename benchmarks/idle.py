@@ -9,6 +9,7 @@ requests at which p99 stays at or under 100 ms. Model time comes from :mod:`benc
 
 from __future__ import annotations
 
+import math
 import os
 import sys
 import tempfile
@@ -26,8 +27,14 @@ ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_SPEC = ROOT / "specs" / "default.json"
 #: p99 latency bound of the capacity rows (issue 24)
 P99_MS = 100.0
-#: wrk's connections for the open-loop runs: enough that a 100 ms answer barely delays the next arrival
-OPEN_CONNECTIONS = 256
+#: Mean idle gap of each wrk connection between its answer and its next request in the open-loop
+#: runs: the connections are ``rate x gap``. Short beside the server's keep-alive timeout (uvicorn's
+#: 5 s), which otherwise closes idle connections and counts as errors (an exponential gap of mean
+#: 2.9 s, as 256 connections at 88/s had, exceeds 5 s 18% of the time: no step could pass), and
+#: long beside a 100 ms answer, which slows the arrivals by latency / (gap + latency).
+OPEN_GAP_S = 0.5
+#: wrk's connections at the lowest and highest rates
+OPEN_CONNECTIONS = (16, 1024)
 
 
 def _busy_note(r: ClockReading, requests: int) -> str:
@@ -195,9 +202,11 @@ def openloop(n: int, batch: int, repeat: int, clients: int = 16) -> Iterator[Row
             searches.append(_capacity(windowed, start=0.3 * raw, seed=i))
             base_s.append(timed(baseline))
         raw = n / min(base_s)
-        found = [s for s in searches if s is not None]
-        if not found:
-            print("   openloop: no rate passed", file=sys.stderr, flush=True)
+        found = [(w, c, st) for w, c, st in searches if w is not None and c is not None]
+        if not found:  # say what each step measured: a search that finds nothing is itself a finding
+            for _, _, steps in searches:
+                print("   openloop: no rate passed; steps (offered/s: p99 ms, errors) "
+                      + ", ".join(f"{r:.0f}: {p99:.0f}, {e}" for r, p99, e in steps), file=sys.stderr, flush=True)
             return
         run, reading, steps = max(found, key=lambda s: s[0].rate)
         yield Row("10 openloop", f"http open-loop capacity at p99 <= {P99_MS:.0f} ms (wrk, Poisson arrivals)",
@@ -220,18 +229,19 @@ def _spread(values: list[float]) -> float:
 
 
 def _capacity(windowed: Callable[..., tuple[wrk.WrkRun, ClockReading]], start: float, seed: int
-              ) -> tuple[wrk.WrkRun, ClockReading, list[tuple[float, float]]] | None:
+              ) -> tuple[wrk.WrkRun | None, ClockReading | None, list[tuple[float, float, int]]]:
     """The highest rate that passes (p99 <= 100 ms, no errors, the offered rate served): up by 1.25x
     from ``start`` until a step fails, then two halvings of the last interval."""
 
     def step(rate: float) -> tuple[bool, wrk.WrkRun, ClockReading]:
         duration = max(4.0, min(10.0, 1500 / rate))
-        gap_ms = max(1.0, OPEN_CONNECTIONS / rate * 1000 - 15)  # ~15 ms: the answer's own time
-        run, reading = windowed(connections=OPEN_CONNECTIONS, duration_s=duration, gap_ms=gap_ms, seed=seed)
-        steps.append((rate, run.p99_ms))
+        connections = min(max(math.ceil(rate * OPEN_GAP_S), OPEN_CONNECTIONS[0]), OPEN_CONNECTIONS[1])
+        gap_ms = max(1.0, connections / rate * 1000 - 15)  # ~15 ms: the answer's own time
+        run, reading = windowed(connections=connections, duration_s=duration, gap_ms=gap_ms, seed=seed)
+        steps.append((rate, run.p99_ms, run.errors))
         return run.p99_ms <= P99_MS and run.errors == 0 and run.rate >= 0.85 * rate, run, reading
 
-    steps: list[tuple[float, float]] = []
+    steps: list[tuple[float, float, int]] = []
     passed: tuple[wrk.WrkRun, ClockReading] | None = None
     low, high, rate = 0.0, None, start
     while high is None and rate < 20 * start:  # up until a step fails
@@ -252,5 +262,5 @@ def _capacity(windowed: Callable[..., tuple[wrk.WrkRun, ClockReading]], start: f
             passed, low = (run, reading), mid
         else:
             high = mid
-    return None if passed is None else (passed[0], passed[1], steps)
+    return (None, None, steps) if passed is None else (passed[0], passed[1], steps)
 

@@ -3,8 +3,9 @@
 wrk is closed-loop. With ``gap_ms`` > 0 each of its many connections waits an exponential gap
 before every request (wrk's Lua ``delay()``), so the requests of all connections together arrive
 as an approximately Poisson process of ``connections / (gap + latency)`` per second: open loop as
-long as the latency is small beside the gap (at 256 connections and 300 requests/s the gap is
-~850 ms, a 100 ms latency slows the arrivals by ~10%). The rate actually offered is what wrk
+long as the latency is small beside the gap (a 0.5 s gap and a 50 ms latency slow the arrivals by
+~10%), and the gap must stay short beside the server's keep-alive timeout (5 s), which closes an
+idle connection: wrk counts that as an error. The rate actually offered is what wrk
 counted, and that is what the capacity rows report. wrk2 (a constant-rate wrk) and vegeta are not
 in Debian; ``benchmarks/setup_loadgen.sh`` installs wrk.
 
