@@ -12,7 +12,7 @@ import logging
 import os
 import threading
 import weakref
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -160,6 +160,42 @@ class _LoadedModel:
     cpu: bool = True
     #: what the numbers are: "fp32", "bf16" (torch) or "int8" (ONNX Runtime)
     precision: str = "fp32"
+    #: tokens per text as ``encode`` tokenized them (sentence-transformers models; None: count apart)
+    tally: _Tally | None = None
+
+
+class _Tally:
+    """Tokens per text, read from the attention masks ``encode`` builds anyway.
+
+    Wraps the model's ``preprocess`` (sentence-transformers tokenizes each batch there): usage
+    counts then cost a sum over a mask, not a second tokenizer pass on the model's critical path
+    (~0.55 ms per 16 sentences here). ``open``/``counts`` run under the model's lock, as ``encode``
+    does, so one tally serves every generator sharing the model. A text ``encode`` did not show it
+    (another version's code path) leaves ``counts`` None: the caller counts with the tokenizer.
+    """
+
+    def __init__(self) -> None:
+        self._seen: dict[str, int] | None = None
+
+    def wrap(self, preprocess: Any) -> Any:
+        def counted(inputs: Any, *args: Any, **kwargs: Any) -> Any:
+            features = preprocess(inputs, *args, **kwargs)
+            seen, mask = self._seen, features.get("attention_mask") if isinstance(features, Mapping) else None
+            if seen is not None and mask is not None and len(mask) == len(inputs):
+                # the mask counts the prompt, [CLS]/[SEP] and no padding, cut at max_seq_length: what is computed
+                seen.update((text, n) for text, n in zip(inputs, mask.sum(dim=1).tolist()) if isinstance(text, str))
+            return features
+
+        return counted
+
+    def open(self) -> None:
+        self._seen = {}
+
+    def counts(self, texts: list[str]) -> list[int] | None:
+        seen, self._seen = self._seen, None
+        if seen is None or any(t not in seen for t in texts):
+            return None
+        return [seen[t] for t in texts]
 
 
 _shared: weakref.WeakValueDictionary[tuple[Any, ...], _LoadedModel] = weakref.WeakValueDictionary()
@@ -288,8 +324,12 @@ class HuggingFaceEmbeddingGenerator(AbstractEmbeddingGenerator):
             if precision == "bf16":  # encode() hands back float32 numpy all the same
                 model = model.to(require("torch", "hf", who=self._who()).bfloat16)
             get_dims = getattr(model, "get_embedding_dimension", None) or model.get_sentence_embedding_dimension
+            tally = None
+            if callable(getattr(model, "preprocess", None)):
+                tally = _Tally()
+                model.preprocess = tally.wrap(model.preprocess)  # this instance only; encode() calls it per batch
             loaded = _LoadedModel(model=model, dims=int(get_dims()), lock=threading.Lock(), cpu=device == "cpu",
-                                  precision=precision)
+                                  precision=precision, tally=tally)
             _shared[key] = loaded
             return loaded
 
@@ -446,6 +486,8 @@ class HuggingFaceEmbeddingGenerator(AbstractEmbeddingGenerator):
         """One forward pass (one ``encode`` call of at most ``batch_size`` texts) under the model lock."""
         with loaded.lock:  # fast tokenizers are not safe to share between threads
             raise_if_cancelled(self._who())  # under the lock: the call may have waited for it
+            if loaded.tally is not None:
+                loaded.tally.open()
             vectors = loaded.model.encode(
                 texts,
                 batch_size=self.batch_size,
@@ -454,7 +496,9 @@ class HuggingFaceEmbeddingGenerator(AbstractEmbeddingGenerator):
                 normalize_embeddings=False,
                 show_progress_bar=False,
             )
-            counts = self._token_counts(loaded, texts, prompt)
+            counts = loaded.tally.counts(texts) if loaded.tally is not None else None
+            if counts is None:
+                counts = self._token_counts(loaded, texts, prompt)
         return vectors, counts
 
     def count_tokens(self, texts: Sequence[str], *, input_type: InputType | None = None) -> int | None:
