@@ -34,7 +34,7 @@ P99_MS = 100.0
 #: long beside a 100 ms answer, which slows the arrivals by latency / (gap + latency).
 OPEN_GAP_S = 0.5
 #: wrk's connections at the lowest and highest rates
-OPEN_CONNECTIONS = (16, 1024)
+OPEN_CONNECTIONS = (2, 1024)
 
 
 def _busy_note(r: ClockReading, requests: int) -> str:
@@ -197,52 +197,124 @@ def openloop(n: int, batch: int, repeat: int, clients: int = 16) -> Iterator[Row
                   note=f"process CPU {reading.process_cpu_s:.2f} s - model CPU "
                   f"{reading.model_cpu_s:.2f} s over {run.requests} requests", extra=_extra(reading, run.requests))
 
-        searches = []
+    yield from _capacities(n, batch, repeat, baseline, base_s)
+
+
+Stepper = Callable[[float, float, int], tuple[wrk.WrkRun, ClockReading | None]]
+
+
+def _capacities(n: int, batch: int, repeat: int, baseline: Callable[[], object], base_s: list[float]) -> Iterator[Row]:
+    """Open-loop capacity at p99 <= 100 ms: our HTTP server (wrk), our gRPC server (the Node
+    generator) and infinity-emb's HTTP server (wrk; when ``.venv-peer`` exists), their searches
+    interleaved with each other and with the raw baseline, all servers up at once (an idle server
+    costs nothing)."""
+    from contextlib import ExitStack
+
+    from . import grpc_loadgen
+    from .peers import PEER_NAME, PEER_VENV, _peer_server
+
+    texts = short_sentences(500, seed=42)
+    steppers: dict[str, Stepper] = {}
+    with ExitStack() as stack:
+        folder = Path(stack.enter_context(wrk.scratch()))
+
+        def wrk_stepper(url: str, script: Path, clock: Path | None) -> Stepper:
+            def step(rate: float, duration: float, seed: int) -> tuple[wrk.WrkRun, ClockReading | None]:
+                connections = min(max(math.ceil(rate * OPEN_GAP_S), OPEN_CONNECTIONS[0]), OPEN_CONNECTIONS[1])
+                gap_ms = max(1.0, connections / rate * 1000 - 15)  # ~15 ms: the answer's own time
+                before = read_server_clock(clock) if clock else None
+                run = wrk.run(url, script, connections=connections, duration_s=duration, gap_ms=gap_ms, seed=seed)
+                return run, (read_server_clock(clock).minus(before) if clock and before else None)
+            return step
+
+        http_address, http_clock = stack.enter_context(timed_server("http"))
+        http_url = f"http://{http_address}/v1/embeddings"
+        http_script = wrk.write_script(texts, folder)
+        wrk.run(http_url, http_script, connections=16, duration_s=1)  # warm the connections and the model
+        steppers["http"] = wrk_stepper(http_url, http_script, http_clock)
+        if grpc_loadgen.available():
+            grpc_address, grpc_clock = stack.enter_context(timed_server("grpc"))
+            texts_file = grpc_loadgen.write_texts(texts, folder)
+            grpc_loadgen.run(grpc_address, texts_file, rate=20, duration_s=1)  # warm
+
+            def grpc_step(rate: float, duration: float, seed: int) -> tuple[wrk.WrkRun, ClockReading | None]:
+                before = read_server_clock(grpc_clock)
+                run = grpc_loadgen.run(grpc_address, texts_file, rate=rate, duration_s=duration, seed=seed)
+                return run, read_server_clock(grpc_clock).minus(before)
+            steppers["grpc"] = grpc_step
+        else:
+            print("   openloop: gRPC rows skipped, benchmarks/setup_loadgen.sh installs their load generator",
+                  file=sys.stderr, flush=True)
+        if (PEER_VENV / "bin" / "infinity_emb").exists():
+            from agent_embeddings.backends.huggingface import resolve_model_path
+
+            from .peers import MODEL
+
+            peer_url = stack.enter_context(_peer_server(resolve_model_path(MODEL), batch)) + "/embeddings"
+            peer_folder = folder / "peer"
+            peer_folder.mkdir()
+            peer_script = wrk.write_script(texts, peer_folder, model="peer")
+            wrk.run(peer_url, peer_script, connections=16, duration_s=1)
+            steppers[PEER_NAME] = wrk_stepper(peer_url, peer_script, None)
+
+        searches: dict[str, list[Search]] = {name: [] for name in steppers}
         for i in range(repeat):
-            searches.append(_capacity(windowed, start=0.3 * raw, seed=i))
-            base_s.append(timed(baseline))
-        raw = n / min(base_s)
-        found = [(w, c, st) for w, c, st in searches if w is not None and c is not None]
+            for name, stepper in (steppers.items() if i % 2 == 0 else reversed(steppers.items())):
+                searches[name].append(_capacity(stepper, start=0.3 * n / min(base_s), seed=i))
+                base_s.append(timed(baseline))
+    raw = n / min(base_s)
+    best: dict[str, wrk.WrkRun] = {}
+    for name, found_all in searches.items():
+        found = [(w, c, st) for w, c, st in found_all if w is not None]
         if not found:  # say what each step measured: a search that finds nothing is itself a finding
-            for _, _, steps in searches:
-                print("   openloop: no rate passed; steps (offered/s: p99 ms, errors) "
+            for _, _, steps in found_all:
+                print(f"   openloop: {name}: no rate passed; steps (offered/s: p99 ms, errors) "
                       + ", ".join(f"{r:.0f}: {p99:.0f}, {e}" for r, p99, e in steps), file=sys.stderr, flush=True)
-            return
+            continue
         run, reading, steps = max(found, key=lambda s: s[0].rate)
-        yield Row("10 openloop", f"http open-loop capacity at p99 <= {P99_MS:.0f} ms (wrk, Poisson arrivals)",
-                  "requests/s", run.rate, "st.encode batch", raw, target=0.75,
+        best[name] = run
+        ours = name in ("http", "grpc")
+        tool = {"http": "wrk", "grpc": "Node @grpc/grpc-js"}.get(name, "wrk")
+        label = f"{name} open-loop capacity at p99 <= {P99_MS:.0f} ms ({tool}, Poisson arrivals)"
+        yield Row("10 openloop", label, "requests/s", run.rate, "st.encode batch", raw,
+                  target={"http": 0.75, "grpc": 0.80}.get(name),
                   spread=_spread([s[0].rate for s in found]),
                   note=f"highest passing rate {run.rate:.0f}/s: p50 {run.p50_ms:.1f} ms, p99 {run.p99_ms:.1f} ms, "
-                       f"{run.errors} errors, {_busy_note(reading, run.requests)}; steps (offered/s: p99 ms) "
-                       + ", ".join(f"{s[0]:.0f}: {s[1]:.0f}" for s in steps),
-                  extra={**_extra(reading, run.requests), "p50_ms": run.p50_ms, "p99_ms": run.p99_ms,
-                         "steps": steps})
-        yield Row("10 openloop", "http, server CPU per single-text request outside the model (wrk, at capacity)",
-                  "µs", reading.outside_us_per(run.requests), "issue 24's bound", 150.0, higher_is_better=False,
-                  target=1.0, spread=_spread([r.outside_us_per(w.requests) for w, r, _ in found]),
-                  note=f"process CPU {reading.process_cpu_s:.2f} s - model CPU "
-                  f"{reading.model_cpu_s:.2f} s over {run.requests} requests", extra=_extra(reading, run.requests))
+                       f"{run.errors} errors" + (f", {_busy_note(reading, run.requests)}" if reading else "")
+                       + "; steps (offered/s: p99 ms) " + ", ".join(f"{s[0]:.0f}: {s[1]:.0f}" for s in steps),
+                  extra={**(_extra(reading, run.requests) if reading else {}), "p50_ms": run.p50_ms,
+                         "p99_ms": run.p99_ms, "steps": steps})
+        if ours and reading is not None:
+            yield Row("10 openloop", f"{name}, server CPU per single-text request outside the model (at capacity)",
+                      "µs", reading.outside_us_per(run.requests), "issue 24's bound", 150.0 if name == "http" else 100.0,
+                      higher_is_better=False, target=1.0,
+                      spread=_spread([r.outside_us_per(w.requests) for w, r, _ in found if r is not None]),
+                      note=f"process CPU {reading.process_cpu_s:.2f} s - model CPU "
+                      f"{reading.model_cpu_s:.2f} s over {run.requests} requests", extra=_extra(reading, run.requests))
+    if "http" in best and PEER_NAME in best:
+        yield Row("10 openloop", f"http open-loop capacity at p99 <= {P99_MS:.0f} ms, against {PEER_NAME}'s",
+                  "requests/s", best["http"].rate, f"{PEER_NAME}", best[PEER_NAME].rate, target=2.0,
+                  note="both measured with wrk, Poisson arrivals, the same texts, searches interleaved")
+
+
+Search = tuple[wrk.WrkRun | None, ClockReading | None, list[tuple[float, float, int]]]
 
 
 def _spread(values: list[float]) -> float:
     return (max(values) - min(values)) / min(values) if values and min(values) > 0 else 0.0
 
 
-def _capacity(windowed: Callable[..., tuple[wrk.WrkRun, ClockReading]], start: float, seed: int
-              ) -> tuple[wrk.WrkRun | None, ClockReading | None, list[tuple[float, float, int]]]:
+def _capacity(stepper: Stepper, start: float, seed: int) -> Search:
     """The highest rate that passes (p99 <= 100 ms, no errors, the offered rate served): up by 1.25x
     from ``start`` until a step fails, then two halvings of the last interval."""
 
-    def step(rate: float) -> tuple[bool, wrk.WrkRun, ClockReading]:
-        duration = max(4.0, min(10.0, 1500 / rate))
-        connections = min(max(math.ceil(rate * OPEN_GAP_S), OPEN_CONNECTIONS[0]), OPEN_CONNECTIONS[1])
-        gap_ms = max(1.0, connections / rate * 1000 - 15)  # ~15 ms: the answer's own time
-        run, reading = windowed(connections=connections, duration_s=duration, gap_ms=gap_ms, seed=seed)
+    def step(rate: float) -> tuple[bool, wrk.WrkRun, ClockReading | None]:
+        run, reading = stepper(rate, max(4.0, min(10.0, 1500 / rate)), seed)
         steps.append((rate, run.p99_ms, run.errors))
         return run.p99_ms <= P99_MS and run.errors == 0 and run.rate >= 0.85 * rate, run, reading
 
     steps: list[tuple[float, float, int]] = []
-    passed: tuple[wrk.WrkRun, ClockReading] | None = None
+    passed: tuple[wrk.WrkRun, ClockReading | None] | None = None
     low, high, rate = 0.0, None, start
     while high is None and rate < 20 * start:  # up until a step fails
         ok, run, reading = step(rate)
