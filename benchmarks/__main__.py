@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import time
 from pathlib import Path
 
 from . import scenarios
@@ -28,10 +29,12 @@ def main(argv: list[str] | None = None) -> int:
         if name not in scenarios.ALL:
             parser.error(f"unknown scenario {name!r}; known: {', '.join(scenarios.ALL)}")
         print(f"== {name}", file=sys.stderr, flush=True)
+        started = time.perf_counter()
         for row in scenarios.ALL[name](n=args.n, batch=args.batch, repeat=args.repeat):
             print(f"   {row.variant}: {row.value:,.2f} {row.unit} vs {row.baseline} {row.baseline_value:,.2f} "
                   f"-> ratio {row.ratio:.3f}", file=sys.stderr, flush=True)
             rows.append(row)
+        print(f"   ({name}: {time.perf_counter() - started:.1f} s)", file=sys.stderr, flush=True)  # where a run's time goes
     md, js = write_report(rows, args.out, {"n": args.n, "batch": args.batch, "cpus": os.cpu_count(), "repeat": args.repeat, "estimator": "minimum",
                                           "cpu_at_start": cpu_at_start})
     print(md.read_text())

@@ -1,40 +1,21 @@
-"""Smoke test: every benchmark scenario runs on a tiny input, so the suite cannot rot.
-
-The figures mean nothing at this size; `make bench` gives the real ones.
-"""
+"""Smoke test: every benchmark scenario runs on a tiny input, so the suite cannot rot. This file
+runs the in-process scenarios; test_benchmarks_servers.py and test_benchmarks_engines.py the rest
+(tests/_bench_smoke.py says why they are apart)."""
 
 from __future__ import annotations
 
-import json
-import math
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-from benchmarks import scenarios
+from ._bench_smoke import GROUPS, REQUIRED, run_tiny
 
-# The optional peer scenario needs its own venv (make peer); it is left to `make bench`.
-REQUIRED = [name for name in scenarios.ALL if name not in scenarios.OPTIONAL]
+
+def test_the_smoke_tests_cover_every_required_scenario_once():
+    named = [name for names in GROUPS.values() for name in names]
+    assert sorted(named) == sorted(REQUIRED), "a scenario is missing from tests/_bench_smoke.GROUPS, or twice in it"
 
 
 @pytest.mark.slow
-def test_every_scenario_runs_on_a_tiny_input(root: Path, tmp_path: Path):
-    env = {k: v for k, v in os.environ.items() if k != "AGENT_EMBEDDINGS_LOAD_PLUGINS"}
-    env["AGENT_EMBEDDINGS_CACHE_DIR"] = str(tmp_path / "cache")  # the ONNX export lands here, not in ~
-    result = subprocess.run(
-        [sys.executable, "-m", "benchmarks", "--n", "16", "--batch", "8", "--repeat", "1", "--out", str(tmp_path / "results"),
-         "--only", ",".join(REQUIRED)],
-        cwd=root, capture_output=True, text=True, env=env, timeout=900,
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    data = json.loads((tmp_path / "results" / "latest.json").read_text())
-    seen = {row["scenario"].split()[1] for row in data["rows"]}
-    assert seen == set(REQUIRED), f"scenarios without rows: {set(REQUIRED) - seen}"
-    for row in data["rows"]:
-        assert row["value"] > 0 and row["baseline_value"] > 0 and math.isfinite(row["ratio"]), row
-    table = (tmp_path / "results" / "latest.md").read_text()
-    assert "| scenario | variant | value | baseline | ratio | target | spread |" in table
-    assert all(row["spread"] is not None and row["spread"] >= 0 for row in data["rows"] if row["unit"] != "ms")
+def test_in_process_scenarios_run_on_a_tiny_input(root: Path, tmp_path: Path):
+    run_tiny(GROUPS["in-process"], root, tmp_path)
