@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import threading
 import time
 from typing import Any
 
@@ -30,6 +31,8 @@ from agent_embeddings.base import AbstractEmbeddingGenerator
 from agent_embeddings.flow import Flow, arun, run
 from agent_embeddings.results import BackendResult
 from agent_embeddings.vectors import InputType
+
+from .test_openai_faults import Trickler
 
 
 # -- the example backend: what a new HTTP backend is (about 35 lines) -----------------------
@@ -130,6 +133,34 @@ def test_statuses_stalls_and_drops_are_the_sdk_errors(path):
         with pytest.raises(kind, match=message):
             embed(gen_for(script), ["x"], path)
         assert len(script.seen) == (3 if retried else 1)
+
+
+@PATHS
+def test_a_trickling_server_cannot_outlast_the_timeout(path):
+    """timeout_s bounds the whole request on both paths (httpx's timeouts bound each socket read,
+    which a server sending a byte every 0.2 s never trips: before, the sync call ran for ~30 min)."""
+    trickler = Trickler(interval_s=0.2)
+    clients = HttpClients(Endpoint(trickler.url), timeout_s=1.5)
+    outcome: list[BaseException | None] = []
+
+    def call() -> None:
+        flow = clients.post("/embed", {"texts": ["x"]}, where="trickle")
+        try:
+            run(flow) if path == "sync" else asyncio.run(arun(flow))
+            outcome.append(None)
+        except BaseException as exc:  # noqa: BLE001 - handed to the test thread
+            outcome.append(exc)
+
+    started = time.monotonic()
+    worker = threading.Thread(target=call, daemon=True)
+    worker.start()
+    worker.join(1.5 + 5)  # a regression fails in seconds, not at the suite's timeout
+    elapsed = time.monotonic() - started
+    trickler.close()
+    clients.close()
+    assert outcome, f"still running after {elapsed:.1f} s against a timeout of 1.5 s"
+    assert isinstance(outcome[0], BackendTimeoutError), outcome[0]
+    assert elapsed < 1.5 + 1.0, elapsed  # the margin: a busy 2-core box's scheduling
 
 
 def test_the_key_rule_and_no_key_in_any_text(monkeypatch, caplog):

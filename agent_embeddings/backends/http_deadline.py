@@ -27,7 +27,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-__all__ = ["deadline_http_client", "request_deadline"]
+__all__ = ["deadline_http_client", "keep_request_deadline", "request_deadline"]
 
 log = logging.getLogger(__name__)
 
@@ -100,7 +100,11 @@ class _Backend:
 
 def deadline_http_client(openai: Any) -> Any:
     """A sync ``http_client`` for ``openai.OpenAI`` (the SDK's own defaults) that keeps :func:`request_deadline`."""
-    client = openai.DefaultHttpxClient()
+    return keep_request_deadline(openai.DefaultHttpxClient())
+
+
+def keep_request_deadline(client: Any) -> Any:
+    """``client`` (a sync ``httpx.Client``), its connection pools made to keep :func:`request_deadline`."""
     base = next(c for c in type(client).__mro__ if c.__name__ == "Client" and c.__module__.startswith("httpx"))
     core = importlib.import_module("httpcore2" if base.__module__.startswith("httpx2") else "httpcore")
     transports = [getattr(client, "_transport", None), *getattr(client, "_mounts", {}).values()]

@@ -51,6 +51,7 @@ from ..net import is_loopback_url
 from ..redaction import display_url, redact, remember_secret, remember_url
 from ..secrets import KeyField, SecretRef, check_key, resolve_secret_ref
 from ..specs import GeneratorParams
+from .http_deadline import keep_request_deadline, request_deadline
 
 __all__ = [
     "Endpoint", "HttpClients", "PerLoop", "RemoteParams", "check_response", "resolve_api_key", "retry_after_s", "safe_cause",
@@ -290,7 +291,10 @@ class HttpClients:
         url, query = endpoint.parts()
         clear = {name: value.get_secret_value() for name, value in (headers or {}).items()}
         options: dict[str, Any] = {"base_url": url, "params": query, "headers": clear, "timeout": timeout_s}
-        self.sync = httpx.Client(**options, **({"transport": transport} if transport else {}))
+        # a custom transport (a test's MockTransport) has no pools; the default one keeps the deadline
+        self.sync = httpx.Client(**options, transport=transport) if transport else keep_request_deadline(
+            httpx.Client(**options)
+        )
         self._async: PerLoop[Any] = PerLoop(
             lambda: httpx.AsyncClient(**options, **({"transport": transport} if transport else {}))
         )
@@ -300,7 +304,7 @@ class HttpClients:
         path = path.lstrip("/")  # relative to base_url's path
         try:
             response = yield Step(
-                lambda: self.sync.post(path, json=body),
+                lambda: self._sync_post(path, body),
                 lambda: asyncio.wait_for(self._async.get().post(path, json=body), self.timeout_s),
             )
         except Exception as exc:
@@ -310,6 +314,12 @@ class HttpClients:
         else:
             return check_response(response, where=where, model=model)
         raise error  # outside the except block: a text that holds a secret is not kept as context
+
+    def _sync_post(self, path: str, body: Any) -> Any:
+        # timeout_s bounds the whole request, as asyncio.wait_for does the async one: httpx's own
+        # timeouts bound each socket operation, which a server trickling bytes never trips
+        with request_deadline(self.timeout_s):
+            return self.sync.post(path, json=body)
 
     def close(self) -> None:
         self.sync.close()
