@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import functools
 import logging
-import os
 import threading
 import weakref
 from collections.abc import Mapping, Sequence
@@ -30,7 +29,7 @@ from ..results import BackendResult
 from ..space import SpaceIdentity
 from ..specs import GeneratorParams
 from ..vectors import InputType
-from .local_models import _DEVICE_RE, DEVICES, resolve_device, resolve_model_path
+from .local_models import _DEVICE_RE, DEVICES, resolve_device, resolve_model_path, wanted_device
 from .onnx_runtime import cache_root, load_onnx_encoder
 from .positions import config_position_limit, position_limit
 
@@ -265,7 +264,7 @@ class HuggingFaceEmbeddingGenerator(AbstractEmbeddingGenerator):
         if onnx:
             device = self._onnx_device()
         else:
-            wanted = os.environ.get("AGENT_EMBEDDINGS_DEVICE") or p.device
+            wanted = wanted_device(p.device, who=self._who())
             device = wanted if wanted == "cpu" else resolve_device(p.device, who=self._who())
         return f"{found}; device {device}"
 
@@ -349,7 +348,7 @@ class HuggingFaceEmbeddingGenerator(AbstractEmbeddingGenerator):
 
     def _onnx_device(self) -> str:
         """ONNX Runtime runs these models on the CPU; a spec asking for another device is an error."""
-        device = os.environ.get("AGENT_EMBEDDINGS_DEVICE") or self.params.device
+        device = wanted_device(self.params.device, who=self._who())
         if device not in ("cpu", "auto"):
             raise ConfigurationError(
                 f"{self._who()}: backend {self.params.backend!r} runs on the CPU, not on device {device!r}; "

@@ -10,27 +10,30 @@ from pathlib import Path
 from .._deps import require
 from ..errors import ConfigurationError, ModelNotFoundError
 
-__all__ = ["DEVICES", "resolve_device", "resolve_model_path"]
+__all__ = ["DEVICES", "resolve_device", "resolve_model_path", "wanted_device"]
 
 log = logging.getLogger("agent_embeddings.backends.huggingface")
 _DEVICE_RE = re.compile(r"^(cpu|cuda(:\d+)?|mps|auto)$")
 DEVICES = "cpu, cuda, cuda:N, mps, auto"
 
 
-def resolve_device(device: str, *, who: str) -> str:
-    """Check that ``device`` exists here; ``auto`` picks cuda, then mps, then cpu.
-
-    ``AGENT_EMBEDDINGS_DEVICE`` overrides every spec's device (run a GPU spec on a CPU box).
-    """
-    torch = require("torch", "hf", who=who)
+def wanted_device(device: str, *, who: str) -> str:
+    """The device asked for: ``AGENT_EMBEDDINGS_DEVICE`` when set (it overrides every spec's device,
+    e.g. to run a GPU spec on a CPU box), else ``device``. Nothing is imported or probed."""
     override = os.environ.get("AGENT_EMBEDDINGS_DEVICE")
-    if override:
-        if not _DEVICE_RE.match(override):
-            raise ConfigurationError(f"AGENT_EMBEDDINGS_DEVICE={override!r} is not one of {DEVICES}")
-        if override != device:
-            log.info("%s: device %r overridden by AGENT_EMBEDDINGS_DEVICE=%r", who, device, override)
-        device = override
+    if not override:
+        return device
+    if not _DEVICE_RE.match(override):
+        raise ConfigurationError(f"AGENT_EMBEDDINGS_DEVICE={override!r} is not one of {DEVICES}")
+    if override != device:
+        log.info("%s: device %r overridden by AGENT_EMBEDDINGS_DEVICE=%r", who, device, override)
+    return override
 
+
+def resolve_device(device: str, *, who: str) -> str:
+    """Check that the :func:`wanted_device` exists here; ``auto`` picks cuda, then mps, then cpu."""
+    torch = require("torch", "hf", who=who)
+    device = wanted_device(device, who=who)
     cuda = torch.cuda.is_available()
     mps = bool(getattr(torch.backends, "mps", None) and torch.backends.mps.is_available())
     available = ["cpu"] + ([f"cuda:{i}" for i in range(torch.cuda.device_count())] if cuda else []) + (
