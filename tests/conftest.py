@@ -125,6 +125,9 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     module-scoped servers and clusters start once. On a worker, whose order is the order the
     modules are handed out (with ``--no-loadscope-reorder``): ``LONGEST`` first, then the modules
     holding a ``slow`` test, so none of them starts last. A run without workers keeps its order."""
+    renamed = [name for name in LONGEST if not (ROOT / name).is_file()]
+    if renamed:  # a renamed file would silently lose its head start
+        raise pytest.UsageError(f"tests/conftest.py LONGEST names files that do not exist: {renamed}")
     if hasattr(config, "workerinput"):
         slow = {module(item) for item in items if item.get_closest_marker("slow") is not None}
 
