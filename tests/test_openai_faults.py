@@ -295,6 +295,25 @@ def test_openai_dimensions_are_sent(stub):
 
 
 # -- finding 11: a deadline bounds the whole call, even against a server trickling bytes ---------
+def outcome_within(call: Callable[[], object], seconds: float) -> tuple[list[BaseException | None], float]:
+    """Run ``call`` in a thread for at most ``seconds`` (a regression fails in seconds, not at the
+    suite's timeout): ``[None]`` or ``[the exception]``, ``[]`` while it still runs; and the time taken."""
+    outcome: list[BaseException | None] = []
+
+    def run() -> None:
+        try:
+            call()
+            outcome.append(None)
+        except BaseException as exc:  # noqa: BLE001 - handed to the test thread
+            outcome.append(exc)
+
+    started = time.monotonic()
+    worker = threading.Thread(target=run, daemon=True)
+    worker.start()
+    worker.join(seconds)
+    return outcome, time.monotonic() - started
+
+
 class Trickler:
     """A loopback HTTP server that answers every request one byte a second (status line, headers,
     body): each socket read gets a byte well within any read timeout, so only a deadline on the
@@ -344,20 +363,9 @@ def test_finding_11_a_trickling_server_cannot_outlast_the_deadline(path):
     trickler = Trickler()
     gen = OpenAIEmbeddingGenerator(model="m", base_url=trickler.url, timeout=TIMEOUT_S, normalize=False)
     gen.configure_retry(RetryPolicy(attempts=3, deadline_s=DEADLINE_S))
-    outcome: list[BaseException | None] = []
-
-    def call() -> None:
-        try:
-            gen.embed(["x"]) if path == "sync" else asyncio.run(gen.aembed(["x"]))
-            outcome.append(None)
-        except BaseException as exc:  # noqa: BLE001 - handed to the test thread
-            outcome.append(exc)
-
-    started = time.monotonic()
-    worker = threading.Thread(target=call, daemon=True)
-    worker.start()
-    worker.join(DEADLINE_S + MARGIN_S + 5)  # a regression fails in seconds, not at the suite's timeout
-    elapsed = time.monotonic() - started
+    outcome, elapsed = outcome_within(
+        lambda: gen.embed(["x"]) if path == "sync" else asyncio.run(gen.aembed(["x"])), DEADLINE_S + MARGIN_S + 5
+    )
     trickler.close()
     assert outcome, f"still running after {elapsed:.1f}s against a deadline of {DEADLINE_S}s"
     assert isinstance(outcome[0], BackendTimeoutError), outcome[0]

@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import threading
 import time
 from typing import Any
 
@@ -32,7 +31,7 @@ from agent_embeddings.flow import Flow, arun, run
 from agent_embeddings.results import BackendResult
 from agent_embeddings.vectors import InputType
 
-from .test_openai_faults import Trickler
+from .test_openai_faults import Trickler, outcome_within
 
 
 # -- the example backend: what a new HTTP backend is (about 35 lines) -----------------------
@@ -141,21 +140,12 @@ def test_a_trickling_server_cannot_outlast_the_timeout(path):
     which a server sending a byte every 0.2 s never trips: before, the sync call ran for ~30 min)."""
     trickler = Trickler(interval_s=0.2)
     clients = HttpClients(Endpoint(trickler.url), timeout_s=1.5)
-    outcome: list[BaseException | None] = []
 
-    def call() -> None:
+    def call() -> object:
         flow = clients.post("/embed", {"texts": ["x"]}, where="trickle")
-        try:
-            run(flow) if path == "sync" else asyncio.run(arun(flow))
-            outcome.append(None)
-        except BaseException as exc:  # noqa: BLE001 - handed to the test thread
-            outcome.append(exc)
+        return run(flow) if path == "sync" else asyncio.run(arun(flow))
 
-    started = time.monotonic()
-    worker = threading.Thread(target=call, daemon=True)
-    worker.start()
-    worker.join(1.5 + 5)  # a regression fails in seconds, not at the suite's timeout
-    elapsed = time.monotonic() - started
+    outcome, elapsed = outcome_within(call, 1.5 + 5)
     trickler.close()
     clients.close()
     assert outcome, f"still running after {elapsed:.1f} s against a timeout of 1.5 s"
