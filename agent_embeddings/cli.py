@@ -207,6 +207,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
     )
     require_server_extra(grpc=bool(args.grpc), http=bool(args.http))
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # A record per request (the access log): none looks for its caller's frame, thread or process,
+    # which this format does not show (the logging HOWTO's "Optimization"): ~8 us less per line.
+    logging._srcfile = None
+    logging.logThreads = logging.logProcesses = logging.logMultiprocessing = False
     from .server.runner import loop_factory, make_servers, run, run_servers
 
     loop_factory(args.loop)  # a loop that is not installed fails before the models load
