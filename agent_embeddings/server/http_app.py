@@ -84,12 +84,16 @@ class _App(FastAPI):
     sixth of the event loop's time per request (py-spy, 16 clients x 1 sentence)."""
 
     hot: Any = None
+    #: (whether FastAPI's OpenTelemetry is on, when to ask again): asking reads the environment
+    #: through OpenTelemetry's provider getters, ~a tenth of the event loop's Python time per
+    #: request when FastAPI asked on every one; a provider set later is seen within a second.
+    _otel: tuple[bool, float] = (False, 0.0)  # not _telemetry: FastAPI's own attribute
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         hot = self.hot
         if (
             hot is not None and scope["type"] == "http" and scope["path"] == _HOT_PATH and scope["method"] == "POST"
-            and not _telemetry_on(self)
+            and not self._telemetry_on()
         ):
             if self.root_path:
                 scope["root_path"] = self.root_path
@@ -98,13 +102,17 @@ class _App(FastAPI):
             return
         await super().__call__(scope, receive, send)
 
+    def _telemetry_on(self) -> bool:
+        on, until = self._otel
+        now = time.monotonic()
+        if now >= until:
+            telemetry = getattr(self, "_native_telemetry", None)  # FastAPI >= 0.16x: OpenTelemetry, when configured
+            on = telemetry is not None and bool(telemetry.enabled())
+            self._otel = (on, now + 1.0)
+        return on
+
 
 _HOT_PATH = "/v1/embeddings"
-
-
-def _telemetry_on(app: FastAPI) -> bool:
-    telemetry = getattr(app, "_native_telemetry", None)  # FastAPI >= 0.16x: OpenTelemetry, when configured
-    return telemetry is not None and bool(telemetry.enabled())
 
 
 @dataclass
