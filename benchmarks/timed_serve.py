@@ -15,7 +15,6 @@ import os
 import sys
 import threading
 import time
-from dataclasses import asdict
 from pathlib import Path
 
 from .modeltime import ModelClock
@@ -25,7 +24,7 @@ def _publish(clock: ModelClock, path: Path) -> None:
     tmp = path.with_suffix(".tmp")
     while True:
         clock.clock_cpu_s = time.thread_time()  # this thread's CPU so far: the instrument's, not the server's
-        tmp.write_text(json.dumps({"written": time.time(), "reading": asdict(clock.read())}))
+        tmp.write_text(json.dumps({"written": time.time(), "reading": vars(clock.read())}))
         tmp.replace(path)
         time.sleep(0.1)
 
