@@ -41,7 +41,8 @@ def _busy_note(r: ClockReading, requests: int) -> str:
 def _extra(r: ClockReading, requests: int) -> dict[str, float]:
     return {"idle_fraction": r.idle_fraction, "busy_s": r.busy_s, "wall_s": r.wall_s, "encode_calls": r.calls,
             "texts_per_call": r.texts / max(r.calls, 1), "outside_us_per_request": r.outside_us_per(requests),
-            "token_count_us_per_request": r.aside_us_per(requests), "model_cpu_s": r.model_cpu_s,
+            "token_count_us_per_request": r.aside_us_per(requests), "loop_us_per_request": r.loop_us_per(requests),
+            "model_cpu_s": r.model_cpu_s,
             "process_cpu_s": r.process_cpu_s, "instrument_cpu_s": r.clock_cpu_s, "load_avg_1m": os.getloadavg()[0]}
 
 
@@ -49,7 +50,8 @@ def _outside_note(r: ClockReading, requests: int) -> str:
     """How the CPU-per-request figure is made, with the part of it that is the backend's, not the server's."""
     return (f"process CPU {r.process_cpu_s:.2f} s - model CPU {r.model_cpu_s:.2f} s - the clock's own "
             f"{r.clock_cpu_s:.2f} s over {requests} requests; of it, hf's usage token count (a second tokenizer "
-            f"pass outside encode, once per micro-batch) {r.aside_us_per(requests):.0f} µs per request")
+            f"pass outside encode, once per micro-batch) {r.aside_us_per(requests):.0f} µs per request; the event "
+            f"loop's thread {r.loop_us_per(requests):.0f} µs per request")
 
 
 def _busy_rows(scenario: str, variant: str, best: ClockReading, base: ClockReading, requests: int,

@@ -63,6 +63,8 @@ class ClockReading:
     aside_cpu_s: float = 0.0
     #: CPU of the thread publishing the readings (benchmarks.timed_serve): the instrument, not the server
     clock_cpu_s: float = 0.0
+    #: CPU of the main thread (a server's event loop: the request handling alone, whatever the batches)
+    loop_cpu_s: float = 0.0
 
     def minus(self, earlier: ClockReading) -> ClockReading:
         return ClockReading(*(a - b for a, b in zip(asdict(self).values(), asdict(earlier).values())))
@@ -77,6 +79,10 @@ class ClockReading:
         backend's work aside from ``encode`` is in it (:meth:`aside_us_per` tells how much)."""
         outside = self.process_cpu_s - self.model_cpu_s - self.clock_cpu_s
         return outside / requests * 1e6 if requests else float("nan")
+
+    def loop_us_per(self, requests: int) -> float:
+        """The main thread's CPU per request (µs): a server's event loop."""
+        return self.loop_cpu_s / requests * 1e6 if requests else float("nan")
 
     def aside_us_per(self, requests: int) -> float:
         """The part of :meth:`outside_us_per` that the backend spent outside ``encode`` (µs per request)."""
@@ -137,7 +143,8 @@ class ModelClock:
         workers = sum(thread_cpu_s(t) for t in self.workers or ())
         with self._lock:
             return ClockReading(time.perf_counter(), self.busy_s, self.caller_cpu_s + workers,
-                                time.process_time(), self.calls, self.texts, self.aside_cpu_s, self.clock_cpu_s)
+                                time.process_time(), self.calls, self.texts, self.aside_cpu_s, self.clock_cpu_s,
+                                thread_cpu_s(threading.main_thread().native_id or 0))
 
 
 def instance_clock(model: Any) -> ModelClock:
