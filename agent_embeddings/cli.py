@@ -171,7 +171,6 @@ def cmd_schema(args: argparse.Namespace) -> int:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    import asyncio
     import logging
 
     from pydantic import SecretStr
@@ -208,8 +207,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
     )
     require_server_extra(grpc=bool(args.grpc), http=bool(args.http))
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    from .server.runner import make_servers, run_servers
+    # A record per request (the access log): none looks for its caller's frame, thread or process,
+    # which this format does not show (the logging HOWTO's "Optimization"): ~8 us less per line.
+    logging._srcfile = None
+    logging.logThreads = logging.logProcesses = logging.logMultiprocessing = False
+    from .server.runner import loop_factory, make_servers, run, run_servers
 
+    loop_factory(args.loop)  # a loop that is not installed fails before the models load
     manager = _manager(args.spec)
     servers = make_servers(manager, grpc=args.grpc, http=args.http, config=config)
 
@@ -226,7 +230,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
                 print(json.dumps(row), flush=True)
 
     try:
-        asyncio.run(run_servers(manager, servers, config=config, on_ready=ready))
+        run(run_servers(manager, servers, config=config, on_ready=ready), args.loop)
     finally:
         # Join the micro-batch workers: a daemon thread still in torch when the interpreter goes
         # aborts it. Their calls were cancelled at the end of the grace period: a forward pass at most.
@@ -358,6 +362,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "the HTTP server answers /metrics itself")
     p.add_argument("--log-level", choices=["debug", "info", "warning", "error"], default="info",
                    help="log level on stderr (default info: one access-log line per request)")
+    p.add_argument("--loop", choices=["auto", "asyncio", "uvloop"], default="auto",
+                   help="the event loop of both servers (default auto: uvloop when installed, else asyncio's)")
     p.add_argument("--json", action="store_true",
                    help="when serving, print one JSON line per server on stdout: kind, bound address, models")
     p.set_defaults(func=cmd_serve)

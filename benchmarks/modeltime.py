@@ -9,7 +9,11 @@ thread inside it, and texts. The wrapper costs two clock reads and a lock per fo
 The model's CPU is the calling thread's CPU inside ``encode`` plus all CPU of torch's intra-op
 (OpenMP) worker threads: the native threads that appear during the first ``encode`` and are not
 Python threads. What the process spends outside that is the request handling, batching and
-Python around the model.
+Python around the model, less two parts that are told apart: the instrument's own CPU (the
+thread of :mod:`benchmarks.timed_serve` that publishes the readings: about 0.3-1 ms each, ten a
+second, so it grew with the window's wall time, not with the requests, and was counted as the
+server's until it was read separately) and ``aside_cpu_s``, backend work outside ``encode`` that
+:meth:`ModelClock.wrap_aside` times (``hf:``'s second tokenizer pass for the usage token counts).
 """
 
 from __future__ import annotations
@@ -55,6 +59,12 @@ class ClockReading:
     process_cpu_s: float  # the whole process
     calls: int
     texts: int
+    #: CPU of the backend's own work outside ``encode`` (the hf usage token count), part of the process's
+    aside_cpu_s: float = 0.0
+    #: CPU of the thread publishing the readings (benchmarks.timed_serve): the instrument, not the server
+    clock_cpu_s: float = 0.0
+    #: CPU of the main thread (a server's event loop: the request handling alone, whatever the batches)
+    loop_cpu_s: float = 0.0
 
     def minus(self, earlier: ClockReading) -> ClockReading:
         return ClockReading(*(a - b for a, b in zip(asdict(self).values(), asdict(earlier).values())))
@@ -65,8 +75,18 @@ class ClockReading:
         return 1.0 - self.busy_s / self.wall_s if self.wall_s else float("nan")
 
     def outside_us_per(self, requests: int) -> float:
-        """Process CPU outside the model per request (µs)."""
-        return (self.process_cpu_s - self.model_cpu_s) / requests * 1e6 if requests else float("nan")
+        """Process CPU outside the model per request (µs), the instrument's own CPU left out; the
+        backend's work aside from ``encode`` is in it (:meth:`aside_us_per` tells how much)."""
+        outside = self.process_cpu_s - self.model_cpu_s - self.clock_cpu_s
+        return outside / requests * 1e6 if requests else float("nan")
+
+    def loop_us_per(self, requests: int) -> float:
+        """The main thread's CPU per request (µs): a server's event loop."""
+        return self.loop_cpu_s / requests * 1e6 if requests else float("nan")
+
+    def aside_us_per(self, requests: int) -> float:
+        """The part of :meth:`outside_us_per` that the backend spent outside ``encode`` (µs per request)."""
+        return self.aside_cpu_s / requests * 1e6 if requests else float("nan")
 
 
 class ModelClock:
@@ -78,6 +98,9 @@ class ModelClock:
         self.caller_cpu_s = 0.0
         self.calls = 0
         self.texts = 0
+        self.aside_cpu_s = 0.0
+        #: the publishing thread's own CPU so far (it sets this before each reading)
+        self.clock_cpu_s = 0.0
         #: torch's intra-op worker threads, found on the first call
         self.workers: set[int] | None = None
 
@@ -102,12 +125,26 @@ class ModelClock:
 
         return timed_encode
 
+    def wrap_aside(self, fn: Callable[..., Any]) -> Callable[..., Any]:
+        """Time ``fn``'s thread CPU as backend work outside the model (it runs outside ``encode``)."""
+        def timed_aside(*args: Any, **kwargs: Any) -> Any:
+            c0 = time.thread_time()
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                spent = time.thread_time() - c0
+                with self._lock:
+                    self.aside_cpu_s += spent
+
+        return timed_aside
+
     def read(self) -> ClockReading:
         # process_time and the thread clocks read to the nanosecond: short windows stay exact
         workers = sum(thread_cpu_s(t) for t in self.workers or ())
         with self._lock:
             return ClockReading(time.perf_counter(), self.busy_s, self.caller_cpu_s + workers,
-                                time.process_time(), self.calls, self.texts)
+                                time.process_time(), self.calls, self.texts, self.aside_cpu_s, self.clock_cpu_s,
+                                thread_cpu_s(threading.main_thread().native_id or 0))
 
 
 def instance_clock(model: Any) -> ModelClock:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import io
 import json
 import os
@@ -335,3 +336,27 @@ def test_finding_18_serve_without_the_server_extra_says_how_to_install_it(hidden
     pythonpath = os.pathsep.join([str(site), *filter(None, [os.environ.get("PYTHONPATH")])])
     result = run("serve", "--spec", str(light_spec()), server, "127.0.0.1:0", env={"PYTHONPATH": pythonpath})
     assert_one_line_error(result, "'server' extra", f"{hidden} is not installed", "pip install 'agent-embeddings[server]'")
+
+
+def test_serve_runs_on_uvloop_when_installed_and_loop_asks_for_it_plainly(light_spec, tmp_path):
+    """``--loop auto`` (the default) is uvloop when it is installed, asyncio's loop when it is not;
+    ``--loop uvloop`` without it is a one-line error naming the extra, before any model loads."""
+    import uvloop
+
+    from agent_embeddings.server.runner import loop_factory
+    from agent_embeddings.server.runner import run as run_on_loop
+
+    async def running() -> type:
+        return type(asyncio.get_running_loop())
+
+    assert run_on_loop(running()) is uvloop.Loop
+    assert run_on_loop(running(), "asyncio") is not uvloop.Loop and loop_factory("asyncio") is None
+    with pytest.raises(ValueError, match="loop must be one of"):
+        loop_factory("trio")
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "sitecustomize.py").write_text(_HIDE_MODULE.format(name="uvloop"))
+    pythonpath = os.pathsep.join([str(site), *filter(None, [os.environ.get("PYTHONPATH")])])
+    result = run("serve", "--spec", str(tmp_path / "never-read.json"), "--http", "127.0.0.1:0", "--loop", "uvloop",
+                 env={"PYTHONPATH": pythonpath})
+    assert_one_line_error(result, "'server' extra", "uvloop is not installed", "pip install 'agent-embeddings[server]'")

@@ -254,3 +254,31 @@ def test_finding_14_shutdown_answers_503_and_the_process_exits_within_the_grace_
     assert code == 0 and exited < grace + 4, (code, exited, served.output[-2000:])
     assert "Traceback" not in served.output
     print(f"finding 14: answered 503 {answered:.2f} s and exited {exited:.2f} s after SIGTERM (grace {grace} s)")
+
+
+def test_a_crash_on_the_embeddings_route_is_answered_500_in_openai_shape_and_counted(monkeypatch):
+    """POST /v1/embeddings skips the framework's error middleware (http_app._App): a bug in its
+    chain is still answered 500 in OpenAI's shape, logged with its traceback, and counted."""
+    from agent_embeddings.server import http_admission
+
+    from .fakes import CharStats
+
+    manager = EmbeddingGeneratorManager()
+    manager.register_generator("chars", CharStats(normalize=True))
+
+    async def broken(receive, limit):
+        raise RuntimeError("a bug in the admission")
+
+    with serve_in_thread(manager) as server:
+        base = f"http://{server.address}"
+        assert httpx.post(f"{base}/v1/embeddings", json={"model": "chars", "input": "abc"}).status_code == 200
+        monkeypatch.setattr(http_admission, "_read_body", broken)
+        answer = httpx.post(f"{base}/v1/embeddings", json={"model": "chars", "input": "abc"})
+        assert answer.status_code == 500, answer.text
+        assert answer.json()["error"] == {"message": "Internal server error; see the server log.", "type": "server_error",
+                                          "param": None, "code": None}
+        metrics = httpx.get(f"{base}/metrics").text
+        assert 'agent_embeddings_requests_total{route="/v1/embeddings",server="http",status="500"} 1.0' in metrics
+        assert 'agent_embeddings_request_errors_total{server="http",type="server_error"} 1.0' in metrics
+        monkeypatch.undo()
+        assert httpx.post(f"{base}/v1/embeddings", json={"model": "chars", "input": "abc"}).status_code == 200

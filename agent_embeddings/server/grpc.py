@@ -110,7 +110,8 @@ class _Servicer:
         """Run ``handler``; answer a refusal with its status; count the call once, as the HTTP server does."""
         started = time.perf_counter()
         m = self.metrics
-        m.in_flight.labels("grpc").inc()
+        in_flight = m.child(m.in_flight, "grpc")
+        in_flight.inc()
         status, error_type = "OK", None
         texts = len(request.inputs) if isinstance(request, pb.EmbedRequest) else None
         try:
@@ -129,7 +130,7 @@ class _Servicer:
             status, error_type = "INTERNAL", "server_error"
             await context.abort(grpc.StatusCode.INTERNAL, "internal error; see the server log")
         finally:
-            m.in_flight.labels("grpc").dec()
+            in_flight.dec()
             m.request_done("grpc", route, status, time.perf_counter() - started, texts=texts, error_type=error_type)
         raise AssertionError("unreachable")  # context.abort raises
 

@@ -65,7 +65,10 @@ class HttpServer:
         self._port = sock.getsockname()[1]
         protocol = BoundedHttpToolsProtocol.configured(cfg.max_header_bytes, cfg.read_timeout_s, self.app.state.metrics)
         config = uvicorn.Config(
+            # proxy_headers off: nothing here reads the client address or scheme that X-Forwarded-*
+            # would rewrite, and uvicorn's middleware for it scanned every request's headers
             self.app, lifespan="off", log_config=None, access_log=False, server_header=False, http=protocol,
+            proxy_headers=False,
             timeout_graceful_shutdown=max(1, int(cfg.grace_period_s) + 1), **options,  # set again by stop()
         )
         self._server = _quiet_server_class()(config)
@@ -109,8 +112,10 @@ def serve_in_thread(
     >>> with serve_in_thread(manager) as server:                 # doctest: +SKIP
     ...     OpenAI(base_url=f"http://{server.address}/v1", api_key="-").embeddings.create(...)
     """
+    from .runner import loop_factory
+
     server = HttpServer(manager, address, config)
-    loop = asyncio.new_event_loop()
+    loop = (loop_factory() or asyncio.new_event_loop)()  # the loop `serve` runs on
     started = threading.Event()
     failure: list[BaseException] = []
 

@@ -76,6 +76,45 @@ class ApiError(Exception):
         return JSONResponse(body, status_code=self.status, headers=self.headers)
 
 
+class _App(FastAPI):
+    """The app, with ``POST /v1/embeddings`` taken straight to its chain (``hot``: metrics,
+    admission, the route) in front of the framework's own layers: Starlette's error middleware
+    (``hot`` answers a crash the same way), FastAPI's body limit (none is set) and telemetry
+    (the chain is skipped while FastAPI's OpenTelemetry is on). Those layers cost about a
+    sixth of the event loop's time per request (py-spy, 16 clients x 1 sentence)."""
+
+    hot: Any = None
+    #: (whether FastAPI's OpenTelemetry is on, when to ask again): asking reads the environment
+    #: through OpenTelemetry's provider getters, ~a tenth of the event loop's Python time per
+    #: request when FastAPI asked on every one; a provider set later is seen within a second.
+    _otel: tuple[bool, float] = (False, 0.0)  # not _telemetry: FastAPI's own attribute
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        hot = self.hot
+        if (
+            hot is not None and scope["type"] == "http" and scope["path"] == _HOT_PATH and scope["method"] == "POST"
+            and not self._telemetry_on()
+        ):
+            if self.root_path:
+                scope["root_path"] = self.root_path
+            scope["app"] = self
+            await hot(scope, receive, send)
+            return
+        await super().__call__(scope, receive, send)
+
+    def _telemetry_on(self) -> bool:
+        on, until = self._otel
+        now = time.monotonic()
+        if now >= until:
+            telemetry = getattr(self, "_native_telemetry", None)  # FastAPI >= 0.16x: OpenTelemetry, when configured
+            on = telemetry is not None and bool(telemetry.enabled())
+            self._otel = (on, now + 1.0)
+        return on
+
+
+_HOT_PATH = "/v1/embeddings"
+
+
 @dataclass
 class _State:
     manager: EmbeddingGeneratorManager
@@ -99,7 +138,7 @@ def create_app(
         from .metrics import ServerMetrics
 
         metrics = ServerMetrics(manager)
-    app = FastAPI(
+    app = _App(
         title="agent-embeddings",
         summary="OpenAI-compatible embeddings for every generator of a subject spec.",
         version=__version__,
@@ -138,6 +177,12 @@ def create_app(
             CORSMiddleware, allow_origins=list(config.cors_origins), allow_methods=["GET", "POST"],
             allow_headers=["Authorization", "Content-Type"],
         )
+    else:  # the same chain as the stack's, less the framework's layers around it (see _App)
+        def crash() -> Response:
+            log.exception("unexpected error on POST %s", route.path)
+            return ApiError(500, "Internal server error; see the server log.", "server_error").response()
+
+        app.hot = RequestMetrics(Admit(route.app, admission=admission), metrics=metrics, crash=crash)
 
     @app.exception_handler(ApiError)
     async def _api_error(request: Request, exc: ApiError) -> JSONResponse:

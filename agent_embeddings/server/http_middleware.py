@@ -44,8 +44,11 @@ class RequestMetrics:
     the app raised, 500 ``server_error``.
     """
 
-    def __init__(self, app: Any, metrics: Any) -> None:
+    def __init__(self, app: Any, metrics: Any, crash: Any = None) -> None:
         self.app, self.metrics = app, metrics
+        #: ``crash() -> Response``: answers a request whose app raised before answering (what
+        #: Starlette's ServerErrorMiddleware does outside a FastAPI app's middleware; see http_app)
+        self.crash = crash
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         if scope["type"] != "http":
@@ -65,18 +68,24 @@ class RequestMetrics:
         started = time.perf_counter()
         note: dict[str, Any] = {}
         token = REQUEST_NOTE.set(note)
-        m.in_flight.labels("http").inc()
+        in_flight = m.child(m.in_flight, "http")
+        in_flight.inc()
         crashed = False
         try:
             await self.app(scope, receive, sending)
         except asyncio.CancelledError:
+            raise
+        except Exception:
+            crashed = True
+            if self.crash is not None and not status:
+                await self.crash()(scope, receive, sending)  # then re-raised: uvicorn logs it, as Starlette lets it
             raise
         except BaseException:
             crashed = True
             raise
         finally:
             REQUEST_NOTE.reset(token)
-            m.in_flight.labels("http").dec()
+            in_flight.dec()
             if not status:  # nothing was answered
                 status = 500 if crashed else 499
             error_type = None

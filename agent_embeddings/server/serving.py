@@ -111,7 +111,7 @@ async def serve_embed(
     name = resolve_model(manager, query.model, dialect)
     texts = checked_texts(query.texts, config, dialect)
     if metrics is not None:
-        metrics.batch.labels(dialect.server).observe(len(texts))
+        metrics.child(metrics.batch, dialect.server).observe(len(texts))
     generator = manager.get(name)
     normalize = generator.normalize if query.normalize is None else query.normalize
     dimensions = query.dimensions
