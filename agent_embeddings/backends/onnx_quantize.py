@@ -74,7 +74,11 @@ def quantize(source: Path, dest: Path, *, who: str) -> None:
         except Exception as exc:  # a graph this rewrite does not handle: quantize it unsmoothed, as before
             log.warning("%s: int8 without smoothing (less accurate): %s: %s", who, type(exc).__name__, exc)
             model, smoothed = onnx.load(str(source)), 0
-        approximated = _fast_gelu(onnx, model)
+        try:
+            approximated = _fast_gelu(onnx, model)  # rewrites the graph only once it has found every GELU
+        except Exception as exc:  # a pattern this rewrite trips on: keep the exact GELU
+            log.warning("%s: int8 keeps the exact GELU: %s: %s", who, type(exc).__name__, exc)
+            approximated = 0
         onnx.save(model, str(tmp / "smoothed.onnx"), save_as_external_data=large, location="smoothed.onnx.data")
         del model
         root = logging.getLogger()
