@@ -123,6 +123,50 @@ def test_smoothing_is_exact_whatever_the_names():
     np.testing.assert_allclose(run(model), before, rtol=1e-4, atol=1e-4)
 
 
+@pytest.mark.parametrize("half_first", [False, True])
+def test_fast_gelu_replaces_exact_gelu_whatever_the_names(half_first):
+    """The int8 recipe swaps torch's erf GELU (either order of its two Muls) for FastGelu: within its
+    tanh approximation's 5e-4, and constants it read gone with it; a look-alike with other constants stays."""
+    onnx = pytest.importorskip("onnx")
+    import onnxruntime as ort
+    from onnx import TensorProto, helper, numpy_helper
+
+    def const(name, value):
+        return helper.make_node("Constant", [], [name], value=numpy_helper.from_array(np.array(value, np.float32)))
+
+    def gelu(x, out, tag, root=2**0.5):
+        nodes = [const(f"{tag}.r", root), const(f"{tag}.one", 1.0), const(f"{tag}.half", 0.5),
+                 helper.make_node("Div", [x, f"{tag}.r"], [f"{tag}.d"]), helper.make_node("Erf", [f"{tag}.d"], [f"{tag}.e"]),
+                 helper.make_node("Add", [f"{tag}.e", f"{tag}.one"], [f"{tag}.a"])]
+        if half_first:
+            return nodes + [helper.make_node("Mul", [x, f"{tag}.half"], [f"{tag}.h"]),
+                            helper.make_node("Mul", [f"{tag}.h", f"{tag}.a"], [out])]
+        return nodes + [helper.make_node("Mul", [x, f"{tag}.a"], [f"{tag}.m"]),
+                        helper.make_node("Mul", [f"{tag}.m", f"{tag}.half"], [out])]
+
+    rng = np.random.default_rng(0)
+    weight = rng.normal(size=(8, 8)).astype(np.float32)
+    w = numpy_helper.from_array(weight, "w")
+    nodes = [helper.make_node("MatMul", ["x", "w"], ["u"]), *gelu("u", "g", "p"),
+             helper.make_node("MatMul", ["g", "w"], ["v"]), *gelu("v", "y", "q", root=2.0)]  # not a GELU: kept
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [4, 8])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [4, 8])], [w])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    x = (3 * rng.normal(size=(4, 8))).astype(np.float32)
+
+    def run(m):
+        return ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+
+    before = run(model)
+    assert onnx_quantize._fast_gelu(onnx, model) == 1
+    ops = [n.op_type for n in model.graph.node]
+    assert ops.count("FastGelu") == 1 and ops.count("Erf") == 1 and ops.count("Constant") == 3
+    after = run(model)
+    assert not np.array_equal(after, before)  # the approximation ran
+    # 5e-4 at the GELU, through the second MatMul, then a look-alike whose slope stays under 1.2
+    np.testing.assert_allclose(after, before, rtol=0, atol=1.2 * 5e-4 * float(np.abs(weight).sum(0).max()))
+
+
 def test_int8_falls_back_to_plain_quantization(int8, onnx_cache, tmp_path, monkeypatch, caplog):
     def broken(*args, **kwargs):
         raise RuntimeError("no calibration today")
@@ -135,6 +179,8 @@ def test_int8_falls_back_to_plain_quantization(int8, onnx_cache, tmp_path, monke
     model = onnx.load(str(tmp_path / "int8" / "model.onnx"))
     assert any(n.op_type == "MatMulInteger" for n in model.graph.node)
     assert not any(n.name.startswith("agent_embeddings.smooth") for n in model.graph.node)
+    ops = [n.op_type for n in model.graph.node]  # the GELU rewrite does not depend on calibration
+    assert ops.count("FastGelu") == 6 and "Erf" not in ops
     assert sorted(p.name for p in (tmp_path / "int8").iterdir()) == ["model.onnx"]
 
 

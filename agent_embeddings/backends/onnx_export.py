@@ -33,7 +33,7 @@ __all__ = ["RECIPE_VERSION", "cache_key", "cache_root", "export", "file_lock", "
 log = logging.getLogger(__name__)
 
 #: Bump when the export or quantization recipe changes: old cache entries are then ignored.
-RECIPE_VERSION = 2
+RECIPE_VERSION = 3
 _INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 
 

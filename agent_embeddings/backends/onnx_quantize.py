@@ -60,6 +60,7 @@ def quantize(source: Path, dest: Path, *, who: str) -> None:
     it, exact in fp32: ``a_j`` is the channel's largest magnitude on ``CALIBRATION_TEXTS``, raised to
     the median over channels (one quiet there is never amplified), ``w_j`` the row's largest weight.
     Found by graph structure, not node names. Embedding tables stay fp32 (int8 saves disk, not time).
+    Each exact GELU becomes ONNX Runtime's tanh-approximated FastGelu (:func:`_fast_gelu`).
     """
     onnx = require("onnx", "onnx", who=who)
     quantization = require("onnxruntime.quantization", "onnx", who=who)
@@ -73,6 +74,11 @@ def quantize(source: Path, dest: Path, *, who: str) -> None:
         except Exception as exc:  # a graph this rewrite does not handle: quantize it unsmoothed, as before
             log.warning("%s: int8 without smoothing (less accurate): %s: %s", who, type(exc).__name__, exc)
             model, smoothed = onnx.load(str(source)), 0
+        try:
+            approximated = _fast_gelu(onnx, model)  # rewrites the graph only once it has found every GELU
+        except Exception as exc:  # a pattern this rewrite trips on: keep the exact GELU
+            log.warning("%s: int8 keeps the exact GELU: %s: %s", who, type(exc).__name__, exc)
+            approximated = 0
         onnx.save(model, str(tmp / "smoothed.onnx"), save_as_external_data=large, location="smoothed.onnx.data")
         del model
         root = logging.getLogger()
@@ -85,6 +91,8 @@ def quantize(source: Path, dest: Path, *, who: str) -> None:
                 per_channel=True,
                 weight_type=quantization.QuantType.QInt8,
                 use_external_data_format=large,
+                # shape inference knows no FastGelu (com.microsoft): what it leaves untyped is float
+                extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT},
             )
         finally:
             root.removeFilter(_quiet_hint)
@@ -94,7 +102,10 @@ def quantize(source: Path, dest: Path, *, who: str) -> None:
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    log.info("%s: quantized %s to %s (%d MatMul inputs smoothed)", who, source, dest, smoothed)
+    log.info(
+        "%s: quantized %s to %s (%d MatMul inputs smoothed, %d GELUs as FastGelu)", who, source, dest, smoothed,
+        approximated,
+    )
 
 
 def _calibrate(onnx: Any, source: Path, tmp: Path, tensors: list[str], large: bool) -> dict[str, np.ndarray]:
@@ -141,3 +152,87 @@ def _smooth(onnx: Any, model: Any, measure: Callable[[list[str]], dict[str, np.n
     del model.graph.node[:]
     model.graph.node.extend(order)  # the replaced weights, now unused, are dropped by quantize_dynamic
     return len(muls)
+
+
+def _constant(onnx: Any, model: Any, name: str) -> float | None:
+    """The value of a one-element constant tensor (an initializer or a Constant node's output), else None."""
+    for t in model.graph.initializer:
+        if t.name == name:
+            value = onnx.numpy_helper.to_array(t)
+            return float(value.reshape(-1)[0]) if value.size == 1 else None
+    for node in model.graph.node:
+        if node.op_type == "Constant" and node.output[0] == name and node.attribute and node.attribute[0].name == "value":
+            value = onnx.numpy_helper.to_array(node.attribute[0].t)
+            return float(value.reshape(-1)[0]) if value.size == 1 else None
+    return None
+
+
+def _fast_gelu(onnx: Any, model: Any) -> int:
+    """Rewrite ``model`` in place: each exact GELU, ``x * 0.5 * (1 + erf(x / sqrt(2)))`` as torch exports
+    it, becomes ONNX Runtime's FastGelu (its tanh approximation, within 5e-4 of it for any x).
+
+    Why: Erf is evaluated element by element where FastGelu is one vectorized kernel; on an AVX2 CPU
+    (Zen 3) the int8 graph runs about 10% faster, and the difference is far below int8's own."""
+    nodes = list(model.graph.node)
+    producer = {o: n for n in nodes for o in n.output}
+    readers: dict[str, list[Any]] = {}
+    for n in nodes:
+        for i in n.input:
+            readers.setdefault(i, []).append(n)
+    outputs = {o.name for o in model.graph.output}
+
+    def only_reader(tensor: str, op: str) -> Any:
+        found = readers.get(tensor, [])
+        return found[0] if len(found) == 1 and found[0].op_type == op and tensor not in outputs else None
+
+    def other(node: Any, tensor: str) -> str | None:
+        rest = [i for i in node.input if i != tensor]
+        return rest[0] if len(node.input) == 2 and len(rest) == 1 else None
+
+    def near(tensor: str | None, value: float) -> bool:
+        c = None if tensor is None else _constant(onnx, model, tensor)
+        return c is not None and abs(c - value) <= 1e-3 * value
+
+    replaced: dict[int, Any] = {}  # id of the chain's last node -> its FastGelu
+    gone: set[int] = set()
+    for erf in (n for n in nodes if n.op_type == "Erf"):
+        div = producer.get(erf.input[0])
+        if div is None or div.op_type != "Div" or not near(div.input[1], 2**0.5) or len(readers[erf.input[0]]) != 1:
+            continue
+        x = div.input[0]
+        add = only_reader(erf.output[0], "Add")
+        if add is None or not near(other(add, erf.output[0]), 1.0):
+            continue
+        mul = only_reader(add.output[0], "Mul")
+        if mul is None:
+            continue
+        factor = other(mul, add.output[0])
+        if factor == x:  # (x * (1 + erf)) * 0.5
+            last = only_reader(mul.output[0], "Mul")
+            if last is None or not near(other(last, mul.output[0]), 0.5):
+                continue
+            chain = [div, erf, add, mul, last]
+        else:  # (x * 0.5) * (1 + erf)
+            half = None if factor is None else producer.get(factor)
+            if half is None or half.op_type != "Mul" or x not in half.input or not near(other(half, x), 0.5):
+                continue
+            if len(readers[half.output[0]]) != 1:
+                continue
+            chain, last = [half, div, erf, add, mul], mul
+        replaced[id(last)] = onnx.helper.make_node(
+            "FastGelu", [x], [last.output[0]], name=f"{last.name or 'gelu'}.fast", domain="com.microsoft"
+        )
+        gone.update(id(n) for n in chain)
+        for n in chain:  # the constants only the chain read (else ONNX Runtime warns about each at load)
+            for c in n.input:
+                source = producer.get(c)
+                if source is not None and source.op_type == "Constant" and all(id(r) in gone for r in readers[c]):
+                    gone.add(id(source))
+    if not replaced:
+        return 0
+    order = [replaced.get(id(n), n) for n in nodes if id(n) not in gone or id(n) in replaced]
+    del model.graph.node[:]
+    model.graph.node.extend(order)  # each FastGelu where its chain ended: the order stays topological
+    if not any(o.domain == "com.microsoft" for o in model.opset_import):
+        model.opset_import.append(onnx.helper.make_opsetid("com.microsoft", 1))
+    return len(replaced)
