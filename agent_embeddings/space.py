@@ -86,7 +86,8 @@ class SpaceIdentity(BaseModel):
     """What a generator's vectors are. Equal identities (and probes) mean one embedding space.
 
     ``precision`` is about numbers, not engines: torch and ONNX Runtime in fp32 agree to 1e-6 and
-    share ``"fp32"``; int8 weights (``"int8"``) move every vector, and so does bfloat16 (``"bf16"``):
+    share ``"fp32"``; int8 weights (``"int8-r3"``: the recipe's version, since each recipe moves the
+    vectors differently) move every vector, and so does bfloat16 (``"bf16"``):
     measured on all-MiniLM-L6-v2, 1,000 mixed texts, min cosine to fp32 0.99991 (probes 0.99994),
     top-10 neighbours 99.3% the same. That is a hundred times further than fp32 on two machines and
     at the very edge of ``MIN_PROBE_COSINE``, where a deeper model falls below it: so bf16 is a space

@@ -314,10 +314,10 @@ def test_an_fp32_index_refuses_the_int8_build_naming_the_precision(int8, hf_mana
     source = tmp_path / "c.jsonl"
     source.write_text("".join(json.dumps({"text": t}) + "\n" for t in SENTENCES[:4]))
     embed_dataset(hf_manager, "hf", source, tmp_path / "vectors")
-    assert int8.space().precision == "int8" and int8.space().space_id != hf_manager.get("hf").space().space_id
+    assert int8.space().precision == f"int8-r{onnx_export.RECIPE_VERSION}" and int8.space().space_id != hf_manager.get("hf").space().space_id
     manager = EmbeddingGeneratorManager()
     manager.register_generator("int8", int8)
-    with pytest.raises(EmbeddingSpaceError, match="the precision changed from 'fp32' to 'int8'") as caught:
+    with pytest.raises(EmbeddingSpaceError, match=f"the precision changed from 'fp32' to 'int8-r{onnx_export.RECIPE_VERSION}'") as caught:
         manager.verify_space("int8", tmp_path / "vectors")
     assert "a different model" not in str(caught.value)
 

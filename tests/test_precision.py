@@ -19,6 +19,7 @@ from agent_embeddings.backends.huggingface import (
     effective_precision,
     resolve_precision,
 )
+from agent_embeddings.backends.onnx_export import RECIPE_VERSION
 from agent_embeddings.errors import ConfigurationError
 from agent_embeddings.space import PROBES, describe_differences
 
@@ -88,4 +89,4 @@ def test_bf16_needs_the_torch_backend_and_auto_leaves_onnx_its_own_numbers() -> 
     amx = frozenset({"amx_bf16"})
     assert effective_precision("torch", "auto", "cpu", amx) == "bf16"
     assert effective_precision("onnx", "auto", "cpu", amx) == "fp32"
-    assert effective_precision("onnx-int8", "auto", "cpu", amx) == "int8"
+    assert effective_precision("onnx-int8", "auto", "cpu", amx) == f"int8-r{RECIPE_VERSION}"

@@ -30,6 +30,7 @@ from ..space import SpaceIdentity
 from ..specs import GeneratorParams
 from ..vectors import InputType
 from .local_models import _DEVICE_RE, DEVICES, resolve_device, resolve_model_path, wanted_device
+from .onnx_export import RECIPE_VERSION
 from .onnx_runtime import cache_root, load_onnx_encoder
 from .positions import config_position_limit, position_limit
 
@@ -144,8 +145,14 @@ def resolve_precision(precision: str, device: str, flags: frozenset[str] | None 
 
 
 def effective_precision(backend: str, precision: str, device: str, flags: frozenset[str] | None = None) -> str:
-    """What the vectors' numbers are: the onnx paths have their own (fp32, int8); torch's follow ``precision``."""
-    return {"onnx-int8": "int8", "onnx": "fp32"}.get(backend) or resolve_precision(precision, device, flags)
+    """What the vectors' numbers are: the onnx paths have their own (fp32, int8); torch's follow ``precision``.
+
+    int8 names its recipe (``int8-r3``): a new recipe moves every vector (recipe 3's GELU: ~1e-3 in
+    cosine), so an index built with another recipe is another space, and its identity says so
+    before its probes have to."""
+    if backend == "onnx-int8":
+        return f"int8-r{RECIPE_VERSION}"
+    return "fp32" if backend == "onnx" else resolve_precision(precision, device, flags)
 
 
 @dataclass(eq=False)
@@ -157,7 +164,7 @@ class _LoadedModel:
     lock: threading.Lock
     #: on the CPU (ONNX Runtime included): forward passes are also bounded in padded tokens
     cpu: bool = True
-    #: what the numbers are: "fp32", "bf16" (torch) or "int8" (ONNX Runtime)
+    #: what the numbers are: "fp32", "bf16" (torch) or "int8-r<recipe>" (ONNX Runtime)
     precision: str = "fp32"
     #: tokens per text as ``encode`` tokenized them (sentence-transformers models; None: count apart)
     tally: _Tally | None = None
