@@ -211,10 +211,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
     # which this format does not show (the logging HOWTO's "Optimization"): ~8 us less per line.
     logging._srcfile = None
     logging.logThreads = logging.logProcesses = logging.logMultiprocessing = False
-    from .server.runner import loop_factory, make_servers, passive_openmp, run, run_servers
+    from .server.runner import loop_factory, make_servers, run, run_servers
 
     loop_factory(args.loop)  # a loop that is not installed fails before the models load
-    passive_openmp(os.environ)  # before the spec's models import torch: OpenMP reads it when it loads
     manager = _manager(args.spec)
     servers = make_servers(manager, grpc=args.grpc, http=args.http, config=config)
 

@@ -360,14 +360,3 @@ def test_serve_runs_on_uvloop_when_installed_and_loop_asks_for_it_plainly(light_
     result = run("serve", "--spec", str(tmp_path / "never-read.json"), "--http", "127.0.0.1:0", "--loop", "uvloop",
                  env={"PYTHONPATH": pythonpath})
     assert_one_line_error(result, "'server' extra", "uvloop is not installed", "pip install 'agent-embeddings[server]'")
-
-
-def test_serve_makes_openmp_threads_sleep_unless_the_operator_chose():
-    """torch's OpenMP threads spin between parallel regions by default; in a server, on a busy
-    2-core box, PASSIVE gave 3-4x the throughput. An operator's own setting is kept."""
-    from agent_embeddings.server.runner import passive_openmp
-
-    unset: dict[str, str] = {}
-    assert passive_openmp(unset) == "PASSIVE" and unset == {"OMP_WAIT_POLICY": "PASSIVE"}
-    chosen = {"OMP_WAIT_POLICY": "ACTIVE"}
-    assert passive_openmp(chosen) == "ACTIVE" and chosen == {"OMP_WAIT_POLICY": "ACTIVE"}

@@ -12,13 +12,13 @@ import asyncio
 import logging
 import signal
 import threading
-from collections.abc import Callable, Coroutine, MutableMapping, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from typing import Any, Protocol, TypeVar
 
 from ..manager import EmbeddingGeneratorManager
 from .config import ServerConfig
 
-__all__ = ["LOOPS", "ServerHandle", "loop_factory", "make_servers", "passive_openmp", "require_server_extra", "run", "run_servers"]
+__all__ = ["LOOPS", "ServerHandle", "loop_factory", "make_servers", "require_server_extra", "run", "run_servers"]
 
 log = logging.getLogger("agent_embeddings.server")
 
@@ -27,19 +27,6 @@ T = TypeVar("T")
 #: ``serve --loop``: ``auto`` is uvloop where it is installed (the ``server`` extra brings it on
 #: Linux and macOS), else asyncio's own loop.
 LOOPS = ("auto", "asyncio", "uvloop")
-
-
-def passive_openmp(environ: MutableMapping[str, str]) -> str:
-    """``OMP_WAIT_POLICY=PASSIVE`` for a server process, unless the operator set a policy: the one in force.
-
-    torch's OpenMP threads spin at the end of every parallel region by default, waiting for the
-    next. In a server they share the cores with its request handling (and, on a busy or
-    CPU-limited host, with other processes), so a spinning thread burns the core its peer needs
-    and a barrier waits for a thread that is not running: measured on 2 cores under load, 3-4x
-    the throughput with PASSIVE. Read when the OpenMP runtime loads, so call it before torch is
-    imported (``serve`` does, before the spec's models load).
-    """
-    return environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 
 class ServerHandle(Protocol):
