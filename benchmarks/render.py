@@ -98,9 +98,15 @@ def _cpu_line(meta: dict[str, Any]) -> list[str]:
     cpu = meta.get("cpu")
     if not cpu:
         return []
-    before = (meta.get("cpu_at_start") or {}).get("load_avg") or ["?"]
+    start = meta.get("cpu_at_start") or {}
+    before = start.get("load_avg") or ["?"]
+    steal = ""
+    ticks = (start.get("ticks"), cpu.get("ticks"))
+    if all(ticks) and ticks[1][0] > ticks[0][0]:  # type: ignore[index]
+        share = (ticks[1][1] - ticks[0][1]) / (ticks[1][0] - ticks[0][0])  # type: ignore[index]
+        steal = f" Hypervisor steal: {share:.0%} of the CPU time during the run."
     return [f"CPU: {cpu['cpu_model']}; ISA: {', '.join(cpu['isa']) or 'none of note'}; load average (1 min) "
-            f"{_load(before[0])} at the start, {_load(cpu['load_avg'][0])} at the end."]
+            f"{_load(before[0])} at the start, {_load(cpu['load_avg'][0])} at the end.{steal}"]
 
 
 def render(data: dict[str, Any]) -> str:
