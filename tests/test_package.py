@@ -63,7 +63,7 @@ def _imported_test_modules(source: str, test_modules: set[str]) -> set[str]:
 
 
 def test_no_test_module_imports_another(root: Path):
-    """Shared fakes and helpers live in conftest.py, fakes.py and _grpc_support.py, never in a test module."""
+    """Shared fakes and helpers live in conftest.py, fakes.py and the tests/_*.py modules, never in a test module."""
     tests = root / "tests"
     test_modules = {path.stem for path in tests.glob("test_*.py")}
     assert len(test_modules) > 10 and "test_generator" in test_modules

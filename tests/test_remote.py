@@ -31,7 +31,7 @@ from agent_embeddings.flow import Flow, arun, run
 from agent_embeddings.results import BackendResult
 from agent_embeddings.vectors import InputType
 
-from .test_openai_faults import Trickler, outcome_within
+from ._faults import Trickler, outcome_within
 
 
 # -- the example backend: what a new HTTP backend is (about 35 lines) -----------------------
