@@ -112,7 +112,7 @@ def serve_in_thread(
     >>> with serve_in_thread(manager) as server:                 # doctest: +SKIP
     ...     OpenAI(base_url=f"http://{server.address}/v1", api_key="-").embeddings.create(...)
     """
-    from .runner import loop_factory
+    from .loops import loop_factory
 
     server = HttpServer(manager, address, config)
     loop = (loop_factory() or asyncio.new_event_loop)()  # the loop `serve` runs on

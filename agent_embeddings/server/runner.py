@@ -12,22 +12,16 @@ import asyncio
 import logging
 import signal
 import threading
-from collections.abc import Callable, Coroutine, Sequence
-from typing import Any, Protocol, TypeVar
+from collections.abc import Callable, Sequence
+from typing import Protocol
 
 from ..manager import EmbeddingGeneratorManager
 from .config import ServerConfig
+from .loops import LOOPS, loop_factory, run
 
 __all__ = ["LOOPS", "ServerHandle", "loop_factory", "make_servers", "require_server_extra", "run", "run_servers"]
 
 log = logging.getLogger("agent_embeddings.server")
-
-T = TypeVar("T")
-
-#: ``serve --loop``: ``auto`` is uvloop where it is installed (the ``server`` extra brings it on
-#: Linux and macOS), else asyncio's own loop.
-LOOPS = ("auto", "asyncio", "uvloop")
-
 
 class ServerHandle(Protocol):
     """What the runner needs of a server."""
@@ -65,35 +59,6 @@ def require_server_extra(*, grpc: bool, http: bool) -> None:
     kinds = ["metrics"] + ["grpc"] * grpc + ["http"] * http
     for module in (m for kind in kinds for m in _NEEDS[kind]):
         require(module, "server", who="serving")
-
-
-def loop_factory(loop: str = "auto") -> Callable[[], asyncio.AbstractEventLoop] | None:
-    """The event loop the servers run on (None: asyncio's default).
-
-    uvloop's loop, transports and timers are C: per request it saved 30% (HTTP) and 20% (gRPC)
-    of the CPU the servers spend outside the model (benchmarks/idle.py), and grpc.aio runs on it
-    (its poller thread wakes the loop through a socket, whatever the loop). The HTTP and gRPC
-    servers share the one loop.
-    """
-    if loop not in LOOPS:
-        raise ValueError(f"loop must be one of {', '.join(LOOPS)}, not {loop!r}")
-    if loop == "asyncio":
-        return None
-    try:
-        import uvloop
-    except ImportError:
-        if loop == "uvloop":
-            from .._deps import require
-
-            require("uvloop", "server", who="serve --loop uvloop")
-        return None
-    return uvloop.new_event_loop
-
-
-def run(main: Coroutine[Any, Any, T], loop: str = "auto") -> T:
-    """``asyncio.run(main)`` on the loop :func:`loop_factory` picks (``asyncio.Runner``: Python 3.11 too)."""
-    with asyncio.Runner(loop_factory=loop_factory(loop)) as runner:
-        return runner.run(main)
 
 
 def make_servers(
