@@ -24,7 +24,7 @@ def agreement_texts(n: int) -> list[str]:
 
 def precision(n: int, batch: int, repeat: int) -> Iterator[Row]:
     from agent_embeddings import HuggingFaceEmbeddingGenerator
-    from agent_embeddings.backends.huggingface import BF16_CPU_FLAGS, cpu_flags
+    from agent_embeddings.backends.precision import BF16_CPU_FLAGS, cpu_flags
 
     fp32 = HuggingFaceEmbeddingGenerator(model_name=MODEL, batch_size=batch, micro_batching=False)
     bf16 = HuggingFaceEmbeddingGenerator(model_name=MODEL, batch_size=batch, micro_batching=False, precision="bf16")

@@ -13,13 +13,8 @@ import numpy as np
 import pytest
 
 from agent_embeddings import EmbeddingGeneratorManager, HuggingFaceEmbeddingGenerator
-from agent_embeddings.backends.huggingface import (
-    BF16_CPU_FLAGS,
-    cpu_flags,
-    effective_precision,
-    resolve_precision,
-)
 from agent_embeddings.backends.onnx_export import RECIPE_VERSION
+from agent_embeddings.backends.precision import BF16_CPU_FLAGS, cpu_flags, effective_precision, resolve_precision
 from agent_embeddings.errors import ConfigurationError
 from agent_embeddings.space import PROBES, describe_differences
 
@@ -68,7 +63,7 @@ def test_auto_picks_bf16_only_with_native_bf16() -> None:
 def test_auto_follows_this_cpu_and_shares_fp32s_space_without_native_bf16(
     hf_manager: EmbeddingGeneratorManager, monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    import agent_embeddings.backends.huggingface as hf
+    import agent_embeddings.backends.precision as hf
 
     assert bool(set(BF16_CPU_FLAGS) & cpu_flags()) == (hf.resolve_precision("auto", "cpu") == "bf16")  # this CPU
     # Both kinds of CPU, whichever this one is: the flags are the only input auto reads.

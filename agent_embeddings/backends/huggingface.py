@@ -7,11 +7,10 @@ found locally (a path, the Hugging Face cache, or a package that ships them thro
 
 from __future__ import annotations
 
-import functools
 import logging
 import threading
 import weakref
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -30,9 +29,10 @@ from ..space import SpaceIdentity
 from ..specs import GeneratorParams
 from ..vectors import InputType
 from .local_models import _DEVICE_RE, DEVICES, resolve_device, resolve_model_path, wanted_device
-from .onnx_export import RECIPE_VERSION
 from .onnx_runtime import cache_root, load_onnx_encoder
 from .positions import config_position_limit, position_limit
+from .precision import effective_precision
+from .token_tally import Tally
 
 __all__ = ["HuggingFaceEmbeddingGenerator", "HuggingFaceParams", "resolve_device", "resolve_model_path"]
 
@@ -116,45 +116,6 @@ class HuggingFaceParams(GeneratorParams):
         return value
 
 
-#: CPU flags (Linux /proc/cpuinfo names) of native bfloat16 matrix math; without them torch emulates bf16
-BF16_CPU_FLAGS = ("amx_bf16", "avx512_bf16")
-
-
-@functools.cache  # the CPU does not change under a running process: read the file once
-def cpu_flags() -> frozenset[str]:
-    """The CPU's feature flags (empty where /proc/cpuinfo is not there)."""
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as info:
-            for line in info:
-                if line.startswith("flags"):
-                    return frozenset(line.partition(":")[2].split())
-    except OSError:
-        pass
-    return frozenset()
-
-
-def resolve_precision(precision: str, device: str, flags: frozenset[str] | None = None) -> Literal["fp32", "bf16"]:
-    """``auto``: bf16 on a CPU with native bf16 math (AMX or AVX-512-BF16), else fp32; ``fp32`` and
-    ``bf16`` as asked. Emulated bf16 (AVX2, AVX-512F alone) is several times slower than fp32."""
-    if precision == "bf16":
-        return "bf16"
-    if precision == "auto" and device == "cpu":
-        flags = cpu_flags() if flags is None else flags
-        return "bf16" if any(f in flags for f in BF16_CPU_FLAGS) else "fp32"
-    return "fp32"  # a GPU under auto keeps fp32: its fast path is a choice of the spec
-
-
-def effective_precision(backend: str, precision: str, device: str, flags: frozenset[str] | None = None) -> str:
-    """What the vectors' numbers are: the onnx paths have their own (fp32, int8); torch's follow ``precision``.
-
-    int8 names its recipe (``int8-r3``): a new recipe moves every vector (recipe 3's GELU: ~1e-3 in
-    cosine), so an index built with another recipe is another space, and its identity says so
-    before its probes have to."""
-    if backend == "onnx-int8":
-        return f"int8-r{RECIPE_VERSION}"
-    return "fp32" if backend == "onnx" else resolve_precision(precision, device, flags)
-
-
 @dataclass(eq=False)
 class _LoadedModel:
     """A model shared by every generator naming the same weights, device and sequence length."""
@@ -167,41 +128,7 @@ class _LoadedModel:
     #: what the numbers are: "fp32", "bf16" (torch) or "int8-r<recipe>" (ONNX Runtime)
     precision: str = "fp32"
     #: tokens per text as ``encode`` tokenized them (sentence-transformers models; None: count apart)
-    tally: _Tally | None = None
-
-
-class _Tally:
-    """Tokens per text, read from the attention masks ``encode`` builds anyway.
-
-    Wraps the model's ``preprocess`` (sentence-transformers tokenizes each batch there): usage
-    counts then cost a sum over a mask, not a second tokenizer pass on the model's critical path
-    (~0.55 ms per 16 sentences here). ``open``/``counts`` run under the model's lock, as ``encode``
-    does, so one tally serves every generator sharing the model. A text ``encode`` did not show it
-    (another version's code path) leaves ``counts`` None: the caller counts with the tokenizer.
-    """
-
-    def __init__(self) -> None:
-        self._seen: dict[str, int] | None = None
-
-    def wrap(self, preprocess: Any) -> Any:
-        def counted(inputs: Any, *args: Any, **kwargs: Any) -> Any:
-            features = preprocess(inputs, *args, **kwargs)
-            seen, mask = self._seen, features.get("attention_mask") if isinstance(features, Mapping) else None
-            if seen is not None and mask is not None and len(mask) == len(inputs):
-                # the mask counts the prompt, [CLS]/[SEP] and no padding, cut at max_seq_length: what is computed
-                seen.update((text, n) for text, n in zip(inputs, mask.sum(dim=1).tolist()) if isinstance(text, str))
-            return features
-
-        return counted
-
-    def open(self) -> None:
-        self._seen = {}
-
-    def counts(self, texts: list[str]) -> list[int] | None:
-        seen, self._seen = self._seen, None
-        if seen is None or any(t not in seen for t in texts):
-            return None
-        return [seen[t] for t in texts]
+    tally: Tally | None = None
 
 
 _shared: weakref.WeakValueDictionary[tuple[Any, ...], _LoadedModel] = weakref.WeakValueDictionary()
@@ -332,7 +259,7 @@ class HuggingFaceEmbeddingGenerator(AbstractEmbeddingGenerator):
             get_dims = getattr(model, "get_embedding_dimension", None) or model.get_sentence_embedding_dimension
             tally = None
             if callable(getattr(model, "preprocess", None)):
-                tally = _Tally()
+                tally = Tally()
                 model.preprocess = tally.wrap(model.preprocess)  # this instance only; encode() calls it per batch
             loaded = _LoadedModel(model=model, dims=int(get_dims()), lock=threading.Lock(), cpu=device == "cpu",
                                   precision=precision, tally=tally)

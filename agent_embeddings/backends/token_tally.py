@@ -1,0 +1,42 @@
+"""Usage token counts read from the tokenization a sentence-transformers ``encode`` does anyway."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+__all__ = ["Tally"]
+
+
+class Tally:
+    """Tokens per text, read from the attention masks ``encode`` builds anyway.
+
+    Wraps the model's ``preprocess`` (sentence-transformers tokenizes each batch there): usage
+    counts then cost a sum over a mask, not a second tokenizer pass on the model's critical path
+    (~0.55 ms per 16 sentences here). ``open``/``counts`` run under the model's lock, as ``encode``
+    does, so one tally serves every generator sharing the model. A text ``encode`` did not show it
+    (another version's code path) leaves ``counts`` None: the caller counts with the tokenizer.
+    """
+
+    def __init__(self) -> None:
+        self._seen: dict[str, int] | None = None
+
+    def wrap(self, preprocess: Any) -> Any:
+        def counted(inputs: Any, *args: Any, **kwargs: Any) -> Any:
+            features = preprocess(inputs, *args, **kwargs)
+            seen, mask = self._seen, features.get("attention_mask") if isinstance(features, Mapping) else None
+            if seen is not None and mask is not None and len(mask) == len(inputs):
+                # the mask counts the prompt, [CLS]/[SEP] and no padding, cut at max_seq_length: what is computed
+                seen.update((text, n) for text, n in zip(inputs, mask.sum(dim=1).tolist()) if isinstance(text, str))
+            return features
+
+        return counted
+
+    def open(self) -> None:
+        self._seen = {}
+
+    def counts(self, texts: list[str]) -> list[int] | None:
+        seen, self._seen = self._seen, None
+        if seen is None or any(t not in seen for t in texts):
+            return None
+        return [seen[t] for t in texts]
