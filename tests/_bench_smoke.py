@@ -1,6 +1,7 @@
 """What the benchmark smoke tests share: run some scenarios on a tiny input and check their rows.
 
-The scenarios are split over three test files (in-process, servers, engines) because
+The scenarios are split over four test files (in-process, servers, engines, and Ray's beside the
+other Ray tests) because
 ``make test`` hands out whole files to its workers: one file of every scenario was the suite's
 critical path (~560 s of a ~620 s run under load). The figures mean nothing at this size;
 ``make bench`` gives the real ones.
@@ -23,7 +24,9 @@ GROUPS = {
     "in-process": ["core", "threads", "mixed", "fill", "startup", "cache", "memory", "sync", "search", "adapters",
                    "precision"],
     "servers": ["http", "grpc", "idle"],
-    "engines": ["onnx", "bulk", "ray"],
+    "engines": ["onnx", "bulk"],
+    # in tests/test_bulk_ray.py: with the other Ray tests on one worker, never two clusters at once
+    "ray": ["ray"],
 }
 REQUIRED = [name for name in scenarios.ALL if name not in scenarios.OPTIONAL]
 

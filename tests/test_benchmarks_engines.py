@@ -1,4 +1,5 @@
-"""Smoke test of the benchmark scenarios on ONNX Runtime, the bulk engine and Ray (tests/_bench_smoke.py)."""
+"""Smoke test of the benchmark scenarios on ONNX Runtime and the bulk engine (tests/_bench_smoke.py;
+Ray's runs in tests/test_bulk_ray.py)."""
 
 from __future__ import annotations
 
