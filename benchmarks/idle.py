@@ -57,7 +57,8 @@ def _outside_note(r: ClockReading, requests: int) -> str:
     """How the CPU-per-request figure is made, with the part of it that is the backend's, not the server's."""
     return (f"process CPU {r.process_cpu_s:.2f} s - model CPU {r.model_cpu_s:.2f} s - the clock's own "
             f"{r.clock_cpu_s:.2f} s over {requests} requests; of it, hf's usage token count (a second tokenizer "
-            f"pass outside encode, once per micro-batch) {r.aside_us_per(requests):.0f} µs per request; the event "
+            f"pass outside encode; since the counts come from encode's masks, only for texts they miss) "
+            f"{r.aside_us_per(requests):.0f} µs per request; the event "
             f"loop's thread {r.loop_us_per(requests):.0f} µs per request")
 
 
