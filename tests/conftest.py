@@ -107,8 +107,7 @@ def light_spec(tmp_path: Path):
 #: one to a worker: a worker takes a second module while its first has at most two tests to go, so
 #: two of these must not be the first two modules of one worker. Only an order: a stale list slows
 #: ``make test`` down, nothing more.
-LONGEST = ["tests/test_readme.py", "tests/test_readme_shell.py", "tests/test_bulk_cluster.py",
-           "tests/test_benchmarks_engines.py", "tests/test_benchmarks_servers.py", "tests/test_benchmarks.py",
+LONGEST = ["tests/test_readme.py", "tests/test_readme_shell.py", "tests/test_bulk_cluster.py", "tests/test_benchmarks.py",
            "tests/test_load.py", "tests/test_bulk_ray.py"]
 #: The hang guard of a ``slow`` test: it shares the cores with the other workers' tests (the rest: 300 s)
 SLOW_TIMEOUT_S = 900

@@ -20,7 +20,6 @@ from agent_embeddings.errors import CorpusError
 from agent_embeddings.server.http import serve_in_thread
 from benchmarks.data import short_sentences
 
-from ._bench_smoke import GROUPS, run_tiny
 from ._faulty_front import faulty_front
 
 TOL = 1e-5
@@ -117,8 +116,3 @@ def test_workers_read_an_input_in_a_pyarrow_filesystem_they_are_handed(ray_clust
     assert ids == list(range(200))
     assert np.abs(vectors - hf_manager.encode("hf-minilm", texts, input_type="document")).max() <= TOL
 
-
-@pytest.mark.slow
-def test_the_ray_benchmark_scenario_runs_on_a_tiny_input(root: Path, tmp_path: Path):
-    """tests/_bench_smoke.py: here, so that no other Ray cluster runs beside this one."""
-    run_tiny(GROUPS["ray"], root, tmp_path)
