@@ -13,7 +13,8 @@ Python around the model, less two parts that are told apart: the instrument's ow
 thread of :mod:`benchmarks.timed_serve` that publishes the readings: about 0.3-1 ms each, ten a
 second, so it grew with the window's wall time, not with the requests, and was counted as the
 server's until it was read separately) and ``aside_cpu_s``, backend work outside ``encode`` that
-:meth:`ModelClock.wrap_aside` times (``hf:``'s second tokenizer pass for the usage token counts).
+:meth:`ModelClock.wrap_aside` times (``hf:``'s second tokenizer pass for the usage token counts, now
+only for texts ``encode``'s own attention masks did not count).
 """
 
 from __future__ import annotations

@@ -17,16 +17,15 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 from . import wrk
 from .data import short_sentences
 from .harness import cpu_info
 from .load import grpc_caller
+from .scenarios import ROOT, _server
 from .traffic import closed_loop
 
-ROOT = Path(__file__).resolve().parent.parent
 #: "" leaves libgomp's default (an empty value is ignored, with a warning on stderr)
 SETTINGS = {
     "default": {"OMP_WAIT_POLICY": ""},
@@ -34,15 +33,6 @@ SETTINGS = {
     "GOMP_SPINCOUNT=10000": {"OMP_WAIT_POLICY": "", "GOMP_SPINCOUNT": "10000"},
     "GOMP_SPINCOUNT=100000": {"OMP_WAIT_POLICY": "", "GOMP_SPINCOUNT": "100000"},
 }
-
-
-@contextlib.contextmanager
-def _server(kind: str, env: dict[str, str]) -> Iterator[str]:
-    from agent_embeddings.server.process import ServeProcess
-
-    with ServeProcess(ROOT / "specs" / "default.json", env={"PYTHONPATH": str(ROOT), **env},
-                      **{kind: "127.0.0.1:0"}) as served:  # type: ignore[arg-type]
-        yield served.addresses[kind]
 
 
 def main() -> int:
@@ -63,6 +53,7 @@ def main() -> int:
         script = wrk.write_script(short_sentences(500, seed=42), Path(folder))
         addresses = {}
         for name, env in SETTINGS.items():
+            env = {"PYTHONPATH": str(ROOT), **env}
             addresses[name] = (stack.enter_context(_server("http", env)), stack.enter_context(_server("grpc", env)))
             wrk.run(f"http://{addresses[name][0]}/v1/embeddings", script, connections=16, duration_s=1)
             grpc_caller(addresses[name][1])(texts[0])

@@ -188,11 +188,12 @@ def micro_batch_summary(gen: object) -> str:
 
 
 @contextmanager
-def _server(kind: str) -> Iterator[str]:
-    """`agent-embeddings serve` in its own process (as deployed); yields its bound address."""
+def _server(kind: str, env: dict[str, str] | None = None) -> Iterator[str]:
+    """`agent-embeddings serve` in its own process (as deployed), ``env`` added to its environment;
+    yields its bound address."""
     from agent_embeddings.server.process import ServeProcess
 
-    with ServeProcess(DEFAULT_SPEC, **{kind: "127.0.0.1:0"}) as served:
+    with ServeProcess(DEFAULT_SPEC, env=env, **{kind: "127.0.0.1:0"}) as served:
         yield served.addresses[kind]
 
 

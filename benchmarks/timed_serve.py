@@ -5,7 +5,8 @@ Every 100 ms a daemon thread writes the cumulative reading to ``$AE_MODEL_CLOCK`
 atomically); the benchmark reads it at the edges of a window. Each write costs the thread a few
 hundred µs of CPU (more on a busy box): ten a second, which over a window of a few seconds is tens
 of µs per request, so the reading carries the thread's own CPU and the figures leave it out.
-``hf:``'s usage token count (a second tokenizer pass, outside ``encode``) is timed apart too.
+``hf:``'s second tokenizer pass for usage counts (outside ``encode``; now only for texts its masks
+missed) is timed apart too.
 """
 
 from __future__ import annotations
