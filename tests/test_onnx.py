@@ -200,6 +200,36 @@ def test_fp32_onnx_reproduces_torch(int8, onnx_cache, hf_manager, sentences, mon
     assert float(np.abs(ours - hf_manager.encode("hf", sentences)).max()) <= 1e-4
 
 
+def test_backend_auto_serves_torchs_space_through_onnx_on_the_cpu(int8, onnx_cache, hf_manager, sentences, monkeypatch):
+    no_new_graphs(monkeypatch)  # the fp32 graph comes from the cache
+    gen = HuggingFaceEmbeddingGenerator(model_name=MINILM, backend="auto", device="cpu", onnx_cache_dir=str(onnx_cache))
+    assert gen.describe()["backend"] == "auto"  # nothing resolved (or imported) by a description
+    ours = gen.encode(sentences)
+    assert gen.describe()["backend"] == "onnx" and type(gen._loaded.model).__name__ == "OnnxEncoder"
+    assert float(np.abs(ours - hf_manager.encode("hf", sentences)).max()) <= 1e-4
+    assert gen.space() == hf_manager.get("hf").space()  # one space: an index built with torch takes its queries
+
+
+def test_backend_auto_falls_back_to_torch_for_a_model_onnx_cannot_run(onnx_cache, hf_manager, monkeypatch, caplog):
+    from agent_embeddings.backends import huggingface
+
+    def refuse(*args, **kwargs):
+        raise ConfigurationError("pooling mode 'weightedmean' is not supported by the onnx backends")
+
+    monkeypatch.setattr(huggingface, "load_onnx_encoder", refuse)
+    # max_seq_length: a model of its own, not the ONNX session an earlier test shares
+    options = {"model_name": MINILM, "device": "cpu", "onnx_cache_dir": str(onnx_cache), "max_seq_length": 200}
+    gen = HuggingFaceEmbeddingGenerator(backend="auto", **options)
+    with caplog.at_level("WARNING", logger="agent_embeddings.backends.huggingface"):
+        vectors = gen.encode(SENTENCES)
+    assert gen.describe()["backend"] == "torch"
+    assert "backend auto: torch" in caplog.text and "weightedmean" in caplog.text
+    np.testing.assert_allclose(vectors, hf_manager.encode("hf", SENTENCES), atol=1e-5)
+    explicit = HuggingFaceEmbeddingGenerator(backend="onnx", **options)
+    with pytest.raises(ConfigurationError, match="weightedmean"):  # asked for by name: the error, not torch
+        explicit.warm_up()
+
+
 def test_cache_is_reused(int8, onnx_cache, monkeypatch):
     [folder] = [p for p in onnx_cache.iterdir() if p.is_dir()]
     files = {p: p.stat().st_mtime_ns for p in folder.rglob("*.onnx")}
@@ -273,7 +303,7 @@ def test_bad_backend_lists_the_accepted_values():
         )
     message = str(caught.value)
     assert "llm_parameters.backend" in message
-    assert all(value in message for value in ("'torch'", "'onnx'", "'onnx-int8'"))
+    assert all(value in message for value in ("'torch'", "'onnx'", "'onnx-int8'", "'auto'"))
     with pytest.raises(ConfigurationError, match="onnx-int8"):
         HuggingFaceEmbeddingGenerator(model_name=MINILM, backend="tensorrt")
 

@@ -14,7 +14,13 @@ import pytest
 
 from agent_embeddings import EmbeddingGeneratorManager, HuggingFaceEmbeddingGenerator
 from agent_embeddings.backends.onnx_export import RECIPE_VERSION
-from agent_embeddings.backends.precision import BF16_CPU_FLAGS, cpu_flags, effective_precision, resolve_precision
+from agent_embeddings.backends.precision import (
+    BF16_CPU_FLAGS,
+    cpu_flags,
+    effective_precision,
+    resolve_backend,
+    resolve_precision,
+)
 from agent_embeddings.errors import ConfigurationError
 from agent_embeddings.space import PROBES, describe_differences
 
@@ -85,3 +91,19 @@ def test_bf16_needs_the_torch_backend_and_auto_leaves_onnx_its_own_numbers() -> 
     assert effective_precision("torch", "auto", "cpu", amx) == "bf16"
     assert effective_precision("onnx", "auto", "cpu", amx) == "fp32"
     assert effective_precision("onnx-int8", "auto", "cpu", amx) == f"int8-r{RECIPE_VERSION}"
+
+
+def test_backend_auto_is_onnx_only_for_fp32_on_the_cpu_with_the_extra() -> None:
+    avx2, amx = frozenset({"avx2", "fma"}), frozenset({"amx_bf16"})
+    assert resolve_backend("auto", "fp32", "cpu", avx2, onnx=True) == "onnx"
+    assert resolve_backend("auto", "auto", "cpu", avx2, onnx=True) == "onnx"  # auto precision is fp32 here
+    assert resolve_backend("auto", "auto", "cpu", amx, onnx=True) == "torch"  # ... and bf16, torch's, there
+    assert resolve_backend("auto", "bf16", "cpu", avx2, onnx=True) == "torch"
+    assert resolve_backend("auto", "fp32", "cuda", avx2, onnx=True) == "torch"
+    assert resolve_backend("auto", "fp32", "mps", avx2, onnx=True) == "torch"
+    assert resolve_backend("auto", "fp32", "cpu", avx2, onnx=False) == "torch"  # without the onnx extra
+    for explicit in ("torch", "onnx", "onnx-int8"):
+        assert resolve_backend(explicit, "fp32", "cuda", amx, onnx=False) == explicit
+    # bf16 with auto is allowed (auto means torch then); with an onnx backend it is refused above
+    gen = HuggingFaceEmbeddingGenerator(model_name=MINILM, precision="bf16", backend="auto", device="cpu")
+    assert gen._engine() == "torch"

@@ -31,7 +31,7 @@ from ..vectors import InputType
 from .local_models import _DEVICE_RE, DEVICES, resolve_device, resolve_model_path, wanted_device
 from .onnx_runtime import cache_root, load_onnx_encoder
 from .positions import config_position_limit, position_limit
-from .precision import effective_precision
+from .precision import effective_precision, resolve_backend
 from .token_tally import Tally
 
 __all__ = ["HuggingFaceEmbeddingGenerator", "HuggingFaceParams", "resolve_device", "resolve_model_path"]
@@ -72,10 +72,11 @@ class HuggingFaceParams(GeneratorParams):
     allow_download: bool = Field(
         default=False, description="Fetch the model from the Hugging Face Hub when it is not found locally."
     )
-    backend: Literal["torch", "onnx", "onnx-int8"] = Field(
+    backend: Literal["torch", "onnx", "onnx-int8", "auto"] = Field(
         default="torch",
-        description="Inference engine: torch, onnx (ONNX Runtime, fp32) or onnx-int8 (ONNX Runtime with dynamic "
-        "int8 quantization, fastest on CPU); the onnx ones need the 'onnx' extra and run on the CPU.",
+        description="Inference engine: torch, onnx (ONNX Runtime, fp32: torch's vectors, faster on CPU), onnx-int8 "
+        "(ONNX Runtime with dynamic int8 quantization, fastest on CPU, its own space) or auto (onnx on the CPU "
+        "where the 'onnx' extra is installed and precision is fp32, else torch); the onnx ones run on the CPU.",
     )
     precision: Literal["fp32", "bf16", "auto"] = Field(
         default="fp32",
@@ -104,7 +105,7 @@ class HuggingFaceParams(GeneratorParams):
 
     @model_validator(mode="after")
     def _precision_is_torch(self) -> HuggingFaceParams:
-        if self.precision == "bf16" and self.backend != "torch":
+        if self.precision == "bf16" and self.backend not in ("torch", "auto"):
             raise ValueError(f"precision 'bf16' needs backend 'torch' (backend {self.backend!r} sets its own)")
         return self
 
@@ -170,6 +171,7 @@ class HuggingFaceEmbeddingGenerator(AbstractEmbeddingGenerator):
         self.model_name = model
         self._loaded: _LoadedModel | None = None
         self._load_lock = threading.Lock()
+        self._engine_name: str | None = None  # params.backend with auto resolved (see _engine)
 
     # -- loading ---------------------------------------------------------------------------
     def warm_up(self) -> None:
@@ -181,7 +183,7 @@ class HuggingFaceEmbeddingGenerator(AbstractEmbeddingGenerator):
         import importlib.util
 
         p = self.params
-        onnx = p.backend != "torch"
+        onnx = self._engine() != "torch"
         module, extra = ("onnxruntime", "onnx") if onnx else ("sentence_transformers", "hf")
         if importlib.util.find_spec(module) is None:
             raise ConfigurationError(
@@ -202,22 +204,41 @@ class HuggingFaceEmbeddingGenerator(AbstractEmbeddingGenerator):
             device = wanted if wanted == "cpu" else resolve_device(p.device, who=self._who())
         return f"{found}; device {device}"
 
+    def _engine(self) -> str:
+        """``backend``, with ``auto`` resolved once: onnx or torch (:func:`.precision.resolve_backend`)."""
+        if self._engine_name is None:
+            p = self.params
+            device = "cpu"
+            if p.backend == "auto" and wanted_device(p.device, who=self._who()) != "cpu":
+                device = resolve_device(p.device, who=self._who())
+            self._engine_name = resolve_backend(p.backend, p.precision, device)
+        return self._engine_name
+
     def _model(self) -> _LoadedModel:
         loaded = self._loaded
         if loaded is None:
             with self._load_lock:
                 if self._loaded is None:
-                    self._loaded = self._load()
+                    try:
+                        self._loaded = self._load()
+                    except ConfigurationError as exc:
+                        if self.params.backend != "auto" or self._engine() == "torch":
+                            raise
+                        # a model ONNX Runtime cannot run (other modules, pooling, a failed check): auto means torch
+                        log.warning("%s: backend auto: torch, as ONNX Runtime cannot run it: %s", self._who(), exc)
+                        self._engine_name = "torch"
+                        self._loaded = self._load()
                 loaded = self._loaded
         return loaded
 
     def _load(self) -> _LoadedModel:
-        onnx = self.params.backend != "torch"
+        backend = self._engine()
+        onnx = backend != "torch"
         device = self._onnx_device() if onnx else resolve_device(self.params.device, who=self._who())
         p = self.params
         path = resolve_model_path(self.model_name, revision=p.revision, allow_download=p.allow_download)
-        precision = effective_precision(p.backend, p.precision, device)
-        key: tuple[Any, ...] = (path, device, p.max_seq_length, p.trust_remote_code, p.revision, p.backend, precision)
+        precision = effective_precision(backend, p.precision, device)
+        key: tuple[Any, ...] = (path, device, p.max_seq_length, p.trust_remote_code, p.revision, backend, precision)
         if onnx:
             key += (str(cache_root(self.params.onnx_cache_dir)),)
         with _shared_lock:
@@ -227,7 +248,7 @@ class HuggingFaceEmbeddingGenerator(AbstractEmbeddingGenerator):
             if onnx:
                 encoder = load_onnx_encoder(
                     path,
-                    quantize=self.params.backend == "onnx-int8",
+                    quantize=backend == "onnx-int8",
                     max_seq_length=self.params.max_seq_length,
                     trust_remote_code=self.params.trust_remote_code,
                     revision=self.params.revision,
@@ -462,7 +483,7 @@ class HuggingFaceEmbeddingGenerator(AbstractEmbeddingGenerator):
         return [len(i) for i in ids]
 
     def describe(self) -> dict[str, Any]:
-        described = {**super().describe(), "device": self.params.device, "backend": self.params.backend}
+        described = {**super().describe(), "device": self.params.device, "backend": self._engine_name or self.params.backend}
         if self._loaded is not None:
             described["precision"] = self._loaded.precision
         return described
