@@ -204,6 +204,7 @@ def test_backend_auto_serves_torchs_space_through_onnx_on_the_cpu(int8, onnx_cac
     no_new_graphs(monkeypatch)  # the fp32 graph comes from the cache
     gen = HuggingFaceEmbeddingGenerator(model_name=MINILM, backend="auto", device="cpu", onnx_cache_dir=str(onnx_cache))
     assert gen.describe()["backend"] == "auto"  # nothing resolved (or imported) by a description
+    assert gen.check().endswith("device cpu; backend auto: onnx")  # validate --check says what auto picks
     ours = gen.encode(sentences)
     assert gen.describe()["backend"] == "onnx" and type(gen._loaded.model).__name__ == "OnnxEncoder"
     assert float(np.abs(ours - hf_manager.encode("hf", sentences)).max()) <= 1e-4

@@ -202,7 +202,7 @@ class HuggingFaceEmbeddingGenerator(AbstractEmbeddingGenerator):
         else:
             wanted = wanted_device(p.device, who=self._who())
             device = wanted if wanted == "cpu" else resolve_device(p.device, who=self._who())
-        return f"{found}; device {device}"
+        return f"{found}; device {device}" + (f"; backend auto: {self._engine()}" if p.backend == "auto" else "")
 
     def _engine(self) -> str:
         """``backend``, with ``auto`` resolved once: onnx or torch (:func:`.precision.resolve_backend`)."""
