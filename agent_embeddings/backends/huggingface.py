@@ -257,8 +257,9 @@ class HuggingFaceEmbeddingGenerator(AbstractEmbeddingGenerator):
                     who=self._who(),
                 )
                 self._check_seq_length(encoder.meta.get("max_positions") or config_position_limit(path))
+                encoder.feed = (feed_tally := Tally()).wrap(encoder.feed)  # type: ignore[method-assign]
                 loaded = _LoadedModel(model=encoder, dims=encoder.get_embedding_dimension(), lock=threading.Lock(),
-                                      precision=precision)
+                                      precision=precision, tally=feed_tally)
                 _shared[key] = loaded
                 return loaded
             SentenceTransformer = require("sentence_transformers", "hf", who=self._who()).SentenceTransformer
@@ -450,7 +451,7 @@ class HuggingFaceEmbeddingGenerator(AbstractEmbeddingGenerator):
                 normalize_embeddings=False,
                 show_progress_bar=False,
             )
-            counts = loaded.tally.counts(texts) if loaded.tally is not None else None
+            counts = loaded.tally.counts(texts, prompt) if loaded.tally is not None else None
             if counts is None:
                 counts = self._token_counts(loaded, texts, prompt)
         return vectors, counts

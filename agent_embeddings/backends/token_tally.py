@@ -1,4 +1,5 @@
-"""Usage token counts read from the tokenization a sentence-transformers ``encode`` does anyway."""
+"""Usage token counts read from the tokenization an ``encode`` does anyway (sentence-transformers'
+``preprocess``, the ONNX encoder's ``feed``)."""
 
 from __future__ import annotations
 
@@ -27,7 +28,8 @@ class Tally:
             seen, mask = self._seen, features.get("attention_mask") if isinstance(features, Mapping) else None
             if seen is not None and mask is not None and len(mask) == len(inputs):
                 # the mask counts the prompt, [CLS]/[SEP] and no padding, cut at max_seq_length: what is computed
-                seen.update((text, n) for text, n in zip(inputs, mask.sum(dim=1).tolist()) if isinstance(text, str))
+                # sum(1): a torch tensor's dim, a numpy array's axis
+                seen.update((text, n) for text, n in zip(inputs, mask.sum(1).tolist()) if isinstance(text, str))
             return features
 
         return counted
@@ -35,8 +37,14 @@ class Tally:
     def open(self) -> None:
         self._seen = {}
 
-    def counts(self, texts: list[str]) -> list[int] | None:
+    def counts(self, texts: list[str], prompt: str | None = None) -> list[int] | None:
+        """Tokens of each of ``texts`` as tokenized since :meth:`open` (with ``prompt``: the texts as
+        prompt + text, when that is what was tokenized); None when any was not seen."""
         seen, self._seen = self._seen, None
-        if seen is None or any(t not in seen for t in texts):
+        if seen is None:
+            return None
+        if prompt and not all(t in seen for t in texts):
+            texts = [prompt + t for t in texts]
+        if any(t not in seen for t in texts):
             return None
         return [seen[t] for t in texts]
