@@ -8,7 +8,7 @@ thread inside it, and texts. The wrapper costs two clock reads and a lock per fo
 
 The model's CPU is the calling thread's CPU inside ``encode`` plus all CPU of torch's intra-op
 (OpenMP) worker threads: the native threads that appear during the first ``encode`` and are not
-Python threads. What the process spends outside that is the request handling, batching and
+Python threads (for ONNX Runtime, those its session starts: :meth:`ModelClock.wrap_pool`). What the process spends outside that is the request handling, batching and
 Python around the model, less two parts that are told apart: the instrument's own CPU (the
 thread of :mod:`benchmarks.timed_serve` that publishes the readings: about 0.3-1 ms each, ten a
 second, so it grew with the window's wall time, not with the requests, and was counted as the
@@ -104,6 +104,8 @@ class ModelClock:
         self.clock_cpu_s = 0.0
         #: torch's intra-op worker threads, found on the first call
         self.workers: set[int] | None = None
+        #: a runtime's own thread pool, started with its session before any call (ONNX Runtime's)
+        self.pool: set[int] = set()
 
     def wrap(self, encode: Callable[..., Any]) -> Callable[..., Any]:
         def timed_encode(*args: Any, **kwargs: Any) -> Any:
@@ -126,6 +128,20 @@ class ModelClock:
 
         return timed_encode
 
+    def wrap_pool(self, start: Callable[..., Any]) -> Callable[..., Any]:
+        """Count the native threads that ``start`` creates (a session's intra-op pool: ONNX Runtime
+        starts it when the session is made, before the first ``encode``) as the model's."""
+        def timed_start(*args: Any, **kwargs: Any) -> Any:
+            before = _tids()
+            try:
+                return start(*args, **kwargs)
+            finally:
+                python = {t.native_id for t in threading.enumerate()}
+                with self._lock:
+                    self.pool |= (_tids() - before) - python
+
+        return timed_start
+
     def wrap_aside(self, fn: Callable[..., Any]) -> Callable[..., Any]:
         """Time ``fn``'s thread CPU as backend work outside the model (it runs outside ``encode``)."""
         def timed_aside(*args: Any, **kwargs: Any) -> Any:
@@ -141,7 +157,7 @@ class ModelClock:
 
     def read(self) -> ClockReading:
         # process_time and the thread clocks read to the nanosecond: short windows stay exact
-        workers = sum(thread_cpu_s(t) for t in self.workers or ())
+        workers = sum(thread_cpu_s(t) for t in (self.workers or set()) | self.pool)
         with self._lock:
             return ClockReading(time.perf_counter(), self.busy_s, self.caller_cpu_s + workers,
                                 time.process_time(), self.calls, self.texts, self.aside_cpu_s, self.clock_cpu_s,

@@ -1,5 +1,6 @@
 """``python -m benchmarks.timed_serve serve --spec ... --http ...``: ``agent-embeddings serve`` with the
-model's ``encode`` timed (:mod:`benchmarks.modeltime`), for the benchmarks only.
+model's ``encode`` timed (:mod:`benchmarks.modeltime`), for the benchmarks only: sentence-transformers'
+and, where the ``onnx`` extra is installed, ONNX Runtime's (``backend: onnx``).
 
 Every 100 ms a daemon thread writes the cumulative reading to ``$AE_MODEL_CLOCK`` (JSON, replaced
 atomically); the benchmark reads it at the edges of a window. Each write costs the thread a few
@@ -11,6 +12,7 @@ missed) is timed apart too.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import sys
@@ -38,6 +40,11 @@ def main() -> int:
 
     clock = ModelClock()
     SentenceTransformer.encode = clock.wrap(SentenceTransformer.encode)  # type: ignore[method-assign]
+    if importlib.util.find_spec("onnxruntime") is not None:  # backend onnx: its encoder and its session's pool
+        from agent_embeddings.backends.onnx_encode import OnnxEncoder
+
+        OnnxEncoder.encode = clock.wrap(OnnxEncoder.encode)  # type: ignore[method-assign]
+        OnnxEncoder.__init__ = clock.wrap_pool(OnnxEncoder.__init__)  # type: ignore[method-assign]
     counts = HuggingFaceEmbeddingGenerator._token_counts
     HuggingFaceEmbeddingGenerator._token_counts = clock.wrap_aside(counts)  # type: ignore[method-assign]
     threading.Thread(target=_publish, args=(clock, Path(os.environ["AE_MODEL_CLOCK"])), daemon=True).start()
