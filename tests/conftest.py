@@ -68,6 +68,25 @@ def sentences() -> list[str]:
     return list(SENTENCES)
 
 
+@pytest.fixture
+def usage_without_a_second_pass(monkeypatch: pytest.MonkeyPatch):
+    """``check(gen, texts)``: an hf generator's usage counts, plain and with its query prompt, equal
+    what its tokenizer counts (``count_tokens``), read from encode's own tokenization: the second
+    tokenizer pass is made to fail."""
+    def check(gen, texts: list[str]) -> None:
+        expected = {kind: gen.count_tokens(texts, input_type=kind) for kind in (None, "query")}
+        assert expected["query"] > expected[None] > len(texts)
+
+        def second_pass(*args, **kwargs):
+            raise AssertionError("usage was counted with a second tokenizer pass")
+
+        monkeypatch.setattr(gen, "_token_counts", second_pass)
+        for kind in (None, "query"):
+            assert gen.embed(texts, input_type=kind).prompt_tokens == expected[kind]
+
+    return check
+
+
 @pytest.fixture(scope="module")
 def runner():
     """An event loop in a thread hosting real gRPC servers (``runner.grpc_server(manager)``)."""

@@ -167,21 +167,12 @@ def test_forward_passes_are_sorted_bounded_and_give_the_same_vectors(hf_manager,
     assert gen._passes(gen._model(), sentences, None) == [list(range(8))]  # short texts: one pass, unsorted
 
 
-def test_usage_tokens_come_from_encodes_own_tokenization(hf_manager, monkeypatch, sentences):
+def test_usage_tokens_come_from_encodes_own_tokenization(hf_manager, usage_without_a_second_pass, sentences):
     """Usage counts are read from the attention masks encode() builds (no second tokenizer pass on
     the model's critical path), and equal what the tokenizer counts: prompts, special tokens and
     the cut at max_seq_length included."""
     gen = HuggingFaceEmbeddingGenerator(model_name=MINILM, device="cpu", query_prompt="query: ")
-    texts = [*sentences, sentences[0], "word " * 2000]  # a repeat, and a text over the model's limit
-    expected = {kind: gen.count_tokens(texts, input_type=kind) for kind in (None, "query")}
-    assert expected["query"] > expected[None] > len(texts) * gen._model().model.max_seq_length // 100
-
-    def second_pass(*args, **kwargs):
-        raise AssertionError("usage was counted with a second tokenizer pass")
-
-    monkeypatch.setattr(gen, "_token_counts", second_pass)
-    for kind in (None, "query"):
-        assert gen.embed(texts, input_type=kind).prompt_tokens == expected[kind]
+    usage_without_a_second_pass(gen, [*sentences, sentences[0], "word " * 2000])  # a repeat, a text over the limit
     gen.close()
 
 
