@@ -74,7 +74,7 @@ class MicroBatching(BaseModel):
 
 
 #: The average characters per token of natural text: estimates a text's tokens for max_batch_tokens
-#: without a tokenizer (not a bound: huggingface.MAX_CHARS_PER_TOKEN is the cut of huge inputs).
+#: without a tokenizer (not a bound: hf_params.MAX_CHARS_PER_TOKEN is the cut of huge inputs).
 AVERAGE_CHARS_PER_TOKEN = 4
 #: A new group starts when the padding it saves exceeds this many tokens: below it, one more
 #: backend call costs more than the padding it avoids.
