@@ -236,10 +236,33 @@ def adapters(runs: dict[str, Rows]) -> Figure | None:
     return fig
 
 
+def openloop(runs: dict[str, Rows]) -> Figure | None:
+    """p99 against offered load for each server the open-loop search stepped through (the steps of
+    its best search, kept in the capacity row's ``extra``), with the 100 ms bound the search used."""
+    servers = [(row["variant"].split(" open-loop capacity")[0], row["extra"]["steps"])
+               for row in runs.get("openloop", [])
+               if "open-loop capacity" in row["variant"] and "steps" in (row.get("extra") or {})]
+    if not servers:
+        return None
+    fig, ax = plt.subplots(figsize=(7.5, 4.5))
+    for i, (name, steps) in enumerate(servers):
+        points = sorted((rate, p99) for rate, p99, *_ in steps)
+        ours = name.startswith(("http", "grpc"))
+        label = f"{name}, backend torch" if name in ("http", "grpc") else name if ours else f"{name} (torch)"
+        ax.plot([r for r, _ in points], [p for _, p in points], "o-" if ours else "s--", color=f"C{i}", label=label)
+    ax.axhline(100, color="grey", linestyle=":", label="p99 bound of the capacity search (100 ms)")
+    ax.set_xlabel("offered load (single-sentence requests per second, Poisson arrivals)")
+    ax.set_ylabel("p99 latency, ms (lower is better)")
+    ax.set_ylim(0, min(500, max(p for _, steps in servers for _, p, *_ in steps) * 1.1))
+    ax.set_title("Open-loop p99 against offered load (servers on 2 CPU cores)", fontsize=11)
+    ax.legend(fontsize=8, loc="upper left")
+    return fig
+
+
 #: Each picture's file under the results folder and the function that draws it (captions: PLOTS).
 DRAW: dict[str, Callable[[dict[str, Rows]], Figure | None]] = {
     "throughput.png": throughput, "latency.png": latency, "int8.png": int8, "bulk/bulk.png": bulk,
-    "adapters/adapters.png": adapters,
+    "adapters/adapters.png": adapters, "openloop/openloop.png": openloop,
 }
 
 

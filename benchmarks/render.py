@@ -40,6 +40,8 @@ PLOTS = {
     "int8.png": "ONNX Runtime int8 and fp32: speed against accuracy, relative to fp32 torch",
     "bulk/bulk.png": "Bulk embedding: throughput of the engines, and peak memory against corpus size",
     "adapters/adapters.png": "The LlamaIndex and LangChain adapters against manager.encode on mixed-length texts",
+    "openloop/openloop.png": "Open-loop p99 against offered load: our HTTP and gRPC servers on torch and on ONNX "
+                             "Runtime fp32, and infinity-emb, each stepped by the capacity search",
 }
 #: The other runs' tables (scenarios run on their own, with --out results/<name>).
 OTHER_TABLES = {
