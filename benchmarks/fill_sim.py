@@ -4,8 +4,9 @@ when each batch closes (on the simulation's clock, which it takes from its calle
 
 What it answers: how much latency the waiting policy itself adds at a given load, with no noise,
 no server and no CPU contention, so that a measured open-loop capacity can be read against what
-the batcher alone would allow. The queue handling mirrors ``MicroBatcher._loop`` (take what is
-queued, wait as the policy's window says, run, answer); texts are single sentences.
+the batcher alone would allow. :func:`run_worker` mirrors ``MicroBatcher._loop`` (take what is
+queued, wait as the policy's window says, run, answer), open loop or closed; the policy's tests in
+``tests/test_batching.py`` drive it through the same function.
 
 ``python -m benchmarks.fill_sim --fixed-ms 2 --per-text-ms 3 --rates 40,80,120,160,200``
 (ONNX Runtime fp32 on a 2-core AVX2 CPU; torch there: ``--fixed-ms 13 --per-text-ms 3.5``).
@@ -14,8 +15,9 @@ queued, wait as the policy's window says, run, answer); texts are single sentenc
 from __future__ import annotations
 
 import argparse
+import bisect
+import math
 import random
-from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -36,6 +38,43 @@ class Outcome:
     mean_batch: float
 
 
+def run_worker(config: MicroBatching, arrivals: list[float], service_s: Callable[[int], float],
+               think_s: float | None = None, rounds: int = 1) -> tuple[FillPolicy, list[int], list[float]]:
+    """The worker's loop (``MicroBatcher._loop``) on a made-up clock: calls arrive at ``arrivals``; a
+    backend call of k calls takes ``service_s(k)``; with ``think_s`` each caller comes back that long
+    after its answer, ``rounds`` times in all (a closed loop). Returns the policy, the calls per
+    batch and every call's latency (seconds, arrival to answer)."""
+    policy = FillPolicy(config)
+    pending = sorted((t, caller, 0) for caller, t in enumerate(arrivals))  # (due, caller, round)
+    head = 0  # pending[head:] are the calls not yet taken; a cursor, not pop(0): 20,000 calls stay fast
+    now = 0.0
+    sizes: list[int] = []
+    latencies: list[float] = []
+    while head < len(pending):
+        now = max(now, pending[head][0])
+        batch = [pending[head]]
+        head += 1
+        window = policy.open(now)
+        while len(batch) < config.max_batch_size:
+            remaining = window.wait_s(len(batch), now)
+            if head == len(pending) or pending[head][0] > now + remaining:  # none queued, none in before the wait ends
+                now += remaining
+                break
+            now = max(now, pending[head][0])
+            batch.append(pending[head])
+            head += 1
+        policy.close(window, len(batch), len(batch), now)
+        now += service_s(len(batch))
+        policy.ended(len(batch), bisect.bisect_right(pending, (now, math.inf, math.inf), lo=head) - head, now)
+        sizes.append(len(batch))
+        latencies += [now - due for due, _, _ in batch]
+        if think_s is not None:
+            for _, caller, round_ in batch:
+                if round_ + 1 < rounds:
+                    bisect.insort(pending, (now + think_s, caller, round_ + 1), lo=head)
+    return policy, sizes, latencies
+
+
 def simulate(rate: float, service_s: Callable[[int], float], config: MicroBatching, n: int = 20_000,
              seed: int = 0) -> Outcome:
     """``n`` single-text calls arriving at ``rate`` per second (Poisson) through one batcher worker.
@@ -49,44 +88,7 @@ def simulate(rate: float, service_s: Callable[[int], float], config: MicroBatchi
     for _ in range(n):
         t += rng.expovariate(rate)
         arrivals.append(t)
-    policy = FillPolicy(config)
-    queue: deque[float] = deque()
-    latencies: list[float] = []
-    sizes: list[int] = []
-    now, i = 0.0, 0
-
-    def take_arrived(until: float) -> None:
-        nonlocal i
-        while i < n and arrivals[i] <= until:
-            queue.append(arrivals[i])
-            i += 1
-
-    while i < n or queue:
-        take_arrived(now)
-        if not queue:  # the worker blocks until the next call
-            now = arrivals[i]
-            take_arrived(now)
-        batch = [queue.popleft()]
-        window = policy.open(now)
-        while len(batch) < config.max_batch_size:
-            if queue:
-                batch.append(queue.popleft())
-                continue
-            wait = window.wait_s(len(batch), now)
-            if wait <= 0:
-                break
-            if i < n and arrivals[i] <= now + wait:  # a call arrives within the wait
-                now = arrivals[i]
-                take_arrived(now)
-                continue
-            now += wait
-            break
-        policy.close(window, len(batch), len(batch), now)
-        now += service_s(len(batch))
-        take_arrived(now)
-        policy.ended(len(batch), len(queue), now)
-        latencies += [now - a for a in batch]
-        sizes.append(len(batch))
+    _, sizes, latencies = run_worker(config, arrivals, service_s)
     latencies.sort()
     return Outcome(latencies[len(latencies) // 2] * 1000, latencies[int(0.99 * len(latencies))] * 1000,
                    sum(sizes) / len(sizes))

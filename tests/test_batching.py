@@ -66,30 +66,13 @@ def test_a_lone_caller_is_not_batched():
 
 def simulate(config: MicroBatching, arrivals: list[float], backend_s: float, think_s: float | None = None,
              rounds: int = 1) -> tuple[FillPolicy, list[int]]:
-    """The worker's loop (MicroBatcher._loop) on a made-up clock: calls arrive at ``arrivals``; each
-    backend call takes ``backend_s``; with ``think_s`` each caller comes back that long after its
-    answer, ``rounds`` times in all (a closed loop). Returns the policy and the calls per batch."""
-    policy = FillPolicy(config)
-    pending = sorted((t, caller, 0) for caller, t in enumerate(arrivals))
-    now, sizes = 0.0, []
-    while pending:
-        now = max(now, pending[0][0])
-        batch = [pending.pop(0)]
-        window = policy.open(now)
-        while len(batch) < config.max_batch_size:
-            remaining = window.wait_s(len(batch), now)
-            if pending and pending[0][0] <= now + remaining:  # queued already, or in before the wait ends
-                now = max(now, pending[0][0])
-                batch.append(pending.pop(0))
-            else:
-                now += remaining
-                break
-        policy.close(window, len(batch), len(batch), now)
-        now += backend_s
-        policy.ended(len(batch), sum(1 for p in pending if p[0] <= now), now)
-        sizes.append(len(batch))
-        if think_s is not None:
-            pending = sorted(pending + [(now + think_s, c, r + 1) for _, c, r in batch if r + 1 < rounds])
+    """The worker's loop on a made-up clock (:func:`benchmarks.fill_sim.run_worker`): calls arrive at
+    ``arrivals``; each backend call takes ``backend_s``; with ``think_s`` each caller comes back that
+    long after its answer, ``rounds`` times in all (a closed loop). Returns the policy and the calls
+    per batch."""
+    from benchmarks.fill_sim import run_worker
+
+    policy, sizes, _ = run_worker(config, arrivals, lambda calls: backend_s, think_s, rounds)
     return policy, sizes
 
 
