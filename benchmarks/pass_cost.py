@@ -9,8 +9,9 @@ ONNX Runtime fp32 and ONNX Runtime int8 (micro-batching off; the onnx rows need 
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import time
+
+from agent_embeddings._deps import ONNX_MODULES, installed
 
 from .data import short_sentences
 from .harness import cpu_info
@@ -25,7 +26,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--calls", type=int, default=6)
     args = parser.parse_args(argv)
-    engines = ["torch"] + (["onnx", "onnx-int8"] if importlib.util.find_spec("onnxruntime") else [])
+    engines = ["torch"] + (["onnx", "onnx-int8"] if installed(*ONNX_MODULES) else [])
     gens = {e: HuggingFaceEmbeddingGenerator(model_name="sentence-transformers/all-MiniLM-L6-v2", batch_size=64,
                                              backend=e, micro_batching=False) for e in engines}
     texts = short_sentences(200)

@@ -12,13 +12,14 @@ missed) is timed apart too.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import sys
 import threading
 import time
 from pathlib import Path
+
+from agent_embeddings._deps import ONNX_MODULES, installed
 
 from .modeltime import ModelClock
 
@@ -40,7 +41,7 @@ def main() -> int:
 
     clock = ModelClock()
     SentenceTransformer.encode = clock.wrap(SentenceTransformer.encode)  # type: ignore[method-assign]
-    if importlib.util.find_spec("onnxruntime") is not None:  # backend onnx: its encoder and its session's pool
+    if installed(*ONNX_MODULES):  # backend onnx: its encoder and its session's pool
         from agent_embeddings.backends.onnx_encode import OnnxEncoder
 
         OnnxEncoder.encode = clock.wrap(OnnxEncoder.encode)  # type: ignore[method-assign]

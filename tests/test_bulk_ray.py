@@ -115,4 +115,3 @@ def test_workers_read_an_input_in_a_pyarrow_filesystem_they_are_handed(ray_clust
     ids, vectors = read(tmp_path / "out")
     assert ids == list(range(200))
     assert np.abs(vectors - hf_manager.encode("hf-minilm", texts, input_type="document")).max() <= TOL
-

@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from .._deps import require
+from .._deps import installed, require
 from ..base import AbstractEmbeddingGenerator
 from ..batching import AVERAGE_CHARS_PER_TOKEN, forward_passes
 from ..cancellation import raise_if_cancelled
@@ -47,7 +47,8 @@ class _LoadedModel:
     cpu: bool = True
     #: what the numbers are: "fp32", "bf16" (torch) or "int8-r<recipe>" (ONNX Runtime)
     precision: str = "fp32"
-    #: tokens per text as ``encode`` tokenized them (sentence-transformers models; None: count apart)
+    #: tokens per text as ``encode`` tokenized them (sentence-transformers' preprocess, the ONNX
+    #: encoder's feed; None: counted apart)
     tally: Tally | None = None
 
 
@@ -99,12 +100,10 @@ class HuggingFaceEmbeddingGenerator(AbstractEmbeddingGenerator):
     def check(self, timeout_s: float = 10.0) -> str:
         """The extra is installed, the model's files are found and its device exists; no weights are
         read (torch is imported only to look for a device other than the CPU)."""
-        import importlib.util
-
         p = self.params
         onnx = self._engine() != "torch"
         module, extra = ("onnxruntime", "onnx") if onnx else ("sentence_transformers", "hf")
-        if importlib.util.find_spec(module) is None:
+        if not installed(module):
             raise ConfigurationError(
                 f"{self._who()} needs the '{extra}' extra ({module} is not installed): "
                 f"pip install 'agent-embeddings[{extra}]'"

@@ -4,9 +4,9 @@ bf16 math) or the onnx paths' own (fp32, int8 of a named recipe). Part of the sp
 from __future__ import annotations
 
 import functools
-import importlib.util
 from typing import Literal
 
+from .._deps import ONNX_MODULES, installed
 from .onnx_export import RECIPE_VERSION
 
 __all__ = ["BF16_CPU_FLAGS", "cpu_flags", "effective_precision", "resolve_backend", "resolve_precision"]
@@ -66,6 +66,4 @@ def resolve_backend(
         return backend
     if device != "cpu" or resolve_precision(precision, device, flags) != "fp32":
         return "torch"
-    if onnx is None:
-        onnx = all(importlib.util.find_spec(module) is not None for module in ("onnxruntime", "onnx"))
-    return "onnx" if onnx else "torch"
+    return "onnx" if (installed(*ONNX_MODULES) if onnx is None else onnx) else "torch"
