@@ -17,6 +17,8 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from agent_embeddings._deps import ONNX_MODULES, installed
+
 from . import wrk
 from .data import short_sentences
 from .harness import Row, timed
@@ -236,39 +238,30 @@ def _capacities(n: int, batch: int, repeat: int, baseline: Callable[[], object],
                 return run, (read_server_clock(clock).minus(before) if clock and before else None)
             return step
 
-        http_address, http_clock = stack.enter_context(timed_server("http"))
-        http_url = f"http://{http_address}/v1/embeddings"
-        http_script = wrk.write_script(texts, folder)
-        wrk.run(http_url, http_script, connections=16, duration_s=1)  # warm the connections and the model
-        steppers["http"] = wrk_stepper(http_url, http_script, http_clock)
-        if grpc_loadgen.available():
-            grpc_address, grpc_clock = stack.enter_context(timed_server("grpc"))
-            texts_file = grpc_loadgen.write_texts(texts, folder)
-            grpc_loadgen.run(grpc_address, texts_file, rate=20, duration_s=1)  # warm
+        def grpc_stepper(address: str, clock: Path) -> Stepper:
+            def step(rate: float, duration: float, seed: int) -> tuple[wrk.WrkRun, ClockReading | None]:
+                before = read_server_clock(clock)
+                run = grpc_loadgen.run(address, texts_file, rate=rate, duration_s=duration, seed=seed)
+                return run, read_server_clock(clock).minus(before)
+            return step
 
-            def grpc_step(rate: float, duration: float, seed: int) -> tuple[wrk.WrkRun, ClockReading | None]:
-                before = read_server_clock(grpc_clock)
-                run = grpc_loadgen.run(grpc_address, texts_file, rate=rate, duration_s=duration, seed=seed)
-                return run, read_server_clock(grpc_clock).minus(before)
-            steppers["grpc"] = grpc_step
-        else:
+        http_script = wrk.write_script(texts, folder)
+        texts_file = grpc_loadgen.write_texts(texts, folder)
+        # Our servers on the default spec, and on it with backend onnx (ONNX Runtime fp32, the same
+        # space) where the onnx extra is installed: the same names with ", backend onnx (fp32)".
+        specs = {"": DEFAULT_SPEC} | ({ONNX_SUFFIX: _onnx_spec(folder)} if installed(*ONNX_MODULES) else {})
+        if not grpc_loadgen.available():
             print("   openloop: gRPC rows skipped, benchmarks/setup_loadgen.sh installs their load generator",
                   file=sys.stderr, flush=True)
-        if _onnx_installed():  # the same spec with backend onnx: ONNX Runtime fp32, the same space
-            spec = _onnx_spec(folder)
-            onnx_http, onnx_http_clock = stack.enter_context(timed_server("http", spec))
-            onnx_url = f"http://{onnx_http}/v1/embeddings"
-            wrk.run(onnx_url, http_script, connections=16, duration_s=1)  # warm (the export is cached by then)
-            steppers[ONNX_HTTP] = wrk_stepper(onnx_url, http_script, onnx_http_clock)
-            if "grpc" in steppers:
-                onnx_grpc, onnx_grpc_clock = stack.enter_context(timed_server("grpc", spec))
-                grpc_loadgen.run(onnx_grpc, texts_file, rate=20, duration_s=1)
-
-                def onnx_grpc_step(rate: float, duration: float, seed: int) -> tuple[wrk.WrkRun, ClockReading | None]:
-                    before = read_server_clock(onnx_grpc_clock)
-                    run = grpc_loadgen.run(onnx_grpc, texts_file, rate=rate, duration_s=duration, seed=seed)
-                    return run, read_server_clock(onnx_grpc_clock).minus(before)
-                steppers[ONNX_GRPC] = onnx_grpc_step
+        for suffix, spec in specs.items():
+            http_address, http_clock = stack.enter_context(timed_server("http", spec))
+            http_url = f"http://{http_address}/v1/embeddings"
+            wrk.run(http_url, http_script, connections=16, duration_s=1)  # warm the connections and the model
+            steppers["http" + suffix] = wrk_stepper(http_url, http_script, http_clock)
+            if grpc_loadgen.available():
+                grpc_address, grpc_clock = stack.enter_context(timed_server("grpc", spec))
+                grpc_loadgen.run(grpc_address, texts_file, rate=20, duration_s=1)  # warm
+                steppers["grpc" + suffix] = grpc_stepper(grpc_address, grpc_clock)
         if (PEER_VENV / "bin" / "infinity_emb").exists():
             from agent_embeddings.backends.huggingface import resolve_model_path
 
@@ -301,7 +294,7 @@ def _capacities(n: int, batch: int, repeat: int, baseline: Callable[[], object],
         tool = "Node @grpc/grpc-js" if name.startswith("grpc") else "wrk"
         label = f"{name} open-loop capacity at p99 <= {P99_MS:.0f} ms ({tool}, Poisson arrivals)"
         yield Row("10 openloop", label, "requests/s", run.rate, "st.encode batch", raw,
-                  target={"http": 0.75, "grpc": 0.80}.get(name.split(",")[0]) if name != PEER_NAME else None,
+                  target={"http": 0.75, "grpc": 0.80}.get(name.split(",")[0]),
                   spread=_spread([s[0].rate for s in found]),
                   note=f"highest passing rate {run.rate:.0f}/s: p50 {run.p50_ms:.1f} ms, p99 {run.p99_ms:.1f} ms, "
                        f"{run.errors} errors" + (f", {_busy_note(reading, run.requests)}" if reading else "")
@@ -323,14 +316,9 @@ def _capacities(n: int, batch: int, repeat: int, baseline: Callable[[], object],
 
 Search = tuple[wrk.WrkRun | None, ClockReading | None, list[tuple[float, float, int]]]
 
-#: the servers of the default spec with ``backend: onnx`` (their clock times ONNX Runtime's encode)
-ONNX_HTTP, ONNX_GRPC = "http, backend onnx (fp32)", "grpc, backend onnx (fp32)"
-
-
-def _onnx_installed() -> bool:
-    import importlib.util
-
-    return all(importlib.util.find_spec(m) is not None for m in ("onnxruntime", "onnx"))
+#: the name of a server of the default spec with ``backend: onnx``, after "http"/"grpc" (its clock
+#: times ONNX Runtime's encode)
+ONNX_SUFFIX = ", backend onnx (fp32)"
 
 
 def _onnx_spec(folder: Path) -> Path:

@@ -51,11 +51,11 @@ OTHER_TABLES = {
     "adapters": "the LangChain and LlamaIndex adapters against manager.encode",
     "sync": "keeping an index current (sync after 2% of rows changed) and exact search over the output; a first "
             "run on a loaded box (load average ~12), to be redone quietly",
-    "issue24": "issue 24, second session: the model's idle share, server CPU per request outside the model, "
-               "bf16 against fp32, the threads/HTTP/gRPC/int8 rows after the server and int8 work (load ~2, but "
-               "19-29% of the CPU stolen by the hypervisor: lower bounds for the threaded paths)",
+    "issue24": "issue 24, third session: the model's idle share, server CPU per request outside the model, "
+               "bf16 against fp32, the threads/HTTP/gRPC/int8 rows (steal-free: hypervisor steal 1%, load ~1.5)",
     "openloop": "issue 24: open-loop capacity at p99 <= 100 ms for our HTTP (wrk) and gRPC (Node @grpc/grpc-js) "
-                "servers and infinity-emb's, and wrk's closed loop (the same steal as issue24)",
+                "servers on torch and on ONNX Runtime fp32, and infinity-emb's; wrk's closed loop; one sentence "
+                "per call onnx against torch (steal 2%)",
 }
 
 
