@@ -75,7 +75,7 @@ def usage_without_a_second_pass(monkeypatch: pytest.MonkeyPatch):
     tokenizer pass is made to fail."""
     def check(gen, texts: list[str]) -> None:
         expected = {kind: gen.count_tokens(texts, input_type=kind) for kind in (None, "query")}
-        assert expected["query"] > expected[None] > len(texts)
+        assert expected["query"] > expected[None] > len(texts) * gen._model().model.max_seq_length // 100
 
         def second_pass(*args, **kwargs):
             raise AssertionError("usage was counted with a second tokenizer pass")
