@@ -14,7 +14,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
-from .wrk import WrkRun
+from .wrk import WrkRun, children_cpu_s
 
 FOLDER = Path(__file__).resolve().parent / "loadgen"
 SCRIPT = FOLDER / "grpc_openloop.js"
@@ -39,6 +39,7 @@ def run(address: str, texts_file: Path, *, rate: float, duration_s: float, seed:
     node = available()
     if node is None:
         raise RuntimeError("the gRPC load generator is not installed: run benchmarks/setup_loadgen.sh")
+    cpu_before = children_cpu_s()
     out = subprocess.run(
         [node, str(SCRIPT), address, f"{rate:.3f}", f"{duration_s:.3f}", str(seed), str(texts_file), model],
         capture_output=True, text=True, check=True, timeout=duration_s + 60,
@@ -48,4 +49,4 @@ def run(address: str, texts_file: Path, *, rate: float, duration_s: float, seed:
         raise RuntimeError(f"the gRPC load generator printed no result:\n{out}")
     data = json.loads(line.split(" ", 1)[1])
     return WrkRun(data["requests"], data["duration_us"] / 1e6, data["errors"],
-                  data["p50_us"] / 1e3, data["p99_us"] / 1e3, data["max_us"] / 1e3)
+                  data["p50_us"] / 1e3, data["p99_us"] / 1e3, data["max_us"] / 1e3, children_cpu_s() - cpu_before)

@@ -64,6 +64,18 @@ def _outside_note(r: ClockReading, requests: int) -> str:
             f"loop's thread {r.loop_us_per(requests):.0f} µs per request")
 
 
+def _budget_note(run: wrk.WrkRun, r: ClockReading | None) -> str:
+    """Where a request's CPU goes on a box the load generator shares: the model, the server outside
+    it, and the load generator, per request, and the cores the three kept busy together."""
+    client = f"load generator {run.client_us_per_request:.0f} µs"
+    if r is None or not run.requests:
+        return f"CPU per request: {client}"
+    model_us = r.model_cpu_s / run.requests * 1e6
+    cores = (r.process_cpu_s - r.clock_cpu_s + run.client_cpu_s) / r.wall_s if r.wall_s else float("nan")
+    return (f"CPU per request: model {model_us:.0f} µs, server outside the model {r.outside_us_per(run.requests):.0f} "
+            f"µs, {client}; together {cores:.2f} of {os.cpu_count()} cores busy")
+
+
 def _busy_rows(scenario: str, variant: str, best: ClockReading, base: ClockReading, requests: int,
                target: float | None) -> Row:
     """The model's busy share of wall time, candidate vs raw batch-64 encode (busy ~100%)."""
@@ -298,9 +310,11 @@ def _capacities(n: int, batch: int, repeat: int, baseline: Callable[[], object],
                   spread=_spread([s[0].rate for s in found]),
                   note=f"highest passing rate {run.rate:.0f}/s: p50 {run.p50_ms:.1f} ms, p99 {run.p99_ms:.1f} ms, "
                        f"{run.errors} errors" + (f", {_busy_note(reading, run.requests)}" if reading else "")
-                       + "; steps (offered/s: p99 ms) " + ", ".join(f"{s[0]:.0f}: {s[1]:.0f}" for s in steps),
+                       + f"; {_budget_note(run, reading)}; steps (offered/s: p99 ms) "
+                       + ", ".join(f"{s[0]:.0f}: {s[1]:.0f}" for s in steps),
                   extra={**(_extra(reading, run.requests) if reading else {}), "p50_ms": run.p50_ms,
-                         "p99_ms": run.p99_ms, "steps": steps})
+                         "p99_ms": run.p99_ms, "client_us_per_request": run.client_us_per_request,
+                         "steps": steps})
         if ours and reading is not None:
             yield Row("10 openloop", f"{name}, server CPU per single-text request outside the model (at capacity)",
                       "µs", reading.outside_us_per(run.requests), "issue 24's bound",

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import os
+import resource
 import shutil
 import subprocess
 import tempfile
@@ -56,11 +57,25 @@ class WrkRun:
     p50_ms: float
     p99_ms: float
     max_ms: float
+    #: CPU seconds (user + system) the load generator's process itself spent: on a box whose cores
+    #: it shares with the server, what it takes from the server
+    client_cpu_s: float = 0.0
 
     @property
     def rate(self) -> float:
         """Requests answered per second (the offered rate, as long as the server keeps up)."""
         return self.requests / self.duration_s if self.duration_s else 0.0
+
+    @property
+    def client_us_per_request(self) -> float:
+        return self.client_cpu_s / self.requests * 1e6 if self.requests else float("nan")
+
+
+def children_cpu_s() -> float:
+    """CPU seconds of this process's reaped children: the difference around a ``subprocess.run``
+    is that child's (the benchmarks run one at a time)."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 def write_script(texts: list[str], folder: Path, model: str = "hf") -> Path:
@@ -76,6 +91,7 @@ def run(url: str, script: Path, *, connections: int, duration_s: float, gap_ms: 
         threads: int = 1, timeout_s: int = 10) -> WrkRun:
     """One wrk run; ``gap_ms`` 0: closed loop (each connection sends again as soon as answered)."""
     env = {**os.environ, "AE_GAP_MS": f"{gap_ms:.3f}", "AE_SEED": str(seed)}
+    cpu_before = children_cpu_s()
     out = subprocess.run(
         ["wrk", f"-t{threads}", f"-c{connections}", f"-d{max(1, round(duration_s))}s", f"--timeout={timeout_s}s",
          "-s", str(script), url],
@@ -86,7 +102,7 @@ def run(url: str, script: Path, *, connections: int, duration_s: float, gap_ms: 
         raise RuntimeError(f"wrk printed no result:\n{out}")
     data = json.loads(line.split(" ", 1)[1])
     return WrkRun(data["requests"], data["duration_us"] / 1e6, data["errors"] + data["non2xx"],
-                  data["p50_us"] / 1e3, data["p99_us"] / 1e3, data["max_us"] / 1e3)
+                  data["p50_us"] / 1e3, data["p99_us"] / 1e3, data["max_us"] / 1e3, children_cpu_s() - cpu_before)
 
 
 def scratch() -> tempfile.TemporaryDirectory[str]:
