@@ -277,6 +277,32 @@ def startup(n: int, batch: int, repeat: int) -> Iterator[Row]:
         cand_s, base_s, spread = compare(fn, bare, max(repeat, 5))
         yield Row("7 startup", variant, "s", cand_s, "python -c pass", base_s, higher_is_better=False, spread=spread,
                   note=f"{variant}: {cand_s * 1000:.0f} ms wall (bare interpreter {base_s * 1000:.0f} ms)")
+    yield from _first_vector(repeat)
+
+
+def _first_vector(repeat: int) -> Iterator[Row]:
+    """``agent-embeddings embed`` of one sentence from a fresh process (what a CLI call, a new
+    worker or a cold start pays): the default spec with ``backend: onnx`` from a cached export
+    (ONNX Runtime and tokenizers, no torch) vs the default spec on torch."""
+    import tempfile
+
+    from agent_embeddings._deps import ONNX_MODULES, installed
+
+    if not installed(*ONNX_MODULES):
+        return
+
+    def embed(spec: Path) -> Callable[[], object]:
+        command = [sys.executable, "-m", "agent_embeddings", "embed", "--spec", str(spec), "--format", "summary", "hi"]
+        return lambda: subprocess.run(command, check=True, capture_output=True)
+
+    with tempfile.TemporaryDirectory() as tmp:
+        onnx_spec = idle._onnx_spec(Path(tmp))
+        embed(onnx_spec)()  # exports into the ONNX cache once (AGENT_EMBEDDINGS_CACHE_DIR), untimed
+        cand_s, base_s, spread = compare(embed(onnx_spec), embed(DEFAULT_SPEC), repeat)
+    yield Row("7 startup", "first vector from a fresh process: embed CLI, hf backend=onnx (cached export)", "s", cand_s,
+              "the same on backend=torch", base_s, higher_is_better=False, spread=spread,
+              note=f"{cand_s:.2f} s vs {base_s:.2f} s wall: a cached export needs onnxruntime and tokenizers, "
+                   "not torch, transformers and sentence-transformers")
 
 
 def onnx(n: int, batch: int, repeat: int) -> Iterator[Row]:

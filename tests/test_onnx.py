@@ -307,6 +307,61 @@ def test_usage_tokens_come_from_the_encoders_own_tokenization(int8, onnx_cache, 
     gen.close()
 
 
+def test_a_cached_export_runs_without_torch_or_transformers(int8, onnx_cache, hf_manager, sentences, tmp_path):
+    """A fresh process serving a cached export imports onnxruntime and tokenizers, not torch,
+    transformers or sentence-transformers (seconds of start-up), and gives torch's vectors."""
+    import subprocess
+
+    script = (
+        "import json, sys, numpy as np\n"
+        "from agent_embeddings import HuggingFaceEmbeddingGenerator\n"
+        f"gen = HuggingFaceEmbeddingGenerator(model_name={MINILM!r}, backend='onnx', onnx_cache_dir={str(onnx_cache)!r})\n"
+        f"result = gen.embed({sentences!r})\n"
+        f"np.save({str(tmp_path / 'v.npy')!r}, result.vectors)\n"
+        "heavy = [m for m in ('torch', 'transformers', 'sentence_transformers') if m in sys.modules]\n"
+        "print(json.dumps({'heavy': heavy, 'tokens': result.prompt_tokens}))\n"
+    )
+    run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr[-2000:]
+    out = json.loads(run.stdout.strip().splitlines()[-1])
+    assert out == {"heavy": [], "tokens": hf_manager.get("hf").count_tokens(sentences)}
+    assert float(np.abs(np.load(tmp_path / "v.npy") - hf_manager.encode("hf", sentences)).max()) <= 1e-4
+
+
+@pytest.mark.parametrize("max_length", [256, 12])
+def test_the_tokenizer_feeds_what_transformers_would(int8, onnx_cache, max_length):
+    """The export's tokenizer.json, read by ``tokenizers`` alone, gives the ids, masks and type ids
+    of transformers' ``tokenizer(texts, padding=True, truncation=True, max_length=...)``."""
+    import transformers
+
+    from agent_embeddings.backends.onnx_encode import load_tokenizer
+
+    [folder] = [p / "fp32" for p in onnx_cache.iterdir() if p.is_dir()]
+    ours = load_tokenizer(folder, max_length)
+    theirs = transformers.AutoTokenizer.from_pretrained(str(folder / "tokenizer"), local_files_only=True)
+    texts = [*SENTENCES, *short_sentences(40, seed=5), "", "  ", "Ünïcödé façade naïve", "中文字符 and English",
+             "emoji 🤖🚀", "tab\tnew\nline", "word " * 400, "x" * 3000]
+    for start in range(0, len(texts), 16):
+        batch = texts[start:start + 16]
+        expected = theirs(batch, padding=True, truncation="longest_first", max_length=max_length, return_tensors="np")
+        got = ours.encode_batch(batch)
+        for name, attr in (("input_ids", "ids"), ("attention_mask", "attention_mask"), ("token_type_ids", "type_ids")):
+            np.testing.assert_array_equal(np.array([getattr(e, attr) for e in got]), expected[name], err_msg=name)
+
+
+def test_an_export_without_a_fast_tokenizer_is_a_clear_error(int8, onnx_cache, tmp_path):
+    import shutil
+
+    from agent_embeddings.backends.onnx_encode import MODEL, TOKENIZER, OnnxEncoder
+
+    [folder] = [p / "fp32" for p in onnx_cache.iterdir() if p.is_dir()]
+    copy = tmp_path / "fp32"
+    shutil.copytree(folder, copy)
+    (copy / TOKENIZER).unlink()
+    with pytest.raises(ConfigurationError, match=r"has no tokenizer/tokenizer.json .*backend='torch'"):
+        OnnxEncoder(copy, copy / MODEL)
+
+
 def test_bad_backend_lists_the_accepted_values():
     with pytest.raises(SpecError) as caught:
         build_embeddings_from_model_item(

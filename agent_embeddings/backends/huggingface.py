@@ -28,7 +28,7 @@ from ..space import SpaceIdentity
 from ..vectors import InputType
 from .hf_params import MAX_CHARS_PER_TOKEN, HuggingFaceParams
 from .local_models import resolve_device, resolve_model_path, wanted_device
-from .onnx_runtime import cache_root, load_onnx_encoder
+from .onnx_runtime import OnnxEncoder, cache_root, load_onnx_encoder
 from .positions import config_position_limit, position_limit
 from .precision import effective_precision, resolve_backend
 from .token_tally import Tally
@@ -392,6 +392,8 @@ class HuggingFaceEmbeddingGenerator(AbstractEmbeddingGenerator):
             prompt = (getattr(loaded.model, "prompts", None) or {}).get(default) if default else None
         if prompt:
             texts = [prompt + t for t in texts]
+        if isinstance(loaded.model, OnnxEncoder):  # the Rust tokenizer itself, not transformers' wrapper
+            return loaded.model.token_counts(texts)
         ids = tokenizer(
             texts,
             truncation=True,

@@ -3,7 +3,12 @@
 An :class:`OnnxEncoder` reads a folder written by :mod:`.onnx_export` (``meta.json``, the
 tokenizer) and one of its graphs (fp32, or the int8 one of :mod:`.onnx_quantize`). Pooling and
 normalization follow the model's sentence-transformers modules (Pooling with cls/mean/max,
-optional Normalize)."""
+optional Normalize).
+
+Running needs onnxruntime, ``tokenizers`` and numpy only: the exported ``tokenizer.json`` is
+read by the Rust tokenizer that transformers' fast tokenizers wrap, with the same truncation
+and padding, so a process that serves a cached export never imports torch, transformers or
+sentence-transformers (seconds of start-up and hundreds of MB; only the export needs them)."""
 
 from __future__ import annotations
 
@@ -18,12 +23,13 @@ import numpy as np
 from .._deps import require
 from ..errors import ConfigurationError
 
-__all__ = ["META", "MODEL", "POOLING_MODES", "OnnxEncoder", "cpu_cores"]
+__all__ = ["META", "MODEL", "POOLING_MODES", "TOKENIZER", "OnnxEncoder", "cpu_cores", "load_tokenizer"]
 
 POOLING_MODES = ("cls", "mean", "max")
-#: The files of a cache folder: its description and the graph.
+#: The files of a cache folder: its description, the graph, and the fast tokenizer's own file.
 META = "meta.json"
 MODEL = "model.onnx"
+TOKENIZER = "tokenizer/tokenizer.json"
 
 
 def cpu_cores() -> int:
@@ -51,7 +57,6 @@ class OnnxEncoder:
 
     def __init__(self, folder: Path, model_file: Path, *, max_seq_length: int | None = None) -> None:
         ort = require("onnxruntime", "onnx")
-        transformers = require("transformers", "hf")
         meta = json.loads((folder / META).read_text())
         self.meta = meta
         self.folder = folder
@@ -62,7 +67,7 @@ class OnnxEncoder:
         self.prompts: dict[str, str] = meta.get("prompts", {})
         self.default_prompt_name: str | None = meta.get("default_prompt_name")
         self.max_seq_length: int | None = max_seq_length or meta.get("max_seq_length")
-        self.tokenizer = transformers.AutoTokenizer.from_pretrained(str(folder / "tokenizer"), local_files_only=True)
+        self.tokenizer = load_tokenizer(folder, self.max_seq_length)
         self.threads = cpu_cores()
         options = ort.SessionOptions()
         options.intra_op_num_threads = self.threads
@@ -108,12 +113,18 @@ class OnnxEncoder:
         return out
 
     def feed(self, texts: list[str]) -> dict[str, np.ndarray]:
-        """The session's inputs for ``texts``: tokenized, padded to the longest, truncated."""
-        kwargs: dict[str, Any] = {"padding": True, "truncation": "longest_first", "return_tensors": "np"}
-        if self.max_seq_length:
-            kwargs["max_length"] = self.max_seq_length
-        enc = self.tokenizer(texts, **kwargs)
-        return {name: np.asarray(enc[name], dtype=np.int64) for name in {*self.input_names, "attention_mask"}}
+        """The session's inputs for ``texts``: tokenized, truncated, padded to the longest."""
+        encodings = self.tokenizer.encode_batch(texts)
+        feed = {"input_ids": np.array([e.ids for e in encodings], dtype=np.int64),
+                "attention_mask": np.array([e.attention_mask for e in encodings], dtype=np.int64)}
+        if "token_type_ids" in self.input_names:
+            feed["token_type_ids"] = np.array([e.type_ids for e in encodings], dtype=np.int64)
+        return feed
+
+    def token_counts(self, texts: Sequence[str]) -> list[int]:
+        """Tokens the graph reads per text (special tokens included, truncated as :meth:`encode` does)."""
+        items = [t.lower() for t in texts] if self.do_lower_case else list(texts)
+        return [sum(e.attention_mask) for e in self.tokenizer.encode_batch(items)]
 
     def _forward(self, texts: list[str]) -> np.ndarray:
         feed = self.feed(texts)
@@ -124,6 +135,37 @@ class OnnxEncoder:
             norms = np.linalg.norm(vectors, axis=1, keepdims=True)
             vectors = vectors / np.maximum(norms, 1e-12)
         return vectors
+
+
+def load_tokenizer(folder: Path, max_length: int | None) -> Any:
+    """The export's fast tokenizer (``tokenizers.Tokenizer``), set up as transformers sets it up for
+    ``tokenizer(texts, padding=True, truncation="longest_first", max_length=max_length)``: its
+    ``tokenizer_config.json`` says the padding token and side, the truncation side, and the length
+    when ``max_length`` is None."""
+    tokenizers = require("tokenizers", "onnx")
+    path = folder / TOKENIZER
+    if not path.is_file():
+        raise ConfigurationError(
+            f"the ONNX export in {folder} has no {TOKENIZER} (its model has no fast tokenizer): the onnx "
+            "backends need one; use llm_parameters.backend='torch'"
+        )
+    config_file = path.with_name("tokenizer_config.json")
+    config: dict[str, Any] = json.loads(config_file.read_text()) if config_file.is_file() else {}
+    tokenizer = tokenizers.Tokenizer.from_file(str(path))
+    limit = max_length or config.get("model_max_length")
+    if limit and limit < 1_000_000:  # transformers' "no limit" is a huge number
+        tokenizer.enable_truncation(int(limit), strategy="longest_first",
+                                    direction=config.get("truncation_side", "right"))
+    else:
+        tokenizer.no_truncation()
+    pad_token = config.get("pad_token")
+    pad_token = pad_token.get("content") if isinstance(pad_token, dict) else pad_token
+    pad_id = tokenizer.token_to_id(pad_token) if pad_token else None
+    if pad_id is None:  # transformers refuses to pad without a pad token; an export never lacks one
+        raise ConfigurationError(f"the ONNX export in {folder} has no padding token; use llm_parameters.backend='torch'")
+    tokenizer.enable_padding(direction=config.get("padding_side", "right"), pad_id=pad_id, pad_token=pad_token,
+                             pad_type_id=int(config.get("pad_token_type_id", 0)))
+    return tokenizer
 
 
 def _pool(hidden: np.ndarray, mask: np.ndarray, modes: list[str]) -> np.ndarray:

@@ -147,6 +147,11 @@ def export(
     with contextlib.suppress(Exception):  # eager attention exports as plain ONNX ops
         auto_model.set_attn_implementation("eager")
     tokenizer = transformer.tokenizer
+    if not getattr(tokenizer, "is_fast", False):  # the encoder reads tokenizer.json, which only a fast one has
+        raise ConfigurationError(
+            f"{who}: the onnx backends need a fast tokenizer (tokenizer.json); {model_path} has "
+            f"{type(tokenizer).__name__}. Use llm_parameters.backend='torch'"
+        )
     sample = tokenizer(
         ["An example sentence.", "A second, somewhat longer example sentence."], padding=True, return_tensors="pt"
     )
