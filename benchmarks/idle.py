@@ -23,10 +23,10 @@ from . import wrk
 from .data import short_sentences
 from .harness import Row, timed
 from .modeltime import ClockReading, instance_clock, read_server_clock
+from .specs import DEFAULT_SPEC, spec_on
 from .traffic import closed_loop
 
 ROOT = Path(__file__).resolve().parent.parent
-DEFAULT_SPEC = ROOT / "specs" / "default.json"
 #: p99 latency bound of the capacity rows (issue 24)
 P99_MS = 100.0
 #: Mean idle gap of each wrk connection between its answer and its next request in the open-loop
@@ -261,7 +261,7 @@ def _capacities(n: int, batch: int, repeat: int, baseline: Callable[[], object],
         texts_file = grpc_loadgen.write_texts(texts, folder)
         # Our servers on the default spec, and on it with backend onnx (ONNX Runtime fp32, the same
         # space) where the onnx extra is installed: the same names with ", backend onnx (fp32)".
-        specs = {"": DEFAULT_SPEC} | ({ONNX_SUFFIX: _onnx_spec(folder)} if installed(*ONNX_MODULES) else {})
+        specs = {"": DEFAULT_SPEC} | ({ONNX_SUFFIX: spec_on("onnx")} if installed(*ONNX_MODULES) else {})
         if not grpc_loadgen.available():
             print("   openloop: gRPC rows skipped, benchmarks/setup_loadgen.sh installs their load generator",
                   file=sys.stderr, flush=True)
@@ -333,19 +333,6 @@ Search = tuple[wrk.WrkRun | None, ClockReading | None, list[tuple[float, float, 
 #: the name of a server of the default spec with ``backend: onnx``, after "http"/"grpc" (its clock
 #: times ONNX Runtime's encode)
 ONNX_SUFFIX = ", backend onnx (fp32)"
-
-
-def _onnx_spec(folder: Path) -> Path:
-    """specs/default.json with ``backend: onnx`` on its hf item, written into ``folder``."""
-    import json
-
-    spec = json.loads(DEFAULT_SPEC.read_text())
-    for item in spec["models"]:
-        if item["llm_block_id"].startswith("hf:"):
-            item.setdefault("llm_parameters", {})["backend"] = "onnx"
-    path = folder / "onnx-spec.json"
-    path.write_text(json.dumps(spec))
-    return path
 
 
 def _spread(values: list[float]) -> float:

@@ -22,9 +22,9 @@ from pathlib import Path
 import numpy as np
 
 from .data import short_sentences
+from .specs import DEFAULT_SPEC
 
 ROOT = Path(__file__).resolve().parent.parent
-DEFAULT_SPEC = ROOT / "specs" / "default.json"
 TOL = 1e-5
 
 

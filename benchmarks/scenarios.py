@@ -14,10 +14,10 @@ from pathlib import Path
 from . import adapters, bulk, idle, precision
 from .data import short_sentences
 from .harness import Row, compare, compare_many
+from .specs import DEFAULT_SPEC, SHIPPED_SPEC, spec_on
 from .traffic import closed_loop, open_loop
 
 ROOT = Path(__file__).resolve().parent.parent
-DEFAULT_SPEC = ROOT / "specs" / "default.json"
 
 
 def _manager():
@@ -272,7 +272,7 @@ def startup(n: int, batch: int, repeat: int) -> Iterator[Row]:
     bare = run(["-c", "pass"])
     for variant, fn in (
         ("import agent_embeddings", run(["-c", "import agent_embeddings"])),
-        ("validate specs/default.json", run(["-m", "agent_embeddings", "validate", str(DEFAULT_SPEC)])),
+        ("validate specs/default.json", run(["-m", "agent_embeddings", "validate", str(SHIPPED_SPEC)])),
     ):
         cand_s, base_s, spread = compare(fn, bare, max(repeat, 5))
         yield Row("7 startup", variant, "s", cand_s, "python -c pass", base_s, higher_is_better=False, spread=spread,
@@ -284,8 +284,6 @@ def _first_vector(repeat: int) -> Iterator[Row]:
     """``agent-embeddings embed`` of one sentence from a fresh process (what a CLI call, a new
     worker or a cold start pays): the default spec with ``backend: onnx`` from a cached export
     (ONNX Runtime and tokenizers, no torch) vs the default spec on torch."""
-    import tempfile
-
     from agent_embeddings._deps import ONNX_MODULES, installed
 
     if not installed(*ONNX_MODULES):
@@ -295,10 +293,9 @@ def _first_vector(repeat: int) -> Iterator[Row]:
         command = [sys.executable, "-m", "agent_embeddings", "embed", "--spec", str(spec), "--format", "summary", "hi"]
         return lambda: subprocess.run(command, check=True, capture_output=True)
 
-    with tempfile.TemporaryDirectory() as tmp:
-        onnx_spec = idle._onnx_spec(Path(tmp))
-        embed(onnx_spec)()  # exports into the ONNX cache once (AGENT_EMBEDDINGS_CACHE_DIR), untimed
-        cand_s, base_s, spread = compare(embed(onnx_spec), embed(DEFAULT_SPEC), repeat)
+    onnx_spec = spec_on("onnx")
+    embed(onnx_spec)()  # exports into the ONNX cache once (AGENT_EMBEDDINGS_CACHE_DIR), untimed
+    cand_s, base_s, spread = compare(embed(onnx_spec), embed(DEFAULT_SPEC), repeat)
     yield Row("7 startup", "first vector from a fresh process: embed CLI, hf backend=onnx (cached export)", "s", cand_s,
               "the same on backend=torch", base_s, higher_is_better=False, spread=spread,
               note=f"{cand_s:.2f} s vs {base_s:.2f} s wall: a cached export needs onnxruntime and tokenizers, "

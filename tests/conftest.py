@@ -58,9 +58,14 @@ def hf_manager(default_spec: Path) -> Iterator[EmbeddingGeneratorManager]:
 
 
 @pytest.fixture(scope="session")
-def st_model(hf_manager: EmbeddingGeneratorManager):
-    """The sentence-transformers model behind ``hf_manager`` (the same loaded object)."""
-    return hf_manager.get("hf")._model().model
+def st_model():
+    """all-MiniLM-L6-v2 in plain sentence-transformers (torch), the reference our vectors must equal
+    (the default spec's ``backend: auto`` serves them through ONNX Runtime on a CPU)."""
+    from sentence_transformers import SentenceTransformer
+
+    from agent_embeddings.backends.local_models import resolve_model_path
+
+    return SentenceTransformer(resolve_model_path(MINILM), device="cpu", local_files_only=True)
 
 
 @pytest.fixture(scope="session")

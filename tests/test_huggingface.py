@@ -50,13 +50,16 @@ def test_documented_constructor_and_dims(hf_manager):
 
 
 def test_items_naming_the_same_model_share_it(hf_manager):
-    a = build_embeddings_from_model_item({"llm_type": "embeddings", "llm_block_id": f"hf:{MINILM}"})
-    b = build_embeddings_from_model_item(
-        {"llm_type": "embeddings", "llm_block_id": f"hf:{MINILM}", "llm_parameters": {"batch_size": 8}}
-    )
-    a.warm_up()
-    b.warm_up()
+    def item(**params):
+        return build_embeddings_from_model_item({"llm_type": "embeddings", "llm_block_id": f"hf:{MINILM}",
+                                                 "llm_parameters": params})
+
+    a, b = item(backend="auto"), item(backend="auto", batch_size=8)  # the default spec's engine
+    c, d = item(), item(batch_size=8)  # torch
+    for gen in (a, b, c, d):
+        gen.warm_up()
     assert a._loaded is b._loaded is hf_manager.get("hf")._loaded
+    assert c._loaded is d._loaded and c._loaded is not a._loaded or a.describe()["backend"] == "torch"
 
 
 def test_dimensions_truncate_and_renormalize(hf_manager, sentences):

@@ -128,6 +128,8 @@ def export(
     model_path: str, dest: Path, *, trust_remote_code: bool, revision: str | None, allow_download: bool, who: str
 ) -> None:
     """Export the transformer to ``dest/model.onnx`` (fp32), with the tokenizer and meta.json."""
+    # once per model and cache folder: seconds that a user should not take for a hang
+    log.info("%s: exporting %s to ONNX once, into %s", who, model_path, dest.parent)
     torch = require("torch", "hf", who=who)
     st = require("sentence_transformers", "hf", who=who)
     try:

@@ -1,0 +1,38 @@
+"""The spec the benchmarks measure: ``specs/default.json`` with its ``hf:`` item on a named engine.
+
+The default spec says ``backend: "auto"`` (ONNX Runtime on a CPU where the onnx extra is installed,
+torch elsewhere). The benchmarks compare our paths with raw sentence-transformers (``st.encode``,
+torch), so :data:`DEFAULT_SPEC` pins ``torch``, like for like; the rows that measure ONNX Runtime
+use :func:`spec_on` ``("onnx")`` and say so in their names.
+"""
+
+from __future__ import annotations
+
+import atexit
+import json
+import shutil
+import tempfile
+from functools import cache
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+SHIPPED_SPEC = ROOT / "specs" / "default.json"
+
+
+@cache
+def spec_on(backend: str) -> Path:
+    """``specs/default.json`` with ``backend`` on its ``hf:`` items, written once per process into a
+    folder removed at exit (servers started from it read it while the benchmarks run)."""
+    spec = json.loads(SHIPPED_SPEC.read_text())
+    for item in spec["models"]:
+        if item["llm_block_id"].startswith("hf:"):
+            item.setdefault("llm_parameters", {})["backend"] = backend
+    folder = Path(tempfile.mkdtemp(prefix="ae-bench-spec-"))
+    atexit.register(shutil.rmtree, folder, ignore_errors=True)
+    path = folder / f"default-{backend}.json"
+    path.write_text(json.dumps(spec))
+    return path
+
+
+#: the default spec on torch: what every row not labelled onnx measures
+DEFAULT_SPEC = spec_on("torch")
