@@ -420,6 +420,23 @@ def test_threads_follow_omp_num_threads_as_ray_sets_it_for_each_worker(monkeypat
     assert onnx_runtime.cpu_cores() == len(os.sched_getaffinity(0))
 
 
+@pytest.mark.parametrize("policy, spinning", [("PASSIVE", "0"), ("passive", "0"), ("ACTIVE", None), (None, None)])
+def test_idle_threads_sleep_under_omp_wait_policy_passive(int8, onnx_cache, monkeypatch, policy, spinning):
+    from agent_embeddings.backends.onnx_encode import MODEL, OnnxEncoder
+
+    if policy is None:
+        monkeypatch.delenv("OMP_WAIT_POLICY", raising=False)
+    else:
+        monkeypatch.setenv("OMP_WAIT_POLICY", policy)
+    [folder] = [p / "fp32" for p in onnx_cache.iterdir() if p.is_dir()]
+    options = OnnxEncoder(folder, folder / MODEL).session.get_session_options()
+    try:
+        entry = options.get_session_config_entry("session.intra_op.allow_spinning")
+    except RuntimeError:  # not set: ONNX Runtime's default (spinning)
+        entry = None
+    assert entry == spinning
+
+
 def test_an_fp32_index_refuses_the_int8_build_naming_the_precision(int8, hf_manager, tmp_path):
     """int8 weights move every vector: another space (issue 20), said as such, not 'a different model'."""
     from agent_embeddings import EmbeddingGeneratorManager

@@ -79,6 +79,10 @@ class OnnxEncoder:
         options.inter_op_num_threads = 1
         options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        if os.environ.get("OMP_WAIT_POLICY", "").strip().upper() == "PASSIVE":
+            # what torch's OpenMP threads obey: idle threads sleep instead of spinning, on a box whose
+            # cores other processes need (make test's workers); ONNX Runtime spins by default
+            options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         self.session = ort.InferenceSession(str(model_file), options, providers=["CPUExecutionProvider"])
         self.input_names = [i.name for i in self.session.get_inputs()]
         self._dims = int(meta["dims"])
