@@ -401,6 +401,42 @@ def test_cache_folder_defaults(monkeypatch, tmp_path):
     assert onnx_runtime.cpu_cores() == 3
 
 
+def test_threads_follow_omp_num_threads_as_ray_sets_it_for_each_worker(monkeypatch):
+    """A Ray worker gets OMP_NUM_THREADS = its CPUs (ray._private.utils.set_omp_num_threads_if_unset):
+    its ONNX session takes that many threads, not one per core of the node."""
+    import os
+
+    monkeypatch.delenv("AGENT_EMBEDDINGS_ONNX_THREADS", raising=False)
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    assert onnx_runtime.cpu_cores() == len(os.sched_getaffinity(0))
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    assert onnx_runtime.cpu_cores() == 1
+    monkeypatch.setenv("AGENT_EMBEDDINGS_ONNX_THREADS", "2")  # ours, named for ONNX, wins
+    assert onnx_runtime.cpu_cores() == 2
+    monkeypatch.delenv("AGENT_EMBEDDINGS_ONNX_THREADS")
+    monkeypatch.setenv("OMP_NUM_THREADS", "3,1")  # OpenMP's nested form: the outer level
+    assert onnx_runtime.cpu_cores() == 3
+    monkeypatch.setenv("OMP_NUM_THREADS", "many")  # not ours to refuse: the cores, as without it
+    assert onnx_runtime.cpu_cores() == len(os.sched_getaffinity(0))
+
+
+@pytest.mark.parametrize("policy, spinning", [("PASSIVE", "0"), ("passive", "0"), ("ACTIVE", None), (None, None)])
+def test_idle_threads_sleep_under_omp_wait_policy_passive(int8, onnx_cache, monkeypatch, policy, spinning):
+    from agent_embeddings.backends.onnx_encode import MODEL, OnnxEncoder
+
+    if policy is None:
+        monkeypatch.delenv("OMP_WAIT_POLICY", raising=False)
+    else:
+        monkeypatch.setenv("OMP_WAIT_POLICY", policy)
+    [folder] = [p / "fp32" for p in onnx_cache.iterdir() if p.is_dir()]
+    options = OnnxEncoder(folder, folder / MODEL).session.get_session_options()
+    try:
+        entry = options.get_session_config_entry("session.intra_op.allow_spinning")
+    except RuntimeError:  # not set: ONNX Runtime's default (spinning)
+        entry = None
+    assert entry == spinning
+
+
 def test_an_fp32_index_refuses_the_int8_build_naming_the_precision(int8, hf_manager, tmp_path):
     """int8 weights move every vector: another space (issue 20), said as such, not 'a different model'."""
     from agent_embeddings import EmbeddingGeneratorManager

@@ -33,7 +33,9 @@ TOKENIZER = "tokenizer/tokenizer.json"
 
 
 def cpu_cores() -> int:
-    """Cores this process may use (``AGENT_EMBEDDINGS_ONNX_THREADS`` overrides)."""
+    """ONNX Runtime's threads: ``AGENT_EMBEDDINGS_ONNX_THREADS``, else ``OMP_NUM_THREADS`` (what torch
+    obeys, and what Ray sets to each worker's CPUs: without it, every actor of a Ray job would start
+    a thread per core of its node), else the cores this process may use."""
     env = os.environ.get("AGENT_EMBEDDINGS_ONNX_THREADS")
     if env:
         try:
@@ -42,6 +44,9 @@ def cpu_cores() -> int:
         except ValueError:
             pass
         raise ConfigurationError(f"AGENT_EMBEDDINGS_ONNX_THREADS={env!r} is not a positive integer")
+    omp = os.environ.get("OMP_NUM_THREADS", "").split(",")[0].strip()  # OpenMP allows a list: "4,2"
+    if omp.isdigit() and int(omp) > 0:  # anything else is OpenMP's business, not ours to refuse
+        return int(omp)
     try:
         return len(os.sched_getaffinity(0)) or 1
     except AttributeError:  # pragma: no cover - macOS, Windows
@@ -74,6 +79,10 @@ class OnnxEncoder:
         options.inter_op_num_threads = 1
         options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        if os.environ.get("OMP_WAIT_POLICY", "").strip().upper() == "PASSIVE":
+            # what torch's OpenMP threads obey: idle threads sleep instead of spinning, on a box whose
+            # cores other processes need (make test's workers); ONNX Runtime spins by default
+            options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         self.session = ort.InferenceSession(str(model_file), options, providers=["CPUExecutionProvider"])
         self.input_names = [i.name for i in self.session.get_inputs()]
         self._dims = int(meta["dims"])
