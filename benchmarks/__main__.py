@@ -10,6 +10,7 @@ from pathlib import Path
 
 from . import scenarios
 from .harness import cpu_info, write_report
+from .specs import BACKEND
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -36,7 +37,7 @@ def main(argv: list[str] | None = None) -> int:
             rows.append(row)
         print(f"   ({name}: {time.perf_counter() - started:.1f} s)", file=sys.stderr, flush=True)  # where a run's time goes
     md, js = write_report(rows, args.out, {"n": args.n, "batch": args.batch, "cpus": os.cpu_count(), "repeat": args.repeat, "estimator": "minimum",
-                                          "cpu_at_start": cpu_at_start})
+                                          "cpu_at_start": cpu_at_start, "backend": BACKEND})
     print(md.read_text())
     print(f"written: {md} {js}", file=sys.stderr)
     return 0

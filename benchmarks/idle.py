@@ -98,6 +98,7 @@ def idle(n: int, batch: int, repeat: int, clients: int = 16) -> Iterator[Row]:
         from agent_embeddings import HuggingFaceEmbeddingGenerator
 
         gen = HuggingFaceEmbeddingGenerator(model_name=manager.get("hf").model, batch_size=batch,
+                                            backend=manager.get("hf").params.backend,  # the same model object
                                             micro_batching={"max_batch_size": 64})
         gen.generate(texts[0])
 
