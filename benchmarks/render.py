@@ -56,6 +56,9 @@ OTHER_TABLES = {
     "openloop": "issue 24: open-loop capacity at p99 <= 100 ms for our HTTP (wrk) and gRPC (Node @grpc/grpc-js) "
                 "servers on torch and on ONNX Runtime fp32, and infinity-emb's; wrk's closed loop; one sentence "
                 "per call onnx against torch (steal 2%)",
+    "session4": "issue 24, fourth session: the first vector from a fresh process (ONNX Runtime without torch's "
+                "import, against torch), one sentence per call, and the open-loop capacity searches again, each "
+                "request's CPU split into model, server outside it and load generator (steal 1%)",
 }
 
 
