@@ -137,6 +137,21 @@ LONGEST = ["tests/test_readme.py", "tests/test_readme_shell.py", "tests/test_bul
 SLOW_TIMEOUT_S = 900
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    """Before the workers start (on the controller, or in a run without workers): the default
+    spec's ONNX export, made once here (~10 s on a fresh machine, under a second when cached)
+    rather than by the first of many test processes while the others wait on its lock."""
+    if hasattr(config, "workerinput"):
+        return
+    from agent_embeddings import HuggingFaceEmbeddingGenerator
+    from agent_embeddings._deps import ONNX_MODULES, installed
+
+    if installed(*ONNX_MODULES):
+        gen = HuggingFaceEmbeddingGenerator(model_name=MINILM, backend="onnx")
+        gen.warm_up()
+        gen.close()
+
+
 def pytest_itemcollected(item: pytest.Item) -> None:
     """A ``slow`` test's hang guard is ``SLOW_TIMEOUT_S`` unless it sets its own."""
     if item.get_closest_marker("slow") is not None and item.get_closest_marker("timeout") is None:
