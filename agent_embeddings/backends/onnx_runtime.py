@@ -64,5 +64,6 @@ def load_onnx_encoder(
             if quantize and not (int8 / MODEL).is_file():
                 onnx_quantize.quantize(base / MODEL, int8, who=who)
     model_file = (int8 if quantize else base) / MODEL
-    log.info("%s: ONNX Runtime %s model %s", who, "int8" if quantize else "fp32", model_file)
+    # debug: the default spec loads this on every CLI call; describe() and validate --check name the engine
+    log.debug("%s: ONNX Runtime %s model %s", who, "int8" if quantize else "fp32", model_file)
     return OnnxEncoder(base, model_file, max_seq_length=max_seq_length)

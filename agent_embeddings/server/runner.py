@@ -113,7 +113,7 @@ async def run_servers(
         await asyncio.to_thread(manager.warm_up)  # load models off the event loop
         for server in started:
             server.set_serving(True)
-            log.info("serving %s on %s: %s", server.kind, server.address, ", ".join(manager.names()))
+            log.info("serving %s on %s: %s", server.kind, server.address, _served(manager))
         if on_ready:
             on_ready(started)
         await stop.wait()
@@ -124,3 +124,14 @@ async def run_servers(
         await asyncio.gather(*(s.stop(config.grace_period_s) for s in started), return_exceptions=True)
         for sig in installed:
             loop.remove_signal_handler(sig)
+
+
+def _served(manager: EmbeddingGeneratorManager) -> str:
+    """The start-up line's list: each name with its backend and, once loaded, its engine ("auto"
+    resolved), so an operator sees what a spec picked on this host: ``hf-minilm (hf, onnx)``."""
+    parts = []
+    for name in manager.names():
+        described = manager.get(name).describe()
+        engine = described.get("backend")
+        parts.append(f"{name} ({described.get('provider')}{f', {engine}' if engine else ''})")
+    return ", ".join(parts)
