@@ -211,11 +211,16 @@ def test_backend_auto_serves_torchs_space_through_onnx_on_the_cpu(int8, onnx_cac
     assert gen.space() == hf_manager.get("hf").space()  # one space: an index built with torch takes its queries
 
 
-def test_backend_auto_falls_back_to_torch_for_a_model_onnx_cannot_run(onnx_cache, hf_manager, monkeypatch, caplog):
+@pytest.mark.parametrize("failure", [
+    ConfigurationError("pooling mode 'weightedmean' is not supported by the onnx backends"),
+    OSError(28, "No space left on device: weightedmean.onnx"),  # the export's cache on a full or read-only disk
+], ids=["model", "disk"])
+def test_backend_auto_falls_back_to_torch_for_a_model_onnx_cannot_run(onnx_cache, hf_manager, monkeypatch, caplog,
+                                                                       failure):
     from agent_embeddings.backends import huggingface
 
     def refuse(*args, **kwargs):
-        raise ConfigurationError("pooling mode 'weightedmean' is not supported by the onnx backends")
+        raise failure
 
     monkeypatch.setattr(huggingface, "load_onnx_encoder", refuse)
     # max_seq_length: a model of its own, not the ONNX session an earlier test shares
@@ -227,7 +232,7 @@ def test_backend_auto_falls_back_to_torch_for_a_model_onnx_cannot_run(onnx_cache
     assert "backend auto: torch" in caplog.text and "weightedmean" in caplog.text
     np.testing.assert_allclose(vectors, hf_manager.encode("hf", SENTENCES), atol=1e-5)
     explicit = HuggingFaceEmbeddingGenerator(backend="onnx", **options)
-    with pytest.raises(ConfigurationError, match="weightedmean"):  # asked for by name: the error, not torch
+    with pytest.raises(type(failure), match="weightedmean"):  # asked for by name: the error, not torch
         explicit.warm_up()
 
 

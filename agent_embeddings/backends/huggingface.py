@@ -139,10 +139,11 @@ class HuggingFaceEmbeddingGenerator(AbstractEmbeddingGenerator):
                 if self._loaded is None:
                     try:
                         self._loaded = self._load()
-                    except ConfigurationError as exc:
+                    except (ConfigurationError, OSError) as exc:
                         if self.params.backend != "auto" or self._engine() == "torch":
                             raise
-                        # a model ONNX Runtime cannot run (other modules, pooling, a failed check): auto means torch
+                        # a model ONNX Runtime cannot run (other modules, pooling, a failed check), or a
+                        # cache it cannot write (a read-only image, a full disk): auto means torch
                         log.warning("%s: backend auto: torch, as ONNX Runtime cannot run it: %s", self._who(), exc)
                         self._engine_name = "torch"
                         self._loaded = self._load()
