@@ -1,6 +1,6 @@
 """``python -m benchmarks.timed_serve serve --spec ... --http ...``: ``agent-embeddings serve`` with the
-model's ``encode`` timed (:mod:`benchmarks.modeltime`), for the benchmarks only: sentence-transformers'
-and, where the ``onnx`` extra is installed, ONNX Runtime's (``backend: onnx``).
+model's ``encode`` timed (:mod:`benchmarks.modeltime`), for the benchmarks only: the ``hf:`` model's,
+on whichever engine the spec picks (sentence-transformers, or ONNX Runtime's encoder without torch).
 
 Every 100 ms a daemon thread writes the cumulative reading to ``$AE_MODEL_CLOCK`` (JSON, replaced
 atomically); the benchmark reads it at the edges of a window. Each write costs the thread a few
@@ -34,17 +34,25 @@ def _publish(clock: ModelClock, path: Path) -> None:
 
 
 def main() -> int:
-    from sentence_transformers import SentenceTransformer
-
     from agent_embeddings.backends.huggingface import HuggingFaceEmbeddingGenerator
     from agent_embeddings.cli import main as cli_main
 
     clock = ModelClock()
-    SentenceTransformer.encode = clock.wrap(SentenceTransformer.encode)  # type: ignore[method-assign]
-    if installed(*ONNX_MODULES):  # backend onnx: its encoder and its session's pool
+    load = HuggingFaceEmbeddingGenerator._load
+
+    def timed_load(self: HuggingFaceEmbeddingGenerator) -> object:
+        """The loaded model's ``encode`` timed, whichever engine loaded it (sentence-transformers or
+        ONNX Runtime), once per shared model; no engine is imported here that the spec does not use."""
+        loaded = load(self)
+        if not getattr(loaded.model, "_ae_timed", False):
+            loaded.model.encode = clock.wrap(loaded.model.encode)
+            loaded.model._ae_timed = True
+        return loaded
+
+    HuggingFaceEmbeddingGenerator._load = timed_load  # type: ignore[method-assign,assignment]
+    if installed(*ONNX_MODULES):  # its session's intra-op pool starts with the encoder, before any encode
         from agent_embeddings.backends.onnx_encode import OnnxEncoder
 
-        OnnxEncoder.encode = clock.wrap(OnnxEncoder.encode)  # type: ignore[method-assign]
         OnnxEncoder.__init__ = clock.wrap_pool(OnnxEncoder.__init__)  # type: ignore[method-assign]
     counts = HuggingFaceEmbeddingGenerator._token_counts
     HuggingFaceEmbeddingGenerator._token_counts = clock.wrap_aside(counts)  # type: ignore[method-assign]

@@ -59,7 +59,9 @@ def test_items_naming_the_same_model_share_it(hf_manager):
     for gen in (a, b, c, d):
         gen.warm_up()
     assert a._loaded is b._loaded is hf_manager.get("hf")._loaded
-    assert c._loaded is d._loaded and c._loaded is not a._loaded or a.describe()["backend"] == "torch"
+    assert c._loaded is d._loaded
+    if a.describe()["backend"] == "onnx":  # auto picked ONNX Runtime here: another engine, another model
+        assert c._loaded is not a._loaded
 
 
 def test_dimensions_truncate_and_renormalize(hf_manager, sentences):

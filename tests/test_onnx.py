@@ -58,6 +58,13 @@ def int8(onnx_cache: Path) -> Iterator[HuggingFaceEmbeddingGenerator]:
     gen.close()
 
 
+@pytest.fixture(scope="module")
+def fp32_export(int8: HuggingFaceEmbeddingGenerator, onnx_cache: Path) -> Path:
+    """The module's exported fp32 folder (meta.json, tokenizer/, model.onnx)."""
+    [folder] = [p / "fp32" for p in onnx_cache.iterdir() if p.is_dir()]
+    return folder
+
+
 def _cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return (a * b).sum(1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)
 
@@ -334,16 +341,15 @@ def test_a_cached_export_runs_without_torch_or_transformers(int8, onnx_cache, hf
 
 
 @pytest.mark.parametrize("max_length", [256, 12])
-def test_the_tokenizer_feeds_what_transformers_would(int8, onnx_cache, max_length):
+def test_the_tokenizer_feeds_what_transformers_would(fp32_export, max_length):
     """The export's tokenizer.json, read by ``tokenizers`` alone, gives the ids, masks and type ids
     of transformers' ``tokenizer(texts, padding=True, truncation=True, max_length=...)``."""
     import transformers
 
     from agent_embeddings.backends.onnx_encode import load_tokenizer
 
-    [folder] = [p / "fp32" for p in onnx_cache.iterdir() if p.is_dir()]
-    ours = load_tokenizer(folder, max_length)
-    theirs = transformers.AutoTokenizer.from_pretrained(str(folder / "tokenizer"), local_files_only=True)
+    ours = load_tokenizer(fp32_export, max_length)
+    theirs = transformers.AutoTokenizer.from_pretrained(str(fp32_export / "tokenizer"), local_files_only=True)
     texts = [*SENTENCES, *short_sentences(40, seed=5), "", "  ", "Ünïcödé façade naïve", "中文字符 and English",
              "emoji 🤖🚀", "tab\tnew\nline", "word " * 400, "x" * 3000]
     for start in range(0, len(texts), 16):
@@ -354,14 +360,13 @@ def test_the_tokenizer_feeds_what_transformers_would(int8, onnx_cache, max_lengt
             np.testing.assert_array_equal(np.array([getattr(e, attr) for e in got]), expected[name], err_msg=name)
 
 
-def test_an_export_without_a_fast_tokenizer_is_a_clear_error(int8, onnx_cache, tmp_path):
+def test_an_export_without_a_fast_tokenizer_is_a_clear_error(fp32_export, tmp_path):
     import shutil
 
     from agent_embeddings.backends.onnx_encode import MODEL, TOKENIZER, OnnxEncoder
 
-    [folder] = [p / "fp32" for p in onnx_cache.iterdir() if p.is_dir()]
     copy = tmp_path / "fp32"
-    shutil.copytree(folder, copy)
+    shutil.copytree(fp32_export, copy)
     (copy / TOKENIZER).unlink()
     with pytest.raises(ConfigurationError, match=r"has no tokenizer/tokenizer.json .*backend='torch'"):
         OnnxEncoder(copy, copy / MODEL)
@@ -426,15 +431,14 @@ def test_threads_follow_omp_num_threads_as_ray_sets_it_for_each_worker(monkeypat
 
 
 @pytest.mark.parametrize("policy, spinning", [("PASSIVE", "0"), ("passive", "0"), ("ACTIVE", None), (None, None)])
-def test_idle_threads_sleep_under_omp_wait_policy_passive(int8, onnx_cache, monkeypatch, policy, spinning):
+def test_idle_threads_sleep_under_omp_wait_policy_passive(fp32_export, monkeypatch, policy, spinning):
     from agent_embeddings.backends.onnx_encode import MODEL, OnnxEncoder
 
     if policy is None:
         monkeypatch.delenv("OMP_WAIT_POLICY", raising=False)
     else:
         monkeypatch.setenv("OMP_WAIT_POLICY", policy)
-    [folder] = [p / "fp32" for p in onnx_cache.iterdir() if p.is_dir()]
-    options = OnnxEncoder(folder, folder / MODEL).session.get_session_options()
+    options = OnnxEncoder(fp32_export, fp32_export / MODEL).session.get_session_options()
     try:
         entry = options.get_session_config_entry("session.intra_op.allow_spinning")
     except RuntimeError:  # not set: ONNX Runtime's default (spinning)

@@ -56,7 +56,8 @@ def cpu_cores() -> int:
 class OnnxEncoder:
     """A sentence-transformers-like encoder over an ONNX Runtime session.
 
-    Exposes what the ``hf:`` backend uses: ``encode``, ``tokenizer``, ``max_seq_length``,
+    Exposes what the ``hf:`` backend uses: ``encode``, ``feed`` (whose masks give usage),
+    ``token_counts``, ``tokenizer`` (a ``tokenizers.Tokenizer``), ``max_seq_length``,
     ``get_embedding_dimension``.
     """
 
