@@ -110,7 +110,8 @@ class AbstractEmbeddingGenerator:
         #: the built-in collector: calls, errors by type, latency, batch sizes, cache hits
         self.stats = GeneratorStats()
         self.micro_batching = micro_batching_config(micro_batching, type(self).micro_batching_default)
-        self._batching = BatcherSlot(self._call_backend, self.stats.note_micro_batch)  # one per input type
+        # one per input type, each with as many workers as the backend runs calls side by side
+        self._batching = BatcherSlot(self._call_backend, self.stats.note_micro_batch, workers=self.concurrent_calls)
         #: retry policy of the shared retry loop (backends with ``native_retries`` map it instead)
         self.retry = RetryPolicy()
         if retry is not None:
@@ -305,6 +306,12 @@ class AbstractEmbeddingGenerator:
 
     def warm_up(self) -> None:
         """Load models / open connections now instead of on first use."""
+
+    def concurrent_calls(self) -> int:
+        """Backend calls this generator runs well side by side (1: one at a time). Its micro-batcher keeps
+        that many batches in flight, gathering the next while the others run; ``hf:`` on ONNX Runtime
+        says its ``streams``. Asked once, when the first small call starts the micro-batcher."""
+        return 1
 
     def check(self, timeout_s: float = 10.0) -> str:
         """Resolve what this generator needs, without embedding and without loading a model: local

@@ -1,9 +1,10 @@
 """Dynamic micro-batching: concurrent small calls to one generator share one backend batch.
 
-Callers (threads or asyncio tasks) put their texts on the generator's queue; one worker
+Callers (threads or asyncio tasks) put their texts on the generator's queue; a worker
 thread takes what is queued — waiting at most ``max_wait_ms`` after the first request for
 more — up to ``max_batch_size`` texts, makes one backend call and hands each caller its own
-rows. When a shared call fails, each request is retried alone so that an error reaches only
+rows. A backend that runs calls side by side (``concurrent_calls``: ONNX Runtime's streams)
+gets a worker per call it can run: one gathers the next batch while the others' run. When a shared call fails, each request is retried alone so that an error reaches only
 the caller it belongs to — unless the error is a transient backend failure (unavailable,
 timeout, rate limited, already retried by the generator's policy), which every caller gets.
 
@@ -106,10 +107,12 @@ def length_groups(lengths: list[int], max_tokens: int) -> list[list[int]]:
     return groups
 
 
-def forward_passes(lengths: list[int], size: int, budget: int) -> list[list[int]]:
+def forward_passes(lengths: list[int], size: int, budget: int, ties: list[str] | None = None) -> list[list[int]]:
     """Indices cut into forward passes: longest first (as sentence-transformers orders one call's
     texts), each of at most ``size`` texts and ``budget`` padded tokens (its longest length times its
     texts; a text alone may exceed it). Lengths that fit in one pass come back as one, unsorted.
+    ``ties`` (the texts) orders equal lengths, so that the same texts in any order make the same
+    passes: int8 quantizes activations per pass, so its vectors depend on a pass's company.
 
     >>> forward_passes([3, 50, 7, 40], size=3, budget=100)
     [[1, 3], [2, 0]]
@@ -119,7 +122,8 @@ def forward_passes(lengths: list[int], size: int, budget: int) -> list[list[int]
     passes: list[list[int]] = []
     current: list[int] = []
     longest = 0
-    for i in sorted(range(len(lengths)), key=lengths.__getitem__, reverse=True):
+    key: Callable[[int], Any] = lengths.__getitem__ if ties is None else (lambda i: (lengths[i], ties[i]))
+    for i in sorted(range(len(lengths)), key=key, reverse=True):
         if current and (len(current) >= size or longest * (len(current) + 1) > budget):
             passes.append(current)
             current = []
@@ -232,25 +236,35 @@ class FillPolicy:
 
 
 class MicroBatcher:
-    """One queue and one worker thread in front of a batch function."""
+    """One queue in front of a batch function, and ``workers`` threads that take batches from it.
+
+    With more than one worker (a backend that runs calls side by side: ONNX Runtime's streams), one
+    worker gathers the next batch and starts it while the others' batches run and their callers are
+    answered, so the model does not wait for the queue (Triton's dynamic batcher over model
+    instances works the same way). Workers take turns to gather, so each batch is cut as one worker
+    would cut it.
+    """
 
     def __init__(
         self, fn: Callable[[list[str]], Any], config: MicroBatching, *, name: str = "generator",
-        on_batch: Callable[[int, int], None] | None = None,
+        on_batch: Callable[[int, int], None] | None = None, workers: int = 1,
     ) -> None:
         self._fn = fn
-        #: told (texts, callers) of every backend call the worker makes: the coalescing, visible
+        #: told (texts, callers) of every backend call the workers make: the coalescing, visible
         self._on_batch = on_batch
         self.max_batch_size = config.max_batch_size
         self.max_batch_tokens = config.max_batch_tokens
+        self.workers = max(1, workers)
         self._name = name
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
-        self._thread: threading.Thread | None = None
+        self._threads: list[threading.Thread] = []
         self._lock = threading.Lock()
+        self._gathering = threading.Lock()  # one worker gathers at a time
+        self._shared = threading.Lock()  # the policy and the counters, which every worker updates
         self._closed = False
         self.batches = 0  # backend calls made, for tests and stats
         self.requests = 0
-        self._carried = False
+        self._carry: _Request | None = None  # taken from the queue, too big for the last batch: starts the next
         self.policy = FillPolicy(config)
 
     def submit(self, texts: list[str]) -> Future[Any]:
@@ -266,58 +280,69 @@ class MicroBatcher:
                 future.set_exception(RuntimeError(f"{self._name}: micro-batcher is closed"))
                 return future
             self._queue.put(_Request(texts, future, current_token()))
-            if self._thread is None:
-                self._thread = threading.Thread(target=self._loop, name=f"microbatch-{self._name}", daemon=True)
-                self._thread.start()
+            if not self._threads:
+                for i in range(self.workers):
+                    label = f"microbatch-{self._name}" + (f"-{i}" if i else "")
+                    thread = threading.Thread(target=self._loop, name=label, daemon=True)
+                    thread.start()
+                    self._threads.append(thread)
         return future
 
     @property
     def filling(self) -> bool:
-        """Whether the worker waits for answered callers to come back (``fill``, and seen to pay)."""
+        """Whether the workers wait for answered callers to come back (``fill``, and seen to pay)."""
         return self.policy.filling
 
     def close(self) -> None:
-        """Finish queued work, then stop the worker; later submits fail at once."""
+        """Finish queued work, then stop the workers; later submits fail at once."""
         with self._lock:
             if self._closed:
                 return
             self._closed = True
-            thread = self._thread
-            if thread is not None:
-                self._queue.put(_STOP)  # behind every accepted request
-        if thread is not None:
+            threads = list(self._threads)
+            if threads:
+                self._queue.put(_STOP)  # behind every accepted request; each worker passes it on
+        for thread in threads:
             thread.join(timeout=30)
 
-    # -- the worker ------------------------------------------------------------------------
+    # -- the workers -----------------------------------------------------------------------
     def _loop(self) -> None:
-        carry: _Request | None = None
         while True:
-            first = carry if carry is not None else self._queue.get()
-            carry = None
-            if first is _STOP:
+            with self._gathering:
+                batch = self._gather()
+            if batch is None:
                 return
-            batch, size, stop = [first], len(first.texts), False
+            self._run(batch)
+
+    def _gather(self) -> list[_Request] | None:
+        """The next batch's calls still wanted (None: stop). With the stop marker seen, it goes back on
+        the queue for the next worker, behind nothing: no call is accepted after it."""
+        first = self._carry if self._carry is not None else self._queue.get()
+        self._carry = None
+        if first is _STOP:
+            self._queue.put(_STOP)
+            return None
+        with self._shared:
             window = self.policy.open(time.monotonic())
-            while size < self.max_batch_size:
-                try:
-                    remaining = window.wait_s(len(batch), time.monotonic())
-                    item = self._queue.get(timeout=remaining) if remaining > 0 else self._queue.get_nowait()
-                except queue.Empty:
-                    break
-                if item is _STOP:
-                    stop = True
-                    break
-                if size + len(item.texts) > self.max_batch_size:
-                    carry = item  # starts the next batch
-                    break
-                batch.append(item)
-                size += len(item.texts)
-            ready = [r for r in batch if r.future.set_running_or_notify_cancel()]  # a cancelled caller left
+        batch, size = [first], len(first.texts)
+        while size < self.max_batch_size:
+            try:
+                remaining = window.wait_s(len(batch), time.monotonic())
+                item = self._queue.get(timeout=remaining) if remaining > 0 else self._queue.get_nowait()
+            except queue.Empty:
+                break
+            if item is _STOP:
+                self._queue.put(_STOP)
+                break
+            if size + len(item.texts) > self.max_batch_size:
+                self._carry = item  # starts the next batch
+                break
+            batch.append(item)
+            size += len(item.texts)
+        ready = [r for r in batch if r.future.set_running_or_notify_cancel()]  # a cancelled caller left
+        with self._shared:
             self.policy.close(window, len(batch), len(ready), time.monotonic())
-            self._carried = carry is not None
-            self._run(ready)
-            if stop:
-                return
+        return ready
 
     def _run(self, batch: list[_Request]) -> None:
         if not batch:
@@ -326,8 +351,9 @@ class MicroBatcher:
             self._run_batch(batch)
 
     def _run_batch(self, batch: list[_Request]) -> None:
-        self.batches += 1
-        self.requests += len(batch)
+        with self._shared:
+            self.batches += 1
+            self.requests += len(batch)
         if self._on_batch is not None:
             self._on_batch(sum(len(r.texts) for r in batch), len(batch))
         if len(batch) == 1:  # nothing to split: the caller checks the raw output itself
@@ -382,7 +408,9 @@ class MicroBatcher:
         """Before answering: tell the policy the calls in the system, those about to be answered and
         those queued behind them (counted now, before the answered ones can come back and be counted
         twice). ``qsize`` is approximate, which is all an expectation needs."""
-        self.policy.ended(answered, self._queue.qsize() + self._carried, time.monotonic())
+        queued = self._queue.qsize() + (self._carry is not None)
+        with self._shared:
+            self.policy.ended(answered, queued, time.monotonic())
 
     def _run_alone(self, request: _Request, ended: bool = False) -> None:
         try:
@@ -423,9 +451,13 @@ class BatcherSlot:
     """A generator's micro-batchers, one per kind of input (texts with different prompts never share
     a backend call), each started on the first small chunk that should go through it."""
 
-    def __init__(self, fn: Callable[[list[str], Any], Any], on_batch: Callable[[int, int], None] | None = None) -> None:
+    def __init__(
+        self, fn: Callable[[list[str], Any], Any], on_batch: Callable[[int, int], None] | None = None,
+        workers: Callable[[], int] = lambda: 1,
+    ) -> None:
         self._fn = fn
         self._on_batch = on_batch
+        self._workers = workers  # asked when a batcher starts: the backend may resolve it late (hf: auto)
         self._batchers: dict[Any, MicroBatcher] = {}
         self._lock = threading.Lock()
 
@@ -442,7 +474,8 @@ class BatcherSlot:
                 if batcher is None:
                     label = name if kind is None else f"{name}-{kind}"
                     batcher = MicroBatcher(
-                        lambda texts: self._fn(texts, kind), config, name=label, on_batch=self._on_batch
+                        lambda texts: self._fn(texts, kind), config, name=label, on_batch=self._on_batch,
+                        workers=self._workers(),
                     )
                     self._batchers[kind] = batcher
         return batcher

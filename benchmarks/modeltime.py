@@ -2,8 +2,10 @@
 
 A :class:`ModelClock` wraps a model's ``encode`` (one instance in-process, or the
 ``SentenceTransformer`` class inside a server started through :mod:`benchmarks.timed_serve`) and
-adds up, per call: wall seconds inside ``encode`` (the model is busy), CPU seconds of the calling
-thread inside it, and texts. The wrapper costs two clock reads and a lock per forward pass (about
+adds up, per call: wall seconds inside ``encode``, CPU seconds of the calling thread inside it, and
+texts. With ONNX Runtime's streams several calls run at once: the model is busy while any runs
+(``busy_s``, the union), and ``pass_s`` adds up every call's own wall time (streams busy on average =
+pass_s / wall). The wrapper costs two clock reads and a lock per forward pass (about
 2 µs against 20-40 ms passes), so it does not move what it measures.
 
 The model's CPU is the calling thread's CPU inside ``encode`` plus all CPU of torch's intra-op
@@ -55,7 +57,7 @@ class ClockReading:
     """Cumulative figures at one moment; subtract two readings for a window."""
 
     wall_s: float  # time.perf_counter() at the reading
-    busy_s: float  # wall seconds inside encode (calls never overlap: they hold the model lock)
+    busy_s: float  # wall seconds in which some encode call ran (with streams, calls overlap: the union)
     model_cpu_s: float  # CPU of the calling threads inside encode + all CPU of the intra-op workers
     process_cpu_s: float  # the whole process
     calls: int
@@ -66,6 +68,8 @@ class ClockReading:
     clock_cpu_s: float = 0.0
     #: CPU of the main thread (a server's event loop: the request handling alone, whatever the batches)
     loop_cpu_s: float = 0.0
+    #: wall seconds inside encode, every call's own (= busy_s when calls never overlap)
+    pass_s: float = 0.0
 
     def minus(self, earlier: ClockReading) -> ClockReading:
         return ClockReading(*(a - b for a, b in zip(asdict(self).values(), asdict(earlier).values())))
@@ -96,6 +100,9 @@ class ModelClock:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self.busy_s = 0.0
+        self.pass_s = 0.0
+        self._running = 0  # calls inside encode now
+        self._busy_since = 0.0
         self.caller_cpu_s = 0.0
         self.calls = 0
         self.texts = 0
@@ -112,13 +119,20 @@ class ModelClock:
             first = self.workers is None
             before = _tids() if first else set()
             t0, c0 = time.perf_counter(), time.thread_time()
+            with self._lock:
+                if self._running == 0:
+                    self._busy_since = t0
+                self._running += 1
             try:
                 return encode(*args, **kwargs)
             finally:
                 t1, c1 = time.perf_counter(), time.thread_time()
                 sentences = kwargs.get("sentences", args[-1] if args else ())
                 with self._lock:
-                    self.busy_s += t1 - t0
+                    self._running -= 1
+                    if self._running == 0:
+                        self.busy_s += t1 - self._busy_since
+                    self.pass_s += t1 - t0
                     self.caller_cpu_s += c1 - c0
                     self.calls += 1
                     self.texts += 1 if isinstance(sentences, str) else len(sentences)
@@ -159,9 +173,11 @@ class ModelClock:
         # process_time and the thread clocks read to the nanosecond: short windows stay exact
         workers = sum(thread_cpu_s(t) for t in (self.workers or set()) | self.pool)
         with self._lock:
-            return ClockReading(time.perf_counter(), self.busy_s, self.caller_cpu_s + workers,
+            now = time.perf_counter()
+            busy = self.busy_s + (now - self._busy_since if self._running else 0.0)  # a call still running counts
+            return ClockReading(now, busy, self.caller_cpu_s + workers,
                                 time.process_time(), self.calls, self.texts, self.aside_cpu_s, self.clock_cpu_s,
-                                thread_cpu_s(threading.main_thread().native_id or 0))
+                                thread_cpu_s(threading.main_thread().native_id or 0), self.pass_s)
 
 
 def instance_clock(model: Any) -> ModelClock:

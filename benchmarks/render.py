@@ -59,6 +59,8 @@ OTHER_TABLES = {
     "session4": "issue 24, fourth session: the first vector from a fresh process (ONNX Runtime without torch's "
                 "import, against torch), one sentence per call, and the open-loop capacity searches again, each "
                 "request's CPU split into model, server outside it and load generator (steal 1%)",
+    "session5": "issue 24, fifth session: ONNX Runtime's streams (two one-thread passes side by side) against one "
+                "stream on both cores, in-process and behind the servers at open load",
 }
 
 

@@ -352,7 +352,31 @@ def onnx(n: int, batch: int, repeat: int) -> Iterator[Row]:
               "hf backend=torch (fp32), 1 sentence per call", len(singles) / base_s, spread=spread,
               note=f"{len(singles)} calls of one sentence each, micro-batching off (a lone caller): "
                    f"{cand_s / len(singles) * 1000:.1f} ms vs {base_s / len(singles) * 1000:.1f} ms per call")
+    yield from _streams(texts, batch, repeat)
     for gen in (torch_gen, int8, fp32):
+        gen.close()
+
+
+def _streams(texts: list[str], batch: int, repeat: int, clients: int = 16) -> Iterator[Row]:
+    """ONNX Runtime fp32 on its default streams (auto) against one stream, whose pass takes all the
+    cores: a batch call, and 16 threads of one sentence through the micro-batcher."""
+    from agent_embeddings import HuggingFaceEmbeddingGenerator
+
+    model = "sentence-transformers/all-MiniLM-L6-v2"
+    one = HuggingFaceEmbeddingGenerator(model_name=model, batch_size=batch, backend="onnx", streams=1)
+    many = HuggingFaceEmbeddingGenerator(model_name=model, batch_size=batch, backend="onnx")
+    streams, threads = many._model().streams, many._model().model.threads
+    label = f"hf backend=onnx (fp32), {streams} streams of {threads} thread{'s' * (threads > 1)}"
+    base_label = f"hf backend=onnx (fp32), 1 stream of {one._model().model.threads} threads"
+    cand_s, base_s, spread = compare(lambda: many.encode(texts), lambda: one.encode(texts), repeat)
+    yield Row("5 onnx int8", f"{label}: encode", "texts/s", len(texts) / cand_s, base_label,
+              len(texts) / base_s, spread=spread, note=f"batch {batch}: a call's passes side by side")
+    cand_s, base_s, spread = compare(closed_loop(many.generate, texts, clients),
+                                     closed_loop(one.generate, texts, clients), repeat)
+    yield Row("5 onnx int8", f"{label}: {clients} threads x 1 sentence", "texts/s", len(texts) / cand_s,
+              base_label, len(texts) / base_s, spread=spread,
+              note=f"micro-batched: {micro_batch_summary(many)} (vs {micro_batch_summary(one)})")
+    for gen in (one, many):
         gen.close()
 
 

@@ -22,16 +22,19 @@ SHIPPED_SPEC = ROOT / "specs" / "default.json"
 
 
 @cache
-def spec_on(backend: str) -> Path:
-    """``specs/default.json`` with ``backend`` on its ``hf:`` items, written once per process into a
-    folder removed at exit (servers started from it read it while the benchmarks run)."""
+def spec_on(backend: str, streams: int | None = None) -> Path:
+    """``specs/default.json`` with ``backend`` (and ``streams``, if given) on its ``hf:`` items, written
+    once per process into a folder removed at exit (servers started from it read it while the
+    benchmarks run)."""
     spec = json.loads(SHIPPED_SPEC.read_text())
     for item in spec["models"]:
         if item["llm_block_id"].startswith("hf:"):
             item.setdefault("llm_parameters", {})["backend"] = backend
+            if streams is not None:
+                item["llm_parameters"]["streams"] = streams
     folder = Path(tempfile.mkdtemp(prefix="ae-bench-spec-"))
     atexit.register(shutil.rmtree, folder, ignore_errors=True)
-    path = folder / f"default-{backend}.json"
+    path = folder / f"default-{backend}{'' if streams is None else f'-{streams}'}.json"
     path.write_text(json.dumps(spec))
     return path
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -143,7 +144,7 @@ def test_input_errors_are_raised_before_queuing():
 def test_close_stops_the_worker():
     gen = SlowLengths(micro_batching=True)
     gen.generate("a")
-    worker = gen.batcher._thread
+    (worker,) = gen.batcher._threads
     gen.close()
     assert not worker.is_alive()
 
@@ -261,3 +262,58 @@ def test_under_open_load_the_fill_policy_waits_little_more_than_no_wait():
         assert default.p99_ms <= 1.35 * eager.p99_ms, (rate, default, eager)
     lone = fill_sim.simulate(10, service, fill_sim.POLICIES["default (fill)"], n=2000)
     assert lone.mean_batch < 1.1 and lone.p50_ms < 5.5  # a lone caller never waits: one pass, 5 ms
+
+
+class SideBySide(SlowLengths):
+    """``SlowLengths`` whose backend runs ``streams`` calls at once; records the most that ran together."""
+
+    def __init__(self, streams: int, **kw) -> None:
+        super().__init__(**kw)
+        self.streams, self.running, self.most = streams, 0, 0
+
+    def concurrent_calls(self) -> int:
+        return self.streams
+
+    def _embed_batch(self, texts):
+        with self.lock:
+            self.running += 1
+            self.most = max(self.most, self.running)
+        try:
+            return super()._embed_batch(texts)
+        finally:
+            with self.lock:
+                self.running -= 1
+
+
+@pytest.mark.parametrize("streams", [1, 2])
+def test_a_worker_per_stream_keeps_that_many_batches_in_flight(streams):
+    """While one batch runs, the next worker gathers and starts the next: as many at once as the
+    backend runs side by side (one worker: never two)."""
+    gen = SideBySide(streams, micro_batching=MicroBatching(max_batch_size=4, max_wait_ms=5))
+    texts = [f"text {i} {'b' * i}" for i in range(48)]
+    with ThreadPoolExecutor(max_workers=16) as pool:
+        results = list(pool.map(gen.generate, texts))
+    assert results == [expected(t) for t in texts]
+    assert gen.batcher.workers == streams and gen.most == streams
+    assert gen.batcher.requests == 48 and max(gen.batches) <= 4
+    workers = list(gen.batcher._threads)
+    gen.close()
+    assert len(workers) == streams and not any(w.is_alive() for w in workers)
+
+
+def test_close_with_two_workers_finishes_every_queued_call():
+    from agent_embeddings.batching import MicroBatcher
+
+    calls: list[int] = []
+
+    def slow(texts):
+        time.sleep(0.02)
+        calls.append(len(texts))
+        return np.ones((len(texts), 2), np.float32)
+
+    batcher = MicroBatcher(slow, MicroBatching(max_batch_size=2, max_wait_ms=0), workers=2)
+    futures = [batcher.submit([f"t{i}"]) for i in range(12)]
+    batcher.close()
+    assert all(f.done() and np.asarray(getattr(f.result(), "vectors", f.result())).shape == (1, 2) for f in futures)
+    assert sum(calls) == 12 and not any(t.is_alive() for t in batcher._threads)
+    assert batcher.submit(["late"]).exception() is not None  # closed: fails at once

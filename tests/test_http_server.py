@@ -214,9 +214,10 @@ def test_http_serve_cli_subprocess_sigterm_exit_0(default_spec: Path, hf_manager
         assert np.abs(got - hf_manager.encode("hf", ["from a subprocess"])[0]).max() <= 1e-5
         assert served.terminate() == 0, served.output
     assert "k-cli-secret" not in served.output
-    # the engine the default spec's backend auto picked on this host, named at start-up
-    engine = hf_manager.get("hf").describe()["backend"]
-    assert f"serving http on {served.addresses['http']}: hf-minilm (hf, {engine})" in served.output
+    # the engine the default spec's backend auto picked on this host, and its streams, named at start-up
+    described = hf_manager.get("hf").describe()
+    streams = f", {described['streams']} streams" if described["streams"] > 1 else ""
+    assert f"serving http on {served.addresses['http']}: hf-minilm (hf, {described['backend']}{streams})" in served.output
 
 
 def test_http_listening_socket_disables_nagle():

@@ -204,8 +204,8 @@ def test_finding_01_a_cancelled_hf_call_stops_after_its_forward_pass(hf_manager,
         cancelled_at = time.monotonic()
         with pytest.raises(asyncio.CancelledError):
             await task
-        assert await asyncio.to_thread(loaded.lock.acquire, timeout=120)
-        loaded.lock.release()
+        assert await asyncio.to_thread(loaded.slots.acquire, timeout=120)
+        loaded.slots.release()
         return time.monotonic() - cancelled_at
 
     freed_after = asyncio.run(main())  # asyncio.run also waits for the worker thread to end

@@ -62,6 +62,13 @@ class HuggingFaceParams(GeneratorParams):
         "2.5-3x faster where the CPU has AMX, several times slower where it has no native bf16) or auto (bf16 "
         "where the CPU has AMX or AVX-512-BF16, else fp32). bf16 vectors are their own embedding space.",
     )
+    streams: PositiveInt | Literal["auto"] = Field(
+        default="auto",
+        description="Forward passes ONNX Runtime runs at once, each on its share of the cores (auto: 2 where the "
+        "process may use 2 or more cores, else 1). Side by side, small passes keep every core busy: more "
+        "requests per second under concurrent load, and large calls split across them; 1 gives a lone request "
+        "all the cores. torch runs one pass at a time.",
+    )
     onnx_cache_dir: str | None = Field(
         default=None,
         description="Where ONNX exports are cached (default: $AGENT_EMBEDDINGS_CACHE_DIR/onnx, "
@@ -85,6 +92,15 @@ class HuggingFaceParams(GeneratorParams):
     def _precision_is_torch(self) -> HuggingFaceParams:
         if self.precision == "bf16" and self.backend not in ("torch", "auto"):
             raise ValueError(f"precision 'bf16' needs backend 'torch' (backend {self.backend!r} sets its own)")
+        return self
+
+    @model_validator(mode="after")
+    def _streams_are_onnx(self) -> HuggingFaceParams:
+        if self.backend == "torch" and self.streams not in ("auto", 1):
+            raise ValueError(
+                f"streams {self.streams} needs an onnx backend (backend 'torch' runs one pass at a time: its threads "
+                "are one pool per process)"
+            )
         return self
 
     @field_validator("device")

@@ -18,10 +18,10 @@ import os
 from .._deps import require
 from ..errors import ConfigurationError
 from . import onnx_export, onnx_quantize
-from .onnx_encode import META, MODEL, OnnxEncoder, cpu_cores
+from .onnx_encode import META, MODEL, OnnxEncoder, auto_streams, cpu_cores
 from .onnx_export import cache_key, cache_root, file_lock
 
-__all__ = ["OnnxEncoder", "cache_key", "cache_root", "cpu_cores", "load_onnx_encoder"]
+__all__ = ["OnnxEncoder", "auto_streams", "cache_key", "cache_root", "cpu_cores", "load_onnx_encoder"]
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +35,7 @@ def load_onnx_encoder(
     revision: str | None = None,
     allow_download: bool = False,
     cache_dir: str | os.PathLike[str] | None = None,
+    streams: int = 1,
     who: str = "hf",
 ) -> OnnxEncoder:
     """The encoder for ``model_path``, exporting (and quantizing) into the cache on first use."""
@@ -66,4 +67,4 @@ def load_onnx_encoder(
     model_file = (int8 if quantize else base) / MODEL
     # debug: the default spec loads this on every CLI call; describe() and validate --check name the engine
     log.debug("%s: ONNX Runtime %s model %s", who, "int8" if quantize else "fp32", model_file)
-    return OnnxEncoder(base, model_file, max_seq_length=max_seq_length)
+    return OnnxEncoder(base, model_file, max_seq_length=max_seq_length, streams=streams)

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Mapping
 from typing import Any
 
@@ -14,13 +15,22 @@ class Tally:
 
     Wraps the model's ``preprocess`` (sentence-transformers tokenizes each batch there): usage
     counts then cost a sum over a mask, not a second tokenizer pass on the model's critical path
-    (~0.55 ms per 16 sentences here). ``open``/``counts`` run under the model's lock, as ``encode``
-    does, so one tally serves every generator sharing the model. A text ``encode`` did not show it
-    (another version's code path) leaves ``counts`` None: the caller counts with the tokenizer.
+    (~0.55 ms per 16 sentences here). ``open``, ``encode`` and ``counts`` run in the thread of one
+    forward pass, and what a pass sees is kept per thread, so one tally serves every generator sharing
+    the model, passes side by side included (ONNX Runtime's streams). A text ``encode`` did not show
+    it (another version's code path) leaves ``counts`` None: the caller counts with the tokenizer.
     """
 
     def __init__(self) -> None:
-        self._seen: dict[str, int] | None = None
+        self._local = threading.local()
+
+    @property
+    def _seen(self) -> dict[str, int] | None:
+        return getattr(self._local, "seen", None)
+
+    @_seen.setter
+    def _seen(self, value: dict[str, int] | None) -> None:
+        self._local.seen = value
 
     def wrap(self, preprocess: Any) -> Any:
         def counted(inputs: Any, *args: Any, **kwargs: Any) -> Any:

@@ -128,10 +128,13 @@ async def run_servers(
 
 def _served(manager: EmbeddingGeneratorManager) -> str:
     """The start-up line's list: each name with its backend and, once loaded, its engine ("auto"
-    resolved), so an operator sees what a spec picked on this host: ``hf-minilm (hf, onnx)``."""
+    resolved) and streams, so an operator sees what a spec picked on this host:
+    ``hf-minilm (hf, onnx, 2 streams)``."""
     parts = []
     for name in manager.names():
         described = manager.get(name).describe()
-        engine = described.get("backend")
-        parts.append(f"{name} ({described.get('provider')}{f', {engine}' if engine else ''})")
+        said = [str(described.get("provider")), *([str(described["backend"])] if described.get("backend") else [])]
+        if described.get("streams", 1) > 1:
+            said.append(f"{described['streams']} streams")
+        parts.append(f"{name} ({', '.join(said)})")
     return ", ".join(parts)
