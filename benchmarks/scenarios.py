@@ -321,7 +321,7 @@ def onnx(n: int, batch: int, repeat: int) -> Iterator[Row]:
     reference = torch_gen.encode(texts)  # also warms the torch side
     cos = cosines(reference, int8.encode(texts))
     fp32_diff = float(np.abs(fp32.encode(texts) - reference).max())
-    threads = int8._model().model.threads
+    streams = f"{int8._model().streams} stream(s) of {int8._model().model.threads} thread(s)"
     # Retrieval: queries against a corpus of other sentences, the same top hits under int8 as fp32?
     corpus, queries = short_sentences(n, seed=11), short_sentences(max(1, n // 10), seed=7)
     agree = retrieval_agreement(torch_gen.encode(corpus), int8.encode(corpus), torch_gen.encode(queries),
@@ -337,8 +337,8 @@ def onnx(n: int, batch: int, repeat: int) -> Iterator[Row]:
                      "top10_overlap": agree["overlap"]},
               note=f"int8 vs fp32 torch on these {n} sentences: mean cosine {cos.mean():.4f}, min {cos.min():.4f} "
                    f"(target >= 0.99); retrieval, {len(queries)} queries vs {n} other sentences: top-1 the same "
-                   f"{agree['top1']:.3f}, top-10 overlap {agree['overlap']:.3f}; ONNX Runtime with {threads} "
-                   f"threads, batch {batch}")
+                   f"{agree['top1']:.3f}, top-10 overlap {agree['overlap']:.3f}; ONNX Runtime: {streams}, "
+                   f"batch {batch}")
     cand_s, base_s, spread = compare(lambda: fp32.encode(texts), baseline, repeat)
     yield Row("5 onnx int8", "hf backend=onnx (fp32) encode", "texts/s", n / cand_s, "hf backend=torch (fp32)",
               n / base_s, spread=spread, note=f"fp32 ONNX vs torch: max abs difference {fp32_diff:.1e}",
