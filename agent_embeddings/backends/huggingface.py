@@ -425,7 +425,7 @@ class HuggingFaceEmbeddingGenerator(AbstractEmbeddingGenerator):
     ) -> tuple[np.ndarray, list[int] | None]:
         """One forward pass (one ``encode`` call of at most ``batch_size`` texts) in one of the model's slots."""
         with loaded.slots:
-            raise_if_cancelled(self._who())  # under the lock: the call may have waited for it
+            raise_if_cancelled(self._who())  # in the slot: the call may have waited for it
             if loaded.tally is not None:
                 loaded.tally.open()
             vectors = loaded.model.encode(
