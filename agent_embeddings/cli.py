@@ -184,6 +184,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
         raise InvalidInputError("serve needs --grpc HOST:PORT and/or --http HOST:PORT")
     if args.metrics_port is not None and not args.grpc:
         raise InvalidInputError("--metrics-port is for the gRPC server; the HTTP server answers /metrics itself")
+    if not 0 < args.switch_interval <= 1000:  # nan fails this too
+        raise InvalidInputError(f"--switch-interval must be milliseconds above 0 and at most 1000, got {args.switch_interval!r}")
     # Settings and the extra are checked before the spec's models load: a bad flag fails at once.
     keys = [SecretStr(k) for k in args.api_key or []]
     keys += [resolve_secret_ref(ref, who="--api-key-ref") for ref in args.api_key_ref or []]
@@ -214,6 +216,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from .server.runner import loop_factory, make_servers, run, run_servers
 
     loop_factory(args.loop)  # a loop that is not installed fails before the models load
+    sys.setswitchinterval(args.switch_interval / 1000)  # this process serves: its threads are ours to pace
     manager = _manager(args.spec)
     servers = make_servers(manager, grpc=args.grpc, http=args.http, config=config)
 
@@ -256,6 +259,7 @@ def build_parser() -> argparse.ArgumentParser:
         DEFAULT_MAX_INPUTS,
         DEFAULT_MAX_REQUEST_BYTES,
         DEFAULT_READ_TIMEOUT_S,
+        DEFAULT_SWITCH_INTERVAL_MS,
     )
 
     parser = _Parser(
@@ -357,6 +361,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="HTTP: the largest request head; beyond it 431")
     p.add_argument("--read-timeout", type=float, default=DEFAULT_READ_TIMEOUT_S, metavar="SECONDS",
                    help="HTTP: close a connection whose request head, or next body chunk, takes longer")
+    p.add_argument("--switch-interval", type=float, default=DEFAULT_SWITCH_INTERVAL_MS, metavar="MS",
+                   help=f"the interpreter's thread switch interval while serving (default: {DEFAULT_SWITCH_INTERVAL_MS:g} ms; "
+                        "Python's own is 5): how long a model thread back from a forward pass may wait for the GIL")
     p.add_argument("--metrics-port", type=int, metavar="PORT",
                    help="serve the gRPC server's Prometheus metrics on this port (0: any free port); "
                         "the HTTP server answers /metrics itself")

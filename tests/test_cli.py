@@ -259,7 +259,8 @@ def test_finding_20_validate_and_serve_refuse_a_spec_without_an_embedding_genera
         ("--max-concurrency", "0"), ("--max-concurrency", "-1"), ("--max-inputs", "0"),
         ("--max-request-bytes", "-1"), ("--max-request-bytes", str(2**31)),  # gRPC sizes are int32
         ("--max-input-chars", "-3"), ("--grace-period", "nan"), ("--grace-period", "-5"),
-        ("--grace-period", "inf"), ("--metrics-port", "70000"),
+        ("--grace-period", "inf"), ("--metrics-port", "70000"), ("--switch-interval", "0"),
+        ("--switch-interval", "nan"), ("--switch-interval", "5000"),
     ],
 )
 def test_finding_15_serve_refuses_a_bad_limit_in_one_line_before_loading_the_spec(flag, value, tmp_path, capsys):
@@ -273,6 +274,18 @@ def test_finding_15_serve_refuses_a_bad_limit_in_one_line_before_loading_the_spe
     assert code == 1 and len(err.strip().splitlines()) == 1, err
     assert err.startswith("agent-embeddings: error: ") and flag in err and "unexpected" not in err, err
     assert "never-read" not in err
+
+
+@pytest.mark.parametrize(("args", "interval"), [([], 0.001), (["--switch-interval", "0.5"], 0.0005)])
+def test_serve_paces_the_interpreter_s_threads_before_loading_the_spec(args, interval, tmp_path, capsys, monkeypatch):
+    """1 ms by default, not Python's 5: a model thread back from a pass waits less for the GIL."""
+    from agent_embeddings import cli
+
+    seen: list[float] = []
+    monkeypatch.setattr(cli.sys, "setswitchinterval", seen.append)
+    missing = tmp_path / "missing.json"
+    assert cli.main(["serve", "--spec", str(missing), "--http", "127.0.0.1:0", *args]) == 1
+    assert "missing.json" in capsys.readouterr().err and seen == [interval]
 
 
 def test_finding_16_serve_logs_one_access_line_per_request_by_default_and_obeys_log_level(light_spec):
