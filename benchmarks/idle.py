@@ -13,7 +13,7 @@ import math
 import os
 import sys
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -156,16 +156,16 @@ def _interleaved(read: Callable[[], ClockReading], candidate: Callable[[], objec
 
 
 @contextmanager
-def timed_server(kind: str, spec: Path = DEFAULT_SPEC) -> Iterator[tuple[str, Path]]:
-    """``agent-embeddings serve --<kind>`` through :mod:`benchmarks.timed_serve`; yields the address and
-    the file its model clock is written to."""
+def timed_server(kind: str, spec: Path = DEFAULT_SPEC, args: Sequence[str] = ()) -> Iterator[tuple[str, Path]]:
+    """``agent-embeddings serve --<kind> [args]`` through :mod:`benchmarks.timed_serve`; yields the address
+    and the file its model clock is written to."""
     from agent_embeddings.server.process import ServeProcess
 
     with tempfile.TemporaryDirectory(prefix="ae-clock-") as folder:
         clock_path = Path(folder) / "clock.json"
         env = {"AE_MODEL_CLOCK": str(clock_path), "PYTHONPATH": os.pathsep.join(
             p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p)}
-        served = ServeProcess(spec, env=env, **{kind: "127.0.0.1:0"})
+        served = ServeProcess(spec, env=env, args=list(args), **{kind: "127.0.0.1:0"})
         served.command[1:3] = ["-m", "benchmarks.timed_serve"]  # same arguments, the encode timed
         with served:
             yield served.addresses[kind], clock_path

@@ -36,9 +36,10 @@ DEFAULT_MAX_HEADER_BYTES = 64 * 1024
 DEFAULT_READ_TIMEOUT_S = 10.0
 #: ``serve``'s thread switch interval (``sys.setswitchinterval``; Python's own is 5 ms). A model thread
 #: coming back from a forward pass (which ran without the GIL) waits for the thread holding it, the
-#: event loop or the other stream's worker, up to the interval: at 1 ms, ONNX Runtime's two streams
-#: behind the HTTP server at 170 requests/s answered with a median p99 of 114 ms against 155 ms and a
-#: median p50 of 36 against 47 ms (5 runs each, interleaved; docs/performance.md).
+#: event loop or the other stream's worker, up to the interval. With ONNX Runtime's two streams behind
+#: the HTTP server at 160-170 requests/s on 2 cores, 1 ms gave a lower median p50 in each of three
+#: interleaved runs (29 vs 39, 36 vs 47, 47 vs 57 ms) and a lower median p99 in two (90 vs 121, 114
+#: vs 155 ms; 239 vs 208 in the noisiest): ``python -m benchmarks.fixed_rate``, docs/servers.md.
 DEFAULT_SWITCH_INTERVAL_MS = 1.0
 #: gRPC's message-size options are C ints, and Info announces the limits as 32-bit fields.
 MAX_INT32 = 2**31 - 1
