@@ -61,6 +61,8 @@ OTHER_TABLES = {
                 "request's CPU split into model, server outside it and load generator (steal 1%)",
     "session5": "issue 24, fifth session: ONNX Runtime's streams (two one-thread passes side by side) against one "
                 "stream on both cores, in-process and behind the servers at open load",
+    "session5-switch": "issue 24, fifth session, the open-loop searches again once serve paced its threads at a "
+                       "1 ms switch interval (all our servers; steal 3%)",
 }
 
 
