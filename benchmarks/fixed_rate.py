@@ -14,7 +14,6 @@ in the capacity search (needs ``make loadgen``)."""
 from __future__ import annotations
 
 import argparse
-import math
 import shlex
 import statistics
 from contextlib import ExitStack
@@ -22,7 +21,7 @@ from pathlib import Path
 
 from . import wrk
 from .data import short_sentences
-from .idle import OPEN_CONNECTIONS, OPEN_GAP_S, _budget_note, _busy_note, read_server_clock, timed_server
+from .idle import _budget_note, _busy_note, timed_server, wrk_step
 from .specs import spec_on
 
 
@@ -52,11 +51,8 @@ def main(argv: list[str] | None = None) -> int:
         for i in range(args.rounds):
             for rate in args.rate:
                 for name, (url, clock) in (list(servers.items()) if i % 2 == 0 else list(reversed(servers.items()))):
-                    connections = min(max(math.ceil(rate * OPEN_GAP_S), OPEN_CONNECTIONS[0]), OPEN_CONNECTIONS[1])
-                    gap_ms = max(1.0, connections / rate * 1000 - 15)  # as the capacity search's steps
-                    before = read_server_clock(clock)
-                    run = wrk.run(url, script, connections=connections, duration_s=args.seconds, gap_ms=gap_ms, seed=i)
-                    reading = read_server_clock(clock).minus(before)
+                    run, reading = wrk_step(url, script, clock, rate, args.seconds, i)  # as the search's steps
+                    assert reading is not None  # our servers have a clock
                     p50s.setdefault((name, rate), []).append(run.p50_ms)
                     p99s.setdefault((name, rate), []).append(run.p99_ms)
                     print(f"round {i + 1} {name} at {rate:g}/s: served {run.rate:.0f}/s, p50 {run.p50_ms:.0f} ms, "

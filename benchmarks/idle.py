@@ -9,6 +9,7 @@ requests at which p99 stays at or under 100 ms. Model time comes from :mod:`benc
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 import sys
@@ -230,6 +231,18 @@ def openloop(n: int, batch: int, repeat: int, clients: int = 16) -> Iterator[Row
 Stepper = Callable[[float, float, int], tuple[wrk.WrkRun, ClockReading | None]]
 
 
+def wrk_step(url: str, script: Path, clock: Path | None, rate: float, duration: float,
+             seed: int) -> tuple[wrk.WrkRun, ClockReading | None]:
+    """One open-loop step against an HTTP server: ``rate`` requests/s of Poisson arrivals for
+    ``duration`` seconds (wrk's connections each wait an exponential gap, mean ~0.5 s), with the
+    server's model clock read around it when it has one."""
+    connections = min(max(math.ceil(rate * OPEN_GAP_S), OPEN_CONNECTIONS[0]), OPEN_CONNECTIONS[1])
+    gap_ms = max(1.0, connections / rate * 1000 - 15)  # ~15 ms: the answer's own time
+    before = read_server_clock(clock) if clock else None
+    run = wrk.run(url, script, connections=connections, duration_s=duration, gap_ms=gap_ms, seed=seed)
+    return run, (read_server_clock(clock).minus(before) if clock and before else None)
+
+
 def _capacities(n: int, batch: int, repeat: int, baseline: Callable[[], object], base_s: list[float]) -> Iterator[Row]:
     """Open-loop capacity at p99 <= 100 ms: our HTTP server (wrk), our gRPC server (the Node
     generator) and infinity-emb's HTTP server (wrk; when ``.venv-peer`` exists), their searches
@@ -246,13 +259,7 @@ def _capacities(n: int, batch: int, repeat: int, baseline: Callable[[], object],
         folder = Path(stack.enter_context(wrk.scratch()))
 
         def wrk_stepper(url: str, script: Path, clock: Path | None) -> Stepper:
-            def step(rate: float, duration: float, seed: int) -> tuple[wrk.WrkRun, ClockReading | None]:
-                connections = min(max(math.ceil(rate * OPEN_GAP_S), OPEN_CONNECTIONS[0]), OPEN_CONNECTIONS[1])
-                gap_ms = max(1.0, connections / rate * 1000 - 15)  # ~15 ms: the answer's own time
-                before = read_server_clock(clock) if clock else None
-                run = wrk.run(url, script, connections=connections, duration_s=duration, gap_ms=gap_ms, seed=seed)
-                return run, (read_server_clock(clock).minus(before) if clock and before else None)
-            return step
+            return functools.partial(wrk_step, url, script, clock)
 
         def grpc_stepper(address: str, clock: Path) -> Stepper:
             def step(rate: float, duration: float, seed: int) -> tuple[wrk.WrkRun, ClockReading | None]:

@@ -1,7 +1,7 @@
 """Time inside the model, for the idle-model and CPU-per-request figures (issue 24, item 1).
 
-A :class:`ModelClock` wraps a model's ``encode`` (one instance in-process, or the
-``SentenceTransformer`` class inside a server started through :mod:`benchmarks.timed_serve`) and
+A :class:`ModelClock` wraps a model's ``encode`` (one instance in-process, or the ``hf:`` backend's
+loaded model inside a server started through :mod:`benchmarks.timed_serve`, either engine) and
 adds up, per call: wall seconds inside ``encode``, CPU seconds of the calling thread inside it, and
 texts. With ONNX Runtime's streams several calls run at once: the model is busy while any runs
 (``busy_s``, the union), and ``pass_s`` adds up every call's own wall time (streams busy on average =

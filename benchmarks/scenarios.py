@@ -321,7 +321,7 @@ def onnx(n: int, batch: int, repeat: int) -> Iterator[Row]:
     reference = torch_gen.encode(texts)  # also warms the torch side
     cos = cosines(reference, int8.encode(texts))
     fp32_diff = float(np.abs(fp32.encode(texts) - reference).max())
-    streams = f"{int8._model().streams} stream(s) of {int8._model().model.threads} thread(s)"
+    streams = _streams_of(int8)
     # Retrieval: queries against a corpus of other sentences, the same top hits under int8 as fp32?
     corpus, queries = short_sentences(n, seed=11), short_sentences(max(1, n // 10), seed=7)
     agree = retrieval_agreement(torch_gen.encode(corpus), int8.encode(corpus), torch_gen.encode(queries),
@@ -357,6 +357,13 @@ def onnx(n: int, batch: int, repeat: int) -> Iterator[Row]:
         gen.close()
 
 
+def _streams_of(gen: object) -> str:
+    """An ONNX generator's passes: "2 streams of 1 thread"."""
+    loaded = gen._model()  # type: ignore[attr-defined]
+    streams, threads = loaded.streams, loaded.model.threads
+    return f"{streams} stream{'s' * (streams > 1)} of {threads} thread{'s' * (threads > 1)}"
+
+
 def _streams(texts: list[str], batch: int, repeat: int, clients: int = 16) -> Iterator[Row]:
     """ONNX Runtime fp32 on its default streams (auto) against one stream, whose pass takes all the
     cores: a batch call, and 16 threads of one sentence through the micro-batcher."""
@@ -365,9 +372,7 @@ def _streams(texts: list[str], batch: int, repeat: int, clients: int = 16) -> It
     model = "sentence-transformers/all-MiniLM-L6-v2"
     one = HuggingFaceEmbeddingGenerator(model_name=model, batch_size=batch, backend="onnx", streams=1)
     many = HuggingFaceEmbeddingGenerator(model_name=model, batch_size=batch, backend="onnx")
-    streams, threads = many._model().streams, many._model().model.threads
-    label = f"hf backend=onnx (fp32), {streams} streams of {threads} thread{'s' * (threads > 1)}"
-    base_label = f"hf backend=onnx (fp32), 1 stream of {one._model().model.threads} threads"
+    label, base_label = (f"hf backend=onnx (fp32), {_streams_of(gen)}" for gen in (many, one))
     cand_s, base_s, spread = compare(lambda: many.encode(texts), lambda: one.encode(texts), repeat)
     yield Row("5 onnx int8", f"{label}: encode", "texts/s", len(texts) / cand_s, base_label,
               len(texts) / base_s, spread=spread, note=f"batch {batch}: a call's passes side by side")

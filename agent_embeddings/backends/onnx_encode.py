@@ -91,7 +91,6 @@ class OnnxEncoder:
         self.default_prompt_name: str | None = meta.get("default_prompt_name")
         self.max_seq_length: int | None = max_seq_length or meta.get("max_seq_length")
         self.tokenizer = load_tokenizer(folder, self.max_seq_length)
-        self.streams = streams
         self.threads = max(1, cpu_cores() // streams)  # per pass
         options = ort.SessionOptions()
         options.intra_op_num_threads = self.threads
