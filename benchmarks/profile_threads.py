@@ -25,7 +25,7 @@ from pathlib import Path
 WORKER_KINDS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("model forward (torch)", ("forward (",)),
     ("tokenizing inside encode", ("tokenize (", "_batch_encode_plus", "__call__ (transformers")),
-    ("usage token count (a second tokenizer call)", ("_token_counts (",)),
+    ("usage token count (a second tokenizer call)", ("token_counts (",)),
     ("rest of encode (Python around the model)", ("encode (",)),
     ("answering callers (set_result, notify)", ("set_result (", "notify")),
     ("waiting for calls (queue get)", ("get (", "wait (")),

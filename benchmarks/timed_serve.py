@@ -34,6 +34,7 @@ def _publish(clock: ModelClock, path: Path) -> None:
 
 
 def main() -> int:
+    from agent_embeddings.backends.hf_model import LoadedModel
     from agent_embeddings.backends.huggingface import HuggingFaceEmbeddingGenerator
     from agent_embeddings.cli import main as cli_main
 
@@ -54,8 +55,7 @@ def main() -> int:
         from agent_embeddings.backends.onnx_encode import OnnxEncoder
 
         OnnxEncoder.__init__ = clock.wrap_pool(OnnxEncoder.__init__)  # type: ignore[method-assign]
-    counts = HuggingFaceEmbeddingGenerator._token_counts
-    HuggingFaceEmbeddingGenerator._token_counts = clock.wrap_aside(counts)  # type: ignore[method-assign]
+    LoadedModel.token_counts = clock.wrap_aside(LoadedModel.token_counts)  # type: ignore[method-assign]
     threading.Thread(target=_publish, args=(clock, Path(os.environ["AE_MODEL_CLOCK"])), daemon=True).start()
     return cli_main(sys.argv[1:])
 

@@ -85,7 +85,9 @@ def usage_without_a_second_pass(monkeypatch: pytest.MonkeyPatch):
         def second_pass(*args, **kwargs):
             raise AssertionError("usage was counted with a second tokenizer pass")
 
-        monkeypatch.setattr(gen, "_token_counts", second_pass)
+        from agent_embeddings.backends.hf_model import LoadedModel
+
+        monkeypatch.setattr(LoadedModel, "token_counts", second_pass)
         for kind in (None, "query"):
             assert gen.embed(texts, input_type=kind).prompt_tokens == expected[kind]
 

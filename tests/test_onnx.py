@@ -224,12 +224,12 @@ def test_backend_auto_serves_torchs_space_through_onnx_on_the_cpu(int8, onnx_cac
 ], ids=["model", "disk"])
 def test_backend_auto_falls_back_to_torch_for_a_model_onnx_cannot_run(onnx_cache, hf_manager, monkeypatch, caplog,
                                                                        failure):
-    from agent_embeddings.backends import huggingface
+    from agent_embeddings.backends import hf_model
 
     def refuse(*args, **kwargs):
         raise failure
 
-    monkeypatch.setattr(huggingface, "load_onnx_encoder", refuse)
+    monkeypatch.setattr(hf_model, "load_onnx_encoder", refuse)
     # max_seq_length: a model of its own, not the ONNX session an earlier test shares
     options = {"model_name": MINILM, "device": "cpu", "onnx_cache_dir": str(onnx_cache), "max_seq_length": 200}
     gen = HuggingFaceEmbeddingGenerator(backend="auto", **options)

@@ -2,84 +2,40 @@
 
 torch and sentence-transformers are imported on first use, never at import time. Weights are
 found locally (a path, the Hugging Face cache, or a package that ships them through the
-``resolve_local_model`` hook); nothing is downloaded unless ``allow_download`` is set.
+``resolve_local_model`` hook); nothing is downloaded unless ``allow_download`` is set. The
+generator holds what the spec asks of the texts (prompts, cuts, passes, the space); the loaded
+model, shared between generators and run a pass per slot, is :mod:`.hf_model`'s.
 """
 
 from __future__ import annotations
 
 import contextvars
+import functools
 import logging
 import threading
-import weakref
-from collections.abc import Iterable, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from .._deps import installed, require
+from .._deps import installed
 from ..base import AbstractEmbeddingGenerator
 from ..batching import AVERAGE_CHARS_PER_TOKEN, forward_passes
-from ..cancellation import raise_if_cancelled
 from ..errors import ConfigurationError, ModelNotFoundError
 from ..hookspecs import hookimpl
 from ..results import BackendResult
 from ..space import SpaceIdentity
 from ..vectors import InputType
+from .hf_model import LoadedModel, load_onnx, load_torch, shared
 from .hf_params import MAX_CHARS_PER_TOKEN, HuggingFaceParams
 from .local_models import resolve_device, resolve_model_path, wanted_device
-from .onnx_runtime import OnnxEncoder, auto_streams, cache_root, load_onnx_encoder
-from .positions import config_position_limit, position_limit
+from .onnx_runtime import auto_streams, cache_root
 from .precision import effective_precision, resolve_backend
-from .token_tally import Tally
 
 __all__ = ["HuggingFaceEmbeddingGenerator", "HuggingFaceParams", "resolve_device", "resolve_model_path"]
 
 log = logging.getLogger(__name__)
-@dataclass(eq=False)
-class _LoadedModel:
-    """A model shared by every generator naming the same weights, device and sequence length."""
-
-    model: Any
-    dims: int
-    #: one permit per forward pass that may run at once: 1 for torch (its transformers tokenizer is not
-    #: safe to share between threads), ``streams`` for ONNX Runtime
-    slots: threading.BoundedSemaphore
-    #: on the CPU (ONNX Runtime included): forward passes are also bounded in padded tokens
-    cpu: bool = True
-    #: what the numbers are: "fp32", "bf16" (torch) or "int8-r<recipe>" (ONNX Runtime)
-    precision: str = "fp32"
-    #: tokens per text as ``encode`` tokenized them (sentence-transformers' preprocess, the ONNX
-    #: encoder's feed; None: counted apart)
-    tally: Tally | None = None
-    #: forward passes run side by side (ONNX Runtime's streams; 1: one at a time)
-    streams: int = 1
-    #: runs the passes of one call side by side when streams > 1
-    pool: ThreadPoolExecutor | None = None
-    #: backend calls running on the model now, and the lock that counts them
-    calls: int = 0
-    calls_lock: threading.Lock = field(default_factory=threading.Lock)
-
-    @contextmanager
-    def call(self) -> Iterator[int]:
-        """One backend call: yields the streams no other call is using (at least 1), which it may split
-        over. Under concurrent load each micro-batcher worker's call keeps to its own stream; a lone
-        call takes them all."""
-        with self.calls_lock:
-            idle = max(1, self.streams - self.calls)
-            self.calls += 1
-        try:
-            yield idle
-        finally:
-            with self.calls_lock:
-                self.calls -= 1
-
-
-_shared: weakref.WeakValueDictionary[tuple[Any, ...], _LoadedModel] = weakref.WeakValueDictionary()
-_shared_lock = threading.Lock()
 
 
 class HuggingFaceEmbeddingGenerator(AbstractEmbeddingGenerator):
@@ -115,7 +71,7 @@ class HuggingFaceEmbeddingGenerator(AbstractEmbeddingGenerator):
         params = self.options(params, options, who=f"hf generator {name or model!r}")
         super().__init__(params, model=model, name=name)
         self.model_name = model
-        self._loaded: _LoadedModel | None = None
+        self._loaded: LoadedModel | None = None
         self._load_lock = threading.Lock()
         self._engine_name: str | None = None  # params.backend with auto resolved (see _engine)
 
@@ -158,7 +114,7 @@ class HuggingFaceEmbeddingGenerator(AbstractEmbeddingGenerator):
             self._engine_name = resolve_backend(p.backend, p.precision, device)
         return self._engine_name
 
-    def _model(self) -> _LoadedModel:
+    def _model(self) -> LoadedModel:
         loaded = self._loaded
         if loaded is None:
             with self._load_lock:
@@ -176,7 +132,7 @@ class HuggingFaceEmbeddingGenerator(AbstractEmbeddingGenerator):
                 loaded = self._loaded
         return loaded
 
-    def _load(self) -> _LoadedModel:
+    def _load(self) -> LoadedModel:
         backend = self._engine()
         onnx = backend != "torch"
         device = self._onnx_device() if onnx else resolve_device(self.params.device, who=self._who())
@@ -186,56 +142,11 @@ class HuggingFaceEmbeddingGenerator(AbstractEmbeddingGenerator):
         key: tuple[Any, ...] = (path, device, p.max_seq_length, p.trust_remote_code, p.revision, backend, precision)
         streams = self._streams(backend)
         if onnx:  # a session's threads follow its streams: other streams, another session
-            key += (str(cache_root(self.params.onnx_cache_dir)), streams)
-        with _shared_lock:
-            shared = _shared.get(key)
-            if shared is not None:
-                return shared
-            if onnx:
-                encoder = load_onnx_encoder(
-                    path,
-                    quantize=backend == "onnx-int8",
-                    max_seq_length=self.params.max_seq_length,
-                    trust_remote_code=self.params.trust_remote_code,
-                    revision=self.params.revision,
-                    allow_download=self.params.allow_download,
-                    cache_dir=self.params.onnx_cache_dir,
-                    streams=streams,
-                    who=self._who(),
-                )
-                self._check_seq_length(encoder.meta.get("max_positions") or config_position_limit(path))
-                encoder.feed = (feed_tally := Tally()).wrap(encoder.feed)  # type: ignore[method-assign]
-                pool = ThreadPoolExecutor(streams, thread_name_prefix="onnx-stream") if streams > 1 else None
-                loaded = _LoadedModel(model=encoder, dims=encoder.get_embedding_dimension(),
-                                      slots=threading.BoundedSemaphore(streams), precision=precision,
-                                      tally=feed_tally, streams=streams, pool=pool)
-                _shared[key] = loaded
-                return loaded
-            SentenceTransformer = require("sentence_transformers", "hf", who=self._who()).SentenceTransformer
-            try:
-                model = SentenceTransformer(
-                    path,
-                    device=device,
-                    trust_remote_code=self.params.trust_remote_code,
-                    revision=self.params.revision,
-                    local_files_only=not self.params.allow_download,
-                )
-            except OSError as exc:
-                raise ModelNotFoundError(f"{self._who()}: cannot load model from {path}: {exc}") from exc
-            self._check_seq_length(position_limit(model))
-            if self.params.max_seq_length is not None:
-                model.max_seq_length = self.params.max_seq_length
-            if precision == "bf16":  # encode() hands back float32 numpy all the same
-                model = model.to(require("torch", "hf", who=self._who()).bfloat16)
-            get_dims = getattr(model, "get_embedding_dimension", None) or model.get_sentence_embedding_dimension
-            tally = None
-            if callable(getattr(model, "preprocess", None)):
-                tally = Tally()
-                model.preprocess = tally.wrap(model.preprocess)  # this instance only; encode() calls it per batch
-            loaded = _LoadedModel(model=model, dims=int(get_dims()), slots=threading.BoundedSemaphore(1),
-                                  cpu=device == "cpu", precision=precision, tally=tally)
-            _shared[key] = loaded
-            return loaded
+            key += (str(cache_root(p.onnx_cache_dir)), streams)
+            return shared(key, lambda: load_onnx(path, p, quantize=backend == "onnx-int8", streams=streams,
+                                                 precision=precision, who=self._who(), model_name=self.model_name))
+        return shared(key, lambda: load_torch(path, p, device=device, precision=precision, who=self._who(),
+                                              model_name=self.model_name))
 
     def _streams(self, backend: str) -> int:
         """Forward passes at once on ``backend``: the spec's ``streams`` on ONNX Runtime (auto:
@@ -252,20 +163,6 @@ class HuggingFaceEmbeddingGenerator(AbstractEmbeddingGenerator):
         if self._loaded is not None:
             return self._loaded.streams
         return self._streams("torch" if self.params.backend == "torch" else "onnx")
-
-    def _check_seq_length(self, limit: int | None) -> None:
-        """Refuse a ``max_seq_length`` over the model's own limit now, not on the first long text.
-
-        Refused rather than clamped: the spec asks for something the model cannot do, and a
-        silent clamp would hide that texts are cut earlier than it says.
-        """
-        asked = self.params.max_seq_length
-        if asked is not None and limit is not None and asked > limit:
-            raise ConfigurationError(
-                f"{self._who()}: llm_parameters.max_seq_length={asked} is more than the {limit} tokens model "
-                f"{self.model_name!r} can read (its position embeddings); set it to {limit} or less, or leave it "
-                "out for the model's own default"
-            )
 
     def _onnx_device(self) -> str:
         """ONNX Runtime runs these models on the CPU; a spec asking for another device is an error."""
@@ -303,14 +200,14 @@ class HuggingFaceEmbeddingGenerator(AbstractEmbeddingGenerator):
     def _chunk_size(self) -> int:
         return self.batch_size * self.BATCHES_PER_CALL
 
-    def _input_limit(self, loaded: _LoadedModel) -> int | None:
+    def _input_limit(self, loaded: LoadedModel) -> int | None:
         """Characters kept of each text (None: no cut)."""
         if self.params.max_input_chars is not None:
             return self.params.max_input_chars
         tokens = getattr(loaded.model, "max_seq_length", None)
         return tokens * MAX_CHARS_PER_TOKEN if tokens else None
 
-    def _prompt(self, loaded: _LoadedModel, input_type: InputType | None) -> str | None:
+    def _prompt(self, loaded: LoadedModel, input_type: InputType | None) -> str | None:
         """The prompt text for ``input_type``; None: the model's default prompt, if it has one.
 
         For a query (document): ``query_prompt``, else the model's prompt named
@@ -340,7 +237,7 @@ class HuggingFaceEmbeddingGenerator(AbstractEmbeddingGenerator):
         """The prompt a query or document is embedded with (the model is loaded to read its prompts)."""
         return None if input_type is None else (self._prompt(self._model(), input_type) or "")
 
-    def _effective_prompt(self, loaded: _LoadedModel, input_type: InputType | None) -> str | None:
+    def _effective_prompt(self, loaded: LoadedModel, input_type: InputType | None) -> str | None:
         """The prompt texts of ``input_type`` really get: the spec's or the model's named one, else the
         model's default prompt (which sentence-transformers applies by itself), else none."""
         prompt = self._prompt(loaded, input_type)
@@ -377,19 +274,20 @@ class HuggingFaceEmbeddingGenerator(AbstractEmbeddingGenerator):
         if limit is not None and any(len(t) > limit for t in texts):
             texts = [t[:limit] for t in texts]
         prompt = self._prompt(loaded, input_type)
+        run_pass = functools.partial(loaded.run_pass, batch_size=self.batch_size, who=self._who())
         with loaded.call() as streams:
             passes = self._passes(loaded, texts, prompt, streams)
             if len(passes) == 1:
-                vectors, counts = self._forward(loaded, texts, prompt)
+                vectors, counts = run_pass(texts, prompt)
                 return BackendResult(vectors, None if counts is None else sum(counts), counts)
             results: Iterable[tuple[np.ndarray, list[int] | None]]
             if loaded.pool is not None and streams > 1:  # side by side, each in a copy of this call's context
                 contexts = [contextvars.copy_context() for _ in passes]  # (its cancellation token)
                 results = list(loaded.pool.map(
-                    lambda ctx, rows: ctx.run(self._forward, loaded, [texts[i] for i in rows], prompt), contexts, passes
+                    lambda ctx, rows: ctx.run(run_pass, [texts[i] for i in rows], prompt), contexts, passes
                 ))
             else:
-                results = [self._forward(loaded, [texts[i] for i in rows], prompt) for rows in passes]
+                results = [run_pass([texts[i] for i in rows], prompt) for rows in passes]
         out: np.ndarray | None = None
         all_counts: list[int] | None = [0] * len(texts)
         for rows, (vectors, counts) in zip(passes, results):
@@ -404,7 +302,7 @@ class HuggingFaceEmbeddingGenerator(AbstractEmbeddingGenerator):
         assert out is not None
         return BackendResult(out, None if all_counts is None else sum(all_counts), all_counts)
 
-    def _passes(self, loaded: _LoadedModel, texts: list[str], prompt: str | None, streams: int = 1) -> list[list[int]]:
+    def _passes(self, loaded: LoadedModel, texts: list[str], prompt: str | None, streams: int = 1) -> list[list[int]]:
         """Row indices per forward pass, by estimated tokens (:func:`..batching.forward_passes`). Over
         ``streams`` idle streams, a call of at least ``STREAM_TEXTS`` texts per stream is cut into
         equal passes, a multiple of the streams in number (none waits on a short last one); smaller
@@ -420,55 +318,13 @@ class HuggingFaceEmbeddingGenerator(AbstractEmbeddingGenerator):
         lengths = [min(len(t) // AVERAGE_CHARS_PER_TOKEN + extra, most) for t in texts]
         return forward_passes(lengths, size, budget, ties=texts)
 
-    def _forward(
-        self, loaded: _LoadedModel, texts: list[str], prompt: str | None
-    ) -> tuple[np.ndarray, list[int] | None]:
-        """One forward pass (one ``encode`` call of at most ``batch_size`` texts) in one of the model's slots."""
-        with loaded.slots:
-            raise_if_cancelled(self._who())  # in the slot: the call may have waited for it
-            if loaded.tally is not None:
-                loaded.tally.open()
-            vectors = loaded.model.encode(
-                texts,
-                batch_size=self.batch_size,
-                prompt=prompt,
-                convert_to_numpy=True,
-                normalize_embeddings=False,
-                show_progress_bar=False,
-            )
-            counts = loaded.tally.counts(texts, prompt) if loaded.tally is not None else None
-            if counts is None:
-                counts = self._token_counts(loaded, texts, prompt)
-        return vectors, counts
-
     def count_tokens(self, texts: Sequence[str], *, input_type: InputType | None = None) -> int | None:
         loaded = self._model()
         limit = self._input_limit(loaded)
         prompt = self._prompt(loaded, input_type)
         with loaded.slots:
-            counts = self._token_counts(loaded, [t[:limit] if limit else t for t in texts], prompt)
+            counts = loaded.token_counts([t[:limit] if limit else t for t in texts], prompt)
         return None if counts is None else sum(counts)
-
-    def _token_counts(self, loaded: _LoadedModel, texts: list[str], prompt: str | None) -> list[int] | None:
-        """Tokens the model reads per text, the prompt included (usage counts what is computed)."""
-        tokenizer = getattr(loaded.model, "tokenizer", None)
-        if tokenizer is None:
-            return None
-        if prompt is None:  # the model's default prompt, which encode() applies by itself
-            default = getattr(loaded.model, "default_prompt_name", None)
-            prompt = (getattr(loaded.model, "prompts", None) or {}).get(default) if default else None
-        if prompt:
-            texts = [prompt + t for t in texts]
-        if isinstance(loaded.model, OnnxEncoder):  # the Rust tokenizer itself, not transformers' wrapper
-            return loaded.model.token_counts(texts)
-        ids = tokenizer(
-            texts,
-            truncation=True,
-            max_length=loaded.model.max_seq_length,
-            return_attention_mask=False,
-            return_token_type_ids=False,
-        )["input_ids"]
-        return [len(i) for i in ids]
 
     def describe(self) -> dict[str, Any]:
         described = {**super().describe(), "device": self.params.device, "backend": self._engine_name or self.params.backend}
