@@ -7,9 +7,11 @@ round, and prints every step, so that medians over rounds can be read::
     python -m benchmarks.fixed_rate --rate 170 --rounds 5 \\
         --variant "5ms=--switch-interval 5" --variant "1ms=--switch-interval 1"
 
-A variant is ``NAME=serve arguments``; every variant serves the default spec on ONNX Runtime fp32
-(``--backend`` changes it) through :mod:`benchmarks.timed_serve`, with wrk's Poisson arrivals as
-in the capacity search (needs ``make loadgen``)."""
+A variant is ``NAME=serve arguments``, or ``NAME@CHECKOUT=serve arguments`` to run another
+checkout's code (``git worktree add /tmp/before HEAD~1``: a change's before and after in one run);
+every variant serves the default spec on ONNX Runtime fp32 (``--backend`` changes it) through
+:mod:`benchmarks.timed_serve`, with wrk's Poisson arrivals as in the capacity search (needs
+``make loadgen``)."""
 
 from __future__ import annotations
 
@@ -21,7 +23,7 @@ from pathlib import Path
 
 from . import wrk
 from .data import short_sentences
-from .idle import _budget_note, _busy_note, timed_server, wrk_step
+from .idle import ROOT, _budget_note, _busy_note, timed_server, wrk_step
 from .specs import spec_on
 
 
@@ -44,7 +46,9 @@ def main(argv: list[str] | None = None) -> int:
         servers = {}
         for variant in args.variant:
             name, _, serve_args = variant.partition("=")
-            address, clock = stack.enter_context(timed_server("http", spec_on(args.backend), shlex.split(serve_args)))
+            name, _, checkout = name.partition("@")
+            address, clock = stack.enter_context(timed_server(
+                "http", spec_on(args.backend), shlex.split(serve_args), code=Path(checkout) if checkout else ROOT))
             url = f"http://{address}/v1/embeddings"
             wrk.run(url, script, connections=16, duration_s=1)  # warm the connections and the model
             servers[name] = (url, clock)

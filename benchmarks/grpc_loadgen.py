@@ -1,14 +1,19 @@
-"""``benchmarks/loadgen/grpc_openloop.js``: open-loop single-text ``Embed`` calls from a Node process.
+"""The open-loop gRPC load generators: single-text ``Embed`` calls with Poisson arrivals, each from a
+process of its own; latency counts from each call's due time, so a generator that falls behind shows
+up as latency.
 
-No native gRPC load generator is packaged for Debian (ghz is not), so this is a short Node script
-on the official ``@grpc/grpc-js`` client, installed from npm by ``benchmarks/setup_loadgen.sh``
-into ``benchmarks/loadgen/node_modules``. It keeps its own clock of Poisson arrivals at a fixed
-rate (true open loop, unlike wrk's per-connection gaps) and measures latency from each request's
-due time, so a generator that falls behind shows up as latency.
+* ``go`` (preferred): ``benchmarks/loadgen/grpc_openloop.go`` on the official grpc-go client, built
+  from Debian's ``golang-go`` and ``golang-google-grpc-dev`` by ``benchmarks/setup_loadgen.sh`` (no
+  native gRPC load generator is packaged for Debian: ghz is not). It sends requests serialized here,
+  by the package's own protobuf code, as raw bytes: no protobuf work of its own per call.
+* ``node``: ``benchmarks/loadgen/grpc_openloop.js`` on the official ``@grpc/grpc-js`` client (npm,
+  pinned by ``package-lock.json``), the generator of the earlier rounds: ~2 ms of CPU per call, on
+  the cores the server uses.
 """
 
 from __future__ import annotations
 
+import base64
 import json
 import shutil
 import subprocess
@@ -18,12 +23,22 @@ from .wrk import WrkRun, children_cpu_s
 
 FOLDER = Path(__file__).resolve().parent / "loadgen"
 SCRIPT = FOLDER / "grpc_openloop.js"
+BINARY = FOLDER / "grpc_openloop"
+#: what each generator is called in the rows
+LABELS = {"go": "grpc-go", "node": "Node @grpc/grpc-js"}
 
 
-def available() -> str | None:
-    """node's path when the script's modules are installed, or None."""
+def available(tool: str | None = None) -> str | None:
+    """The generator that runs (``tool``, or the native one where built, else Node's), or None."""
     node = shutil.which("node")
-    return node if node and (FOLDER / "node_modules" / "@grpc" / "grpc-js").is_dir() else None
+    found = {
+        "go": BINARY.is_file(),
+        "node": bool(node) and (FOLDER / "node_modules" / "@grpc" / "grpc-js").is_dir(),
+    }
+    for name in ([tool] if tool else ["go", "node"]):
+        if found.get(name):
+            return name
+    return None
 
 
 def write_texts(texts: list[str], folder: Path) -> Path:
@@ -32,18 +47,34 @@ def write_texts(texts: list[str], folder: Path) -> Path:
     return path
 
 
+def _requests_file(texts_file: Path, model: str) -> Path:
+    """The texts as serialized single-text ``EmbedRequest`` messages (base64 in a JSON list), beside
+    ``texts_file``: what the native generator sends."""
+    from agent_embeddings.protocol.gen.aios.embeddings.v1 import embeddings_pb2 as pb
+
+    path = texts_file.with_name(f"requests-{model}.json")
+    if not path.exists():
+        texts = json.loads(texts_file.read_text())
+        path.write_text(json.dumps([
+            base64.b64encode(pb.EmbedRequest(model=model, inputs=[t]).SerializeToString()).decode() for t in texts
+        ]))
+    return path
+
+
 def run(address: str, texts_file: Path, *, rate: float, duration_s: float, seed: int = 0,
-        model: str = "hf") -> WrkRun:
-    """One open-loop run at ``rate`` calls per second for ``duration_s``; errors are failed calls
-    (a 10 s deadline included)."""
-    node = available()
-    if node is None:
-        raise RuntimeError("the gRPC load generator is not installed: run benchmarks/setup_loadgen.sh")
+        model: str = "hf", tool: str | None = None) -> WrkRun:
+    """One open-loop run at ``rate`` calls per second for ``duration_s`` on ``tool`` (default: the
+    native generator where built); errors are failed calls (a 10 s deadline included)."""
+    chosen = available(tool)
+    if chosen is None:
+        raise RuntimeError(f"the gRPC load generator{' ' + tool if tool else ''} is not installed: run benchmarks/setup_loadgen.sh")
+    timing = [f"{rate:.3f}", f"{duration_s:.3f}", str(seed)]
+    if chosen == "go":
+        command = [str(BINARY), address, *timing, str(_requests_file(texts_file, model))]
+    else:
+        command = [str(shutil.which("node")), str(SCRIPT), address, *timing, str(texts_file), model]
     cpu_before = children_cpu_s()
-    out = subprocess.run(
-        [node, str(SCRIPT), address, f"{rate:.3f}", f"{duration_s:.3f}", str(seed), str(texts_file), model],
-        capture_output=True, text=True, check=True, timeout=duration_s + 60,
-    ).stdout
+    out = subprocess.run(command, capture_output=True, text=True, check=True, timeout=duration_s + 60).stdout
     line = next((ln for ln in out.splitlines() if ln.startswith("AE_RESULT ")), None)
     if line is None:
         raise RuntimeError(f"the gRPC load generator printed no result:\n{out}")

@@ -157,15 +157,17 @@ def _interleaved(read: Callable[[], ClockReading], candidate: Callable[[], objec
 
 
 @contextmanager
-def timed_server(kind: str, spec: Path = DEFAULT_SPEC, args: Sequence[str] = ()) -> Iterator[tuple[str, Path]]:
+def timed_server(kind: str, spec: Path = DEFAULT_SPEC, args: Sequence[str] = (),
+                 code: Path = ROOT) -> Iterator[tuple[str, Path]]:
     """``agent-embeddings serve --<kind> [args]`` through :mod:`benchmarks.timed_serve`; yields the address
-    and the file its model clock is written to."""
+    and the file its model clock is written to. ``code``: the checkout whose package and benchmarks it
+    runs (another commit's worktree: its before, in the same run)."""
     from agent_embeddings.server.process import ServeProcess
 
     with tempfile.TemporaryDirectory(prefix="ae-clock-") as folder:
         clock_path = Path(folder) / "clock.json"
         env = {"AE_MODEL_CLOCK": str(clock_path), "PYTHONPATH": os.pathsep.join(
-            p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p)}
+            p for p in (str(code), os.environ.get("PYTHONPATH")) if p)}
         served = ServeProcess(spec, env=env, args=list(args), **{kind: "127.0.0.1:0"})
         served.command[1:3] = ["-m", "benchmarks.timed_serve"]  # same arguments, the encode timed
         with served:
@@ -261,10 +263,10 @@ def _capacities(n: int, batch: int, repeat: int, baseline: Callable[[], object],
         def wrk_stepper(url: str, script: Path, clock: Path | None) -> Stepper:
             return functools.partial(wrk_step, url, script, clock)
 
-        def grpc_stepper(address: str, clock: Path) -> Stepper:
+        def grpc_stepper(address: str, clock: Path, tool: str | None) -> Stepper:
             def step(rate: float, duration: float, seed: int) -> tuple[wrk.WrkRun, ClockReading | None]:
                 before = read_server_clock(clock)
-                run = grpc_loadgen.run(address, texts_file, rate=rate, duration_s=duration, seed=seed)
+                run = grpc_loadgen.run(address, texts_file, rate=rate, duration_s=duration, seed=seed, tool=tool)
                 return run, read_server_clock(clock).minus(before)
             return step
 
@@ -275,7 +277,9 @@ def _capacities(n: int, batch: int, repeat: int, baseline: Callable[[], object],
         # ONNX Runtime on one stream too: the before of the streams (each pass on all the cores)
         onnx_specs = {ONNX_SUFFIX: spec_on("onnx"), ONNX_SUFFIX + ", 1 stream": spec_on("onnx", streams=1)}
         specs = {"": DEFAULT_SPEC} | (onnx_specs if installed(*ONNX_MODULES) else {})
-        if not grpc_loadgen.available():
+        grpc_tool = grpc_loadgen.available()
+        tools: dict[str, str] = {}  # the load generator of each gRPC row
+        if not grpc_tool:
             print("   openloop: gRPC rows skipped, benchmarks/setup_loadgen.sh installs their load generator",
                   file=sys.stderr, flush=True)
         for suffix, spec in specs.items():
@@ -283,10 +287,15 @@ def _capacities(n: int, batch: int, repeat: int, baseline: Callable[[], object],
             http_url = f"http://{http_address}/v1/embeddings"
             wrk.run(http_url, http_script, connections=16, duration_s=1)  # warm the connections and the model
             steppers["http" + suffix] = wrk_stepper(http_url, http_script, http_clock)
-            if grpc_loadgen.available():
+            if grpc_tool:
                 grpc_address, grpc_clock = stack.enter_context(timed_server("grpc", spec))
                 grpc_loadgen.run(grpc_address, texts_file, rate=20, duration_s=1)  # warm
-                steppers["grpc" + suffix] = grpc_stepper(grpc_address, grpc_clock)
+                steppers["grpc" + suffix] = grpc_stepper(grpc_address, grpc_clock, grpc_tool)
+                tools["grpc" + suffix] = grpc_loadgen.LABELS[grpc_tool]
+                if suffix == ONNX_SUFFIX and grpc_tool == "go" and grpc_loadgen.available("node"):
+                    # the same server under the generator of the earlier rounds: what the generator costs
+                    steppers[f"grpc{suffix}, {NODE_SUFFIX}"] = grpc_stepper(grpc_address, grpc_clock, "node")
+                    tools[f"grpc{suffix}, {NODE_SUFFIX}"] = grpc_loadgen.LABELS["node"]
         if (PEER_VENV / "bin" / "infinity_emb").exists():
             from agent_embeddings.backends.huggingface import resolve_model_path
 
@@ -316,7 +325,7 @@ def _capacities(n: int, batch: int, repeat: int, baseline: Callable[[], object],
         run, reading, steps = max(found, key=lambda s: s[0].rate)
         best[name] = run
         ours = name != PEER_NAME
-        tool = "Node @grpc/grpc-js" if name.startswith("grpc") else "wrk"
+        tool = tools.get(name, "wrk")
         label = f"{name} open-loop capacity at p99 <= {P99_MS:.0f} ms ({tool}, Poisson arrivals)"
         yield Row("10 openloop", label, "requests/s", run.rate, "st.encode batch", raw,
                   target={"http": 0.75, "grpc": 0.80}.get(name.split(",")[0]),
@@ -346,6 +355,8 @@ Search = tuple[wrk.WrkRun | None, ClockReading | None, list[tuple[float, float, 
 #: the name of a server of the default spec with ``backend: onnx``, after "http"/"grpc" (its clock
 #: times ONNX Runtime's encode)
 ONNX_SUFFIX = ", backend onnx (fp32)"
+#: a gRPC row's server measured with the Node generator beside the native one (the same server)
+NODE_SUFFIX = "Node generator"
 
 
 def _spread(values: list[float]) -> float:
