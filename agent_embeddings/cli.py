@@ -15,7 +15,7 @@ import textwrap
 from collections.abc import Sequence
 from typing import Any, TextIO
 
-from .cli_common import PROG, log_to_stderr
+from .cli_common import PROG, log_to_stderr, queued_log
 from .cli_common import load_manager as _manager
 from .cli_common import pick_name as _pick_name
 from .errors import AgentEmbeddingsError, InvalidInputError
@@ -171,8 +171,6 @@ def cmd_schema(args: argparse.Namespace) -> int:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    import logging
-
     from pydantic import SecretStr
 
     from .redaction import remember_secret
@@ -208,7 +206,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
         read_timeout_s=args.read_timeout,
     )
     require_server_extra(grpc=bool(args.grpc), http=bool(args.http))
-    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    with queued_log(args.log_level):
+        return _serve(args, config)
+
+
+def _serve(args: argparse.Namespace, config: Any) -> int:
+    import logging
+
     # A record per request (the access log): none looks for its caller's frame, thread or process,
     # which this format does not show (the logging HOWTO's "Optimization"): ~8 us less per line.
     logging._srcfile = None
@@ -223,9 +227,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
     def ready(started: Sequence[Any]) -> None:
         for s in started:
             metrics = getattr(s, "metrics_address", None)
-            print(f"{PROG}: serving {s.kind} on {s.address}", file=sys.stderr, flush=True)
+            _say(f"{PROG}: serving {s.kind} on {s.address}")
             if metrics:
-                print(f"{PROG}: serving metrics on http://{metrics}/metrics", file=sys.stderr, flush=True)
+                _say(f"{PROG}: serving metrics on http://{metrics}/metrics")
             if args.json:  # for scripts that start a server on port 0 and need the one it bound
                 row = {"event": "serving", "kind": s.kind, "address": s.address, "models": manager.names()}
                 if metrics:
@@ -244,6 +248,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     gc.freeze()
     return 0
+
+
+def _say(line: str) -> None:
+    """A line on stderr in one write: ``serve``'s log thread cannot cut into it (``print`` writes twice)."""
+    sys.stderr.write(line + "\n")
+    sys.stderr.flush()
 
 
 def build_parser() -> argparse.ArgumentParser:

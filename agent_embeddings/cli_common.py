@@ -13,7 +13,7 @@ from typing import Any
 from .errors import UnknownGeneratorError
 from .progress import DEFAULT_LOG_EVERY_S
 
-__all__ = ["PROG", "add_log_flags", "examples", "load_manager", "log_to_stderr", "pick_name"]
+__all__ = ["PROG", "add_log_flags", "examples", "load_manager", "log_to_stderr", "pick_name", "queued_log"]
 
 PROG = "agent-embeddings"
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
@@ -78,6 +78,41 @@ def log_to_stderr(level: str) -> Iterator[None]:
     finally:
         logger.removeHandler(handler)
         logger.setLevel(saved)
+
+
+@contextmanager
+def queued_log(level: str) -> Iterator[None]:
+    """A server's log (``serve``): every logger's records at ``level`` and above, one line each on
+    stderr, written by a thread of its own (the standard library's ``QueueHandler`` and
+    ``QueueListener``, as the logging cookbook advises for handlers that block).
+
+    The event loop only formats and queues a record, never waits on stderr: writing the access log
+    line itself cost ~200 µs of CPU per request at 150 requests/s on 2 cores (docs/performance.md,
+    the sixth session), and a log reader that stopped reading would have frozen serving on a full
+    pipe. What is queued is written when the block ends. As ``logging.basicConfig``: nothing changes
+    where the root logger has handlers already (an application embedding the CLI, pytest). Lines
+    written to stderr meanwhile must be one write each (``cli._say``), or a record may land inside.
+    """
+    import queue
+    from logging.handlers import QueueHandler, QueueListener
+
+    root = logging.getLogger()
+    if root.handlers:
+        yield
+        return
+    records: queue.SimpleQueue[logging.LogRecord] = queue.SimpleQueue()
+    handler = _Stderr()
+    handler.setFormatter(logging.Formatter(LOG_FORMAT))
+    listener = QueueListener(records, handler)
+    queued = QueueHandler(records)
+    root.setLevel(level.upper())
+    root.addHandler(queued)
+    listener.start()
+    try:
+        yield
+    finally:
+        listener.stop()  # the lines still queued are written first
+        root.removeHandler(queued)
 
 
 def add_log_flags(p: argparse.ArgumentParser, what: str) -> None:

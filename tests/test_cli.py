@@ -324,6 +324,41 @@ def test_finding_16_serve_logs_one_access_line_per_request_by_default_and_obeys_
     assert "agent_embeddings.access" not in quiet and " INFO " not in quiet, quiet
 
 
+
+_LOG_AND_SAY = """
+import logging, sys, threading
+from agent_embeddings.cli import _say
+from agent_embeddings.cli_common import queued_log
+
+log = logging.getLogger("agent_embeddings.access")
+with queued_log("info"):
+    writer = threading.Thread(target=lambda: [log.info("record %d of %s", i, "the loop") for i in range(3000)])
+    writer.start()
+    for i in range(2000):
+        _say(f"agent-embeddings: serving http on 127.0.0.1:{i}")
+    writer.join()
+    log.debug("below the level: not written")
+"""
+
+
+def test_serve_logs_from_a_thread_of_its_own_whole_lines_and_all_of_them(root):
+    """``serve``'s log (cli_common.queued_log): records are queued and written by a listener thread;
+    lines written straight to a real stderr pipe meanwhile (the 'serving ...' lines) stay whole (with
+    print, which writes a line in two, ~400 of 2,000 were cut by a record here), and what is still
+    queued when serving ends is written before the block returns. Unbuffered, as the Dockerfile runs
+    it: then each write is a write to the pipe, and another thread's line can come between two."""
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    result = subprocess.run([sys.executable, "-c", _LOG_AND_SAY], cwd=root, capture_output=True, text=True,
+                            env=env, timeout=120, check=True)
+    lines = result.stderr.splitlines()
+    served = [line for line in lines if line.startswith("agent-embeddings: serving http on 127.0.0.1:")]
+    logged = [line for line in lines if " INFO agent_embeddings.access: record " in line]
+    assert all(line.count("agent-embeddings: serving") + line.count(" INFO ") == 1 for line in lines), \
+        [line for line in lines if line.count("agent-embeddings: serving") + line.count(" INFO ") != 1][:3]
+    assert len(served) == 2000 and len(logged) == 3000 and len(lines) == 5000
+    assert [int(line.split()[-4]) for line in logged] == list(range(3000))  # in order, the last ones too
+
+
 _HIDE_MODULE = '''
 import importlib.abc, sys
 
