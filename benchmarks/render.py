@@ -63,6 +63,10 @@ OTHER_TABLES = {
                 "stream on both cores, in-process and behind the servers at open load",
     "session5-switch": "issue 24, fifth session, the open-loop searches again once serve paced its threads at a "
                        "1 ms switch interval (all our servers; steal 3%)",
+    "session6": "issue 24, sixth session: the gRPC searches on a native load generator (grpc-go) and, for the "
+                "same ONNX Runtime server, on the Node generator of the earlier rounds, interleaved",
+    "session6-floor": "issue 24, sixth session: the floor of each server stack (uvicorn, grpc.aio, grpc's "
+                      "thread-pool server) answering a stored vector, against the issue's bounds and our servers",
 }
 
 

@@ -11,7 +11,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from . import adapters, bulk, idle, precision
+from . import adapters, bulk, floor, idle, precision
 from .data import short_sentences
 from .harness import Row, compare, compare_many
 from .specs import DEFAULT_SPEC, SHIPPED_SPEC, spec_on
@@ -425,6 +425,7 @@ ALL: dict[str, Callable[..., Iterator[Row]]] = {
     "idle": idle.idle,
     "openloop": idle.openloop,
     "precision": precision.precision,
+    "floor": floor.floor,
 }
 
 
@@ -437,6 +438,6 @@ def _peer(n: int, batch: int, repeat: int) -> Iterator[Row]:
 ALL["peer"] = _peer
 #: Scenarios left out of the smoke test: peer yields nothing unless set up first (`make peer` creates
 #: .venv-peer); cluster starts a real two-node Ray cluster (tests/test_bulk_cluster.py runs one already);
-#: openloop needs wrk (benchmarks/setup_loadgen.sh) and searches rates for minutes.
-OPTIONAL = {"peer", "cluster", "openloop"}
+#: openloop and floor need wrk and the native gRPC generator (benchmarks/setup_loadgen.sh) and run for minutes.
+OPTIONAL = {"peer", "cluster", "openloop", "floor"}
 
