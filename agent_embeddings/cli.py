@@ -211,6 +211,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def _serve(args: argparse.Namespace, config: Any) -> int:
+    import gc
     import logging
 
     # A record per request (the access log): none looks for its caller's frame, thread or process,
@@ -225,6 +226,11 @@ def _serve(args: argparse.Namespace, config: Any) -> int:
     servers = make_servers(manager, grpc=args.grpc, http=args.http, config=config)
 
     def ready(started: Sequence[Any]) -> None:
+        # The models are loaded: what the process holds now lives as long as it does. Frozen, the cyclic
+        # collector no longer walks it: a full collection took ~73 ms with the default spec on ONNX
+        # Runtime (far more with torch), a stall of every thread in the middle of serving; with it
+        # frozen, under 1 ms. (This process is ours: an application embedding the servers keeps its own.)
+        gc.freeze()
         for s in started:
             metrics = getattr(s, "metrics_address", None)
             _say(f"{PROG}: serving {s.kind} on {s.address}")
@@ -244,8 +250,6 @@ def _serve(args: argparse.Namespace, config: Any) -> int:
         manager.close()
     # The process ends now. Left to the garbage collector, finalizing what torch and transformers
     # built takes seconds (2.5-4.5 s on a busy 2-core box); frozen, it needs no collection.
-    import gc
-
     gc.freeze()
     return 0
 
