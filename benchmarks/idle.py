@@ -77,7 +77,8 @@ def _budget_note(run: wrk.WrkRun, r: ClockReading | None) -> str:
     model_us = r.model_cpu_s / run.requests * 1e6
     cores = (r.process_cpu_s - r.clock_cpu_s + run.client_cpu_s) / r.wall_s if r.wall_s else float("nan")
     return (f"CPU per request: model {model_us:.0f} µs, server outside the model {r.outside_us_per(run.requests):.0f} "
-            f"µs, {client}; together {cores:.2f} of {os.cpu_count()} cores busy")
+            f"µs, {client}; together {cores:.2f} of {os.cpu_count()} cores busy; garbage collector "
+            f"{r.gc_s * 1e3:.0f} ms in all, {r.gc_full} full collections")
 
 
 def _busy_rows(scenario: str, variant: str, best: ClockReading, base: ClockReading, requests: int,

@@ -70,6 +70,10 @@ class ClockReading:
     loop_cpu_s: float = 0.0
     #: wall seconds inside encode, every call's own (= busy_s when calls never overlap)
     pass_s: float = 0.0
+    #: wall seconds of the cyclic garbage collector (every thread waits through them), and how many
+    #: full (generation 2) collections there were; only where the clock watches the collector
+    gc_s: float = 0.0
+    gc_full: int = 0
 
     def minus(self, earlier: ClockReading) -> ClockReading:
         return ClockReading(*(a - b for a, b in zip(asdict(self).values(), asdict(earlier).values())))
@@ -113,6 +117,22 @@ class ModelClock:
         self.workers: set[int] | None = None
         #: a runtime's own thread pool, started with its session before any call (ONNX Runtime's)
         self.pool: set[int] = set()
+        self.gc_s = 0.0
+        self.gc_full = 0
+        self._gc_since = 0.0
+
+    def watch_gc(self) -> None:
+        """Time the cyclic collector's pauses (``gc.callbacks``; a server process's, from its start)."""
+        import gc
+
+        def collected(phase: str, info: dict[str, int]) -> None:
+            if phase == "start":
+                self._gc_since = time.perf_counter()
+                return
+            self.gc_s += time.perf_counter() - self._gc_since  # the collector holds the GIL: no lock needed
+            self.gc_full += info["generation"] == 2
+
+        gc.callbacks.append(collected)
 
     def wrap(self, encode: Callable[..., Any]) -> Callable[..., Any]:
         def timed_encode(*args: Any, **kwargs: Any) -> Any:
@@ -177,7 +197,8 @@ class ModelClock:
             busy = self.busy_s + (now - self._busy_since if self._running else 0.0)  # a call still running counts
             return ClockReading(now, busy, self.caller_cpu_s + workers,
                                 time.process_time(), self.calls, self.texts, self.aside_cpu_s, self.clock_cpu_s,
-                                thread_cpu_s(threading.main_thread().native_id or 0), self.pass_s)
+                                thread_cpu_s(threading.main_thread().native_id or 0), self.pass_s,
+                                self.gc_s, self.gc_full)
 
 
 def instance_clock(model: Any) -> ModelClock:

@@ -7,7 +7,7 @@ atomically); the benchmark reads it at the edges of a window. Each write costs t
 hundred µs of CPU (more on a busy box): ten a second, which over a window of a few seconds is tens
 of µs per request, so the reading carries the thread's own CPU and the figures leave it out.
 ``hf:``'s second tokenizer pass for usage counts (outside ``encode``; now only for texts its masks
-missed) is timed apart too.
+missed) is timed apart too, and so are the garbage collector's pauses.
 """
 
 from __future__ import annotations
@@ -39,6 +39,7 @@ def main() -> int:
     from agent_embeddings.cli import main as cli_main
 
     clock = ModelClock()
+    clock.watch_gc()
     load = HuggingFaceEmbeddingGenerator._load
 
     def timed_load(self: HuggingFaceEmbeddingGenerator) -> object:
