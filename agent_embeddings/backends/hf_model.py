@@ -4,8 +4,9 @@ Every generator naming the same weights, device, engine, precision and sequence 
 same :class:`LoadedModel` (a weak cache: the model is freed when no generator holds it). What a
 spec asks of the texts (prompts, cuts, passes) stays with the generator in :mod:`.huggingface`.
 
->>> loaded = shared(key, lambda: load_onnx(path, params, streams=2, precision="fp32", who="hf"))  # doctest: +SKIP
->>> vectors, counts = loaded.run_pass(["a text"], None, batch_size=64, who="hf")                  # doctest: +SKIP
+>>> loaded = shared(key, lambda: load_onnx(path, params, quantize=False, streams=2, precision="fp32",
+...                                        who="hf generator 'minilm'", model_name=name))  # doctest: +SKIP
+>>> vectors, counts = loaded.run_pass(["a text"], None, batch_size=64, who="hf")         # doctest: +SKIP
 """
 
 from __future__ import annotations
