@@ -56,7 +56,8 @@ plots: $(VENV)/.dev
 peer:
 	benchmarks/setup_peer.sh
 
-# Optional: wrk, the native load generator of `make bench BENCH_ARGS="--only openloop"` (issue 24).
+# Optional: wrk and the gRPC load generators (grpc-go from Debian's Go, Node's grpc-js) of
+# `make bench BENCH_ARGS="--only openloop,floor"` (issue 24).
 loadgen:
 	benchmarks/setup_loadgen.sh
 
