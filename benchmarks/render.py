@@ -67,6 +67,8 @@ OTHER_TABLES = {
                 "same ONNX Runtime server, on the Node generator of the earlier rounds, interleaved",
     "session6-floor": "issue 24, sixth session: the floor of each server stack (uvicorn, grpc.aio, grpc's "
                       "thread-pool server) answering a stored vector, against the issue's bounds and our servers",
+    "session6-after": "issue 24, sixth session, the open-loop searches again after the queued log, the frozen heap "
+                      "and grpc-go on one scheduler thread (steal 3%)",
 }
 
 
