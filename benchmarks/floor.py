@@ -14,6 +14,7 @@ under it), and our servers' CPU outside the model against the floor of their sta
 
 from __future__ import annotations
 
+import functools
 import os
 import subprocess
 import sys
@@ -99,7 +100,7 @@ def floor(n: int, batch: int, repeat: int) -> Iterator[Row]:
 
         for kind, (transport, _) in STACKS.items():
             address, pid = stack.enter_context(_floor_server(kind))
-            cpu = lambda pid=pid: _cpu_s(pid)  # noqa: E731
+            cpu = functools.partial(_cpu_s, pid)
             steps[kind] = (http_step(f"http://{address}/v1/embeddings", cpu) if transport == "http"
                            else grpc_step(address, cpu))
         for transport in ("http", "grpc"):  # ours: CPU outside the model, from the server's clock
