@@ -13,13 +13,16 @@ import os
 import sys
 import textwrap
 from collections.abc import Sequence
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 from .cli_common import PROG, log_to_stderr, queued_log
 from .cli_common import load_manager as _manager
 from .cli_common import pick_name as _pick_name
 from .errors import AgentEmbeddingsError, InvalidInputError
 from .version import __version__
+
+if TYPE_CHECKING:
+    from .server.config import ServerConfig
 
 __all__ = ["main"]
 
@@ -210,7 +213,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         return _serve(args, config)
 
 
-def _serve(args: argparse.Namespace, config: Any) -> int:
+def _serve(args: argparse.Namespace, config: ServerConfig) -> int:
     import gc
     import logging
 

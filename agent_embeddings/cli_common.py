@@ -105,6 +105,7 @@ def queued_log(level: str) -> Iterator[None]:
     handler.setFormatter(logging.Formatter(LOG_FORMAT))
     listener = QueueListener(records, handler)
     queued = QueueHandler(records)
+    saved = root.level
     root.setLevel(level.upper())
     root.addHandler(queued)
     listener.start()
@@ -113,6 +114,7 @@ def queued_log(level: str) -> Iterator[None]:
     finally:
         listener.stop()  # the lines still queued are written first
         root.removeHandler(queued)
+        root.setLevel(saved)
 
 
 def add_log_flags(p: argparse.ArgumentParser, what: str) -> None:

@@ -45,6 +45,8 @@ def available(tool: str | None = None) -> str | None:
 def write_texts(texts: list[str], folder: Path) -> Path:
     path = folder / "texts.json"
     path.write_text(json.dumps(texts))
+    for stale in folder.glob("requests-*.json"):  # serialized from the texts this replaces
+        stale.unlink()
     return path
 
 

@@ -346,7 +346,6 @@ def test_finding_16_serve_logs_one_access_line_per_request_by_default_and_obeys_
     assert "agent_embeddings.access" not in quiet and " INFO " not in quiet, quiet
 
 
-
 _LOG_AND_SAY = """
 import logging, sys, threading
 from agent_embeddings.cli import _say
