@@ -5,15 +5,18 @@ from __future__ import annotations
 
 import argparse
 import logging
+import queue
 import sys
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
+from logging.handlers import QueueHandler, QueueListener
 from typing import Any
 
 from .errors import UnknownGeneratorError
 from .progress import DEFAULT_LOG_EVERY_S
 
-__all__ = ["PROG", "add_log_flags", "examples", "load_manager", "log_to_stderr", "pick_name", "queued_log"]
+__all__ = ["LOG_QUEUE_RECORDS", "PROG", "add_log_flags", "examples", "load_manager", "log_to_stderr", "pick_name", "queued_log"]
 
 PROG = "agent-embeddings"
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
@@ -80,8 +83,64 @@ def log_to_stderr(level: str) -> Iterator[None]:
         logger.setLevel(saved)
 
 
+#: Records ``serve``'s log holds for its writer thread: ~10 MB at most. A reader that falls this far
+#: behind loses records (counted, and the count written), never the server's memory or its time.
+LOG_QUEUE_RECORDS = 10_000
+
+
+class _BoundedQueueHandler(QueueHandler):
+    """A ``QueueHandler`` that never waits: a record that finds the queue full is counted and dropped,
+    and the count goes into the queue as a warning of its own once there is room again."""
+
+    def __init__(self, records: queue.Queue[logging.LogRecord]) -> None:
+        super().__init__(records)
+        self.capacity = records.maxsize
+        self.dropped = 0
+        self._count = threading.Lock()  # loggers on several threads can find the queue full at once
+
+    def enqueue(self, record: logging.LogRecord) -> None:
+        if self.dropped:  # say how many were lost before the next record
+            dropped = self.take_dropped()
+            if dropped and not self._put(dropped_notice(dropped, self.capacity)):
+                self._lose(dropped + 1)
+                return
+        if not self._put(record):
+            self._lose(1)
+
+    def take_dropped(self) -> int:
+        with self._count:
+            dropped, self.dropped = self.dropped, 0
+        return dropped
+
+    def _put(self, record: logging.LogRecord) -> bool:
+        try:
+            self.queue.put_nowait(record)
+        except queue.Full:
+            return False
+        return True
+
+    def _lose(self, records: int) -> None:
+        with self._count:
+            self.dropped += records
+
+
+class _Listener(QueueListener):
+    """A ``QueueListener`` on a bounded queue: ``stop`` waits for room for its sentinel (the stdlib's
+    ``put_nowait`` would raise on a full queue)."""
+
+    def enqueue_sentinel(self) -> None:
+        self.queue.put(self._sentinel)  # type: ignore[attr-defined]
+
+
+def dropped_notice(dropped: int, capacity: int) -> logging.LogRecord:
+    """The warning that says ``dropped`` records were lost to a full queue of ``capacity``."""
+    return logging.getLogger(__name__).makeRecord(
+        __name__, logging.WARNING, __file__, 0, "%d log records dropped: the log's reader fell %d records behind",
+        (dropped, capacity), None)
+
+
 @contextmanager
-def queued_log(level: str) -> Iterator[None]:
+def queued_log(level: str, *, capacity: int = LOG_QUEUE_RECORDS) -> Iterator[None]:
     """A server's log (``serve``): every logger's records at ``level`` and above, one line each on
     stderr, written by a thread of its own (the standard library's ``QueueHandler`` and
     ``QueueListener``, as the logging cookbook advises for handlers that block).
@@ -89,22 +148,23 @@ def queued_log(level: str) -> Iterator[None]:
     The event loop only formats and queues a record, never waits on stderr: writing the access log
     line itself cost ~200 µs of CPU per request at 150 requests/s on 2 cores (docs/performance.md,
     the sixth session), and a log reader that stopped reading would have frozen serving on a full
-    pipe. What is queued is written when the block ends. As ``logging.basicConfig``: nothing changes
-    where the root logger has handlers already (an application embedding the CLI, pytest). Lines
-    written to stderr meanwhile must be one write each (``cli._say``), or a record may land inside.
+    pipe. The queue holds ``capacity`` records: past that, records are dropped and counted (a
+    warning with the count follows once the reader catches up), so a reader that stops for good
+    costs serving neither memory nor time. What is queued is written when the block ends (which
+    waits for the reader, as any write to stderr would). As
+    ``logging.basicConfig``: nothing changes where the root logger has handlers already (an
+    application embedding the CLI, pytest). Lines written to stderr meanwhile must be one write each
+    (``cli._say``), or a record may land inside.
     """
-    import queue
-    from logging.handlers import QueueHandler, QueueListener
-
     root = logging.getLogger()
     if root.handlers:
         yield
         return
-    records: queue.SimpleQueue[logging.LogRecord] = queue.SimpleQueue()
+    records: queue.Queue[logging.LogRecord] = queue.Queue(maxsize=capacity)
     handler = _Stderr()
     handler.setFormatter(logging.Formatter(LOG_FORMAT))
-    listener = QueueListener(records, handler)
-    queued = QueueHandler(records)
+    listener = _Listener(records, handler)
+    queued = _BoundedQueueHandler(records)
     saved = root.level
     root.setLevel(level.upper())
     root.addHandler(queued)
@@ -112,8 +172,10 @@ def queued_log(level: str) -> Iterator[None]:
     try:
         yield
     finally:
-        listener.stop()  # the lines still queued are written first
         root.removeHandler(queued)
+        listener.stop()  # the lines still queued are written first
+        if dropped := queued.take_dropped():  # dropped after the last record that found room
+            handler.handle(dropped_notice(dropped, capacity))
         root.setLevel(saved)
 
 

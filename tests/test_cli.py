@@ -6,6 +6,7 @@ import asyncio
 import io
 import json
 import os
+import select
 import subprocess
 import sys
 from pathlib import Path
@@ -378,6 +379,42 @@ def test_serve_logs_from_a_thread_of_its_own_whole_lines_and_all_of_them(root):
         [line for line in lines if line.count("agent-embeddings: serving") + line.count(" INFO ") != 1][:3]
     assert len(served) == 2000 and len(logged) == 3000 and len(lines) == 5000
     assert [int(line.split()[-4]) for line in logged] == list(range(3000))  # in order, the last ones too
+
+
+_LOG_TO_A_STUCK_READER = """
+import logging, sys
+from agent_embeddings.cli_common import queued_log
+
+log = logging.getLogger("agent_embeddings.access")
+with queued_log("info", capacity=100):
+    for i in range(5000):
+        log.info("record %d of an access log whose reader is stuck", i)
+    print("logged", flush=True)
+    sys.stdin.readline()  # until the reader reads again
+"""
+
+
+def test_serve_s_log_drops_and_counts_what_a_stuck_reader_has_no_room_for(root):
+    """A log reader that stops reading (a stuck collector: the pipe stays open, nobody reads it)
+    costs the server neither its time nor unbounded memory: 5,000 records are logged at once with
+    nothing reading stderr, the queue holds 100, the rest that find no room are dropped, and a
+    warning counts them once the reader reads again, so that nothing is lost unsaid."""
+    proc = subprocess.Popen([sys.executable, "-c", _LOG_TO_A_STUCK_READER], cwd=root, stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        ready, _, _ = select.select([proc.stdout], [], [], 60)
+        assert ready and proc.stdout.readline() == "logged\n", "logging waited for the stuck reader"
+        _, err = proc.communicate("go on\n", timeout=60)
+    finally:
+        proc.kill()
+    assert proc.returncode == 0, err[-2000:]
+    lines = err.splitlines()
+    written = [int(line.split(" record ")[1].split()[0]) for line in lines if " INFO agent_embeddings.access: record " in line]
+    notices = [line for line in lines if " log records dropped: the log's reader fell 100 records behind" in line]
+    dropped = sum(int(line.split(": ")[1].split()[0]) for line in notices)
+    assert notices and dropped > 0 and len(lines) == len(written) + len(notices), lines[:3] + notices
+    assert written == sorted(written) and written[:100] == list(range(100)), written[:120]
+    assert len(written) + dropped == 5000  # every record written or counted
 
 
 _HIDE_MODULE = '''
