@@ -197,7 +197,9 @@ def test_openai_call_with_retries_ends_within_its_deadline(silent_endpoint, atte
     with pytest.raises(BackendTimeoutError):
         asyncio.run(manager.agenerate("oa", "hello"))
     assert time.monotonic() - started < 1.0 + DEADLINE_SLACK_S
-    assert manager.stats()["oa"]["retries"] >= 2  # 0.4 s tries: it did retry, within the budget
+    # 0.4 s tries: it did retry, within the budget. One retry of two calls, not one each: a try that a
+    # busy box delays past 0.92 s leaves no room for the next within the 1 s (seen once under make test)
+    assert manager.stats()["oa"]["retries"] >= 1
     manager.close()
 
 
