@@ -101,7 +101,7 @@ class _BoundedQueueHandler(QueueHandler):
     def enqueue(self, record: logging.LogRecord) -> None:
         if self.dropped:  # say how many were lost before the next record
             dropped = self.take_dropped()
-            if dropped and not self._put(dropped_notice(dropped, self.capacity)):
+            if dropped and not self._put(_dropped_notice(dropped, self.capacity)):
                 self._lose(dropped + 1)
                 return
         if not self._put(record):
@@ -132,7 +132,7 @@ class _Listener(QueueListener):
         self.queue.put(self._sentinel)  # type: ignore[attr-defined]
 
 
-def dropped_notice(dropped: int, capacity: int) -> logging.LogRecord:
+def _dropped_notice(dropped: int, capacity: int) -> logging.LogRecord:
     """The warning that says ``dropped`` records were lost to a full queue of ``capacity``."""
     return logging.getLogger(__name__).makeRecord(
         __name__, logging.WARNING, __file__, 0, "%d log records dropped: the log's reader fell %d records behind",
@@ -151,10 +151,9 @@ def queued_log(level: str, *, capacity: int = LOG_QUEUE_RECORDS) -> Iterator[Non
     pipe. The queue holds ``capacity`` records: past that, records are dropped and counted (a
     warning with the count follows once the reader catches up), so a reader that stops for good
     costs serving neither memory nor time. What is queued is written when the block ends (which
-    waits for the reader, as any write to stderr would). As
-    ``logging.basicConfig``: nothing changes where the root logger has handlers already (an
-    application embedding the CLI, pytest). Lines written to stderr meanwhile must be one write each
-    (``cli._say``), or a record may land inside.
+    waits for the reader, as any write to stderr would). As ``logging.basicConfig``: nothing changes
+    where the root logger has handlers already (an application embedding the CLI, pytest). Lines
+    written to stderr meanwhile must be one write each (``cli._say``), or a record may land inside.
     """
     root = logging.getLogger()
     if root.handlers:
@@ -175,7 +174,7 @@ def queued_log(level: str, *, capacity: int = LOG_QUEUE_RECORDS) -> Iterator[Non
         root.removeHandler(queued)
         listener.stop()  # the lines still queued are written first
         if dropped := queued.take_dropped():  # dropped after the last record that found room
-            handler.handle(dropped_notice(dropped, capacity))
+            handler.handle(_dropped_notice(dropped, capacity))
         root.setLevel(saved)
 
 
