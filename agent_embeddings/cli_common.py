@@ -60,6 +60,13 @@ class _Stderr(logging.StreamHandler):  # type: ignore[type-arg]
         pass
 
 
+def _stderr_handler() -> logging.Handler:
+    """The CLI's log lines: one per record, with a timestamp, on the current ``sys.stderr``."""
+    handler = _Stderr()
+    handler.setFormatter(logging.Formatter(LOG_FORMAT))
+    return handler
+
+
 @contextmanager
 def log_to_stderr(level: str) -> Iterator[None]:
     """While the block runs, the ``agent_embeddings`` loggers' records at ``level`` and above go to
@@ -71,8 +78,7 @@ def log_to_stderr(level: str) -> Iterator[None]:
     in-process many times).
     """
     logger = logging.getLogger("agent_embeddings")
-    handler = _Stderr()
-    handler.setFormatter(logging.Formatter(LOG_FORMAT))
+    handler = _stderr_handler()
     saved = logger.level
     logger.setLevel(level.upper())
     logger.addHandler(handler)
@@ -160,8 +166,7 @@ def queued_log(level: str, *, capacity: int = LOG_QUEUE_RECORDS) -> Iterator[Non
         yield
         return
     records: queue.Queue[logging.LogRecord] = queue.Queue(maxsize=capacity)
-    handler = _Stderr()
-    handler.setFormatter(logging.Formatter(LOG_FORMAT))
+    handler = _stderr_handler()
     listener = _Listener(records, handler)
     queued = _BoundedQueueHandler(records)
     saved = root.level

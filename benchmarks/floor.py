@@ -5,8 +5,9 @@ gRPC). Our servers run on uvicorn (httptools, uvloop) and on ``grpc.aio``: this 
 stacks take per request with nothing of ours in them (:mod:`benchmarks.floor_servers`: a bare app
 answering a stored vector of our answer's size), at the same open-loop rate and with the same load
 generators as our servers (wrk with Poisson gaps; the native gRPC generator), rounds interleaved,
-best of N. A server's CPU is read from ``/proc/<pid>/task/*/schedstat`` (nanoseconds, every thread);
-ours is read from its model clock (:mod:`benchmarks.timed_serve`), outside the model.
+best of N. A server's CPU is its process CPU clock (nanoseconds, every thread, ended ones too:
+:func:`~benchmarks.modeltime.process_cpu_s`); ours is read from its model clock
+(:mod:`benchmarks.timed_serve`), outside the model.
 
 The rows: each floor against the issue's bound (the bound can only be met on a stack whose floor is
 under it), and our servers' CPU outside the model against the floor of their stack (the rest is ours).
@@ -26,7 +27,7 @@ from . import grpc_loadgen, wrk
 from .data import short_sentences
 from .harness import Row
 from .idle import _spread, timed_server, wrk_step
-from .modeltime import read_server_clock
+from .modeltime import process_cpu_s, read_server_clock
 from .specs import spec_on
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -43,16 +44,9 @@ STACKS = {
 }
 
 
-def _cpu_s(pid: int) -> float:
-    """CPU seconds of every live thread of ``pid`` (schedstat: nanoseconds on the CPU)."""
-    total = 0
-    for task in os.listdir(f"/proc/{pid}/task"):
-        try:
-            with open(f"/proc/{pid}/task/{task}/schedstat") as f:
-                total += int(f.read().split()[0])
-        except (OSError, ValueError, IndexError):
-            pass  # a thread that ended between the listing and the read
-    return total / 1e9
+def _outside_cpu_s(clock: Path) -> float:
+    """Our server's CPU outside the model so far, from its model clock."""
+    return read_server_clock(clock).outside_cpu_s
 
 
 @contextmanager
@@ -100,16 +94,12 @@ def floor(n: int, batch: int, repeat: int) -> Iterator[Row]:
 
         for kind, (transport, _) in STACKS.items():
             address, pid = stack.enter_context(_floor_server(kind))
-            cpu = functools.partial(_cpu_s, pid)
+            cpu = functools.partial(process_cpu_s, pid)
             steps[kind] = (http_step(f"http://{address}/v1/embeddings", cpu) if transport == "http"
                            else grpc_step(address, cpu))
         for transport in ("http", "grpc"):  # ours: CPU outside the model, from the server's clock
             address, clock = stack.enter_context(timed_server(transport, spec_on("onnx")))
-
-            def outside(clock: Path = clock) -> float:
-                r = read_server_clock(clock)
-                return r.process_cpu_s - r.model_cpu_s - r.clock_cpu_s
-
+            outside = functools.partial(_outside_cpu_s, clock)
             steps[f"ours-{transport}"] = (http_step(f"http://{address}/v1/embeddings", outside) if transport == "http"
                                           else grpc_step(address, outside))
         for step in steps.values():  # warm: connections, the model, the first calls' imports
