@@ -35,6 +35,9 @@ PYTEST_WORKERS ?= 4
 # More processes than cores, each with torch's OpenMP threads: spinning between parallel regions
 # they burn the cores the others need (a subset of the suite: 212 s spinning, 160 s PASSIVE).
 test: export OMP_WAIT_POLICY ?= PASSIVE
+# Ray starts its workers at nice 15 (RAY_worker_niceness): beside the other workers' tests they got
+# a few % of a core (a Ray job of 10 s alone took 180 s beside two busy processes; 16 s at nice 0).
+test: export RAY_worker_niceness ?= 0
 test: $(VENV)/.dev
 	$(BIN)/python -m mypy
 	$(BIN)/python -m pytest $(if $(filter-out 0,$(PYTEST_WORKERS)),-n $(PYTEST_WORKERS) --dist loadfile --no-loadscope-reorder) \
