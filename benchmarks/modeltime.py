@@ -53,6 +53,13 @@ def process_cpu_s(pid: int) -> float:
         return (int(fields[11]) + int(fields[12])) / _TICK
 
 
+def main_thread_cpu_s(pid: int) -> float:
+    """CPU seconds of another process's main thread (a server's event loop), to the nanosecond:
+    ``/proc/<pid>/task/<pid>/schedstat`` (Linux refuses another process's thread CPU clock; the main
+    thread lives as long as its process, so nothing of it is lost with an ended thread)."""
+    return int(Path(f"/proc/{pid}/task/{pid}/schedstat").read_text().split()[0]) / 1e9
+
+
 def _tids() -> set[int]:
     return {int(t) for t in os.listdir("/proc/self/task")}
 

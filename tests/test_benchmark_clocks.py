@@ -1,5 +1,5 @@
 """The benchmarks' instruments that need neither a load generator (wrk, grpc-go) nor a model: a
-process's CPU clock, the garbage collector's clock, and the requests the native gRPC generator
+process's CPU clock and its main thread's, the garbage collector's clock, and the requests the native gRPC generator
 sends. The scenarios that use them (openloop, floor) need `make loadgen` and are left out of the
 smoke test, so without these nothing would run them."""
 
@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 
 from benchmarks import grpc_loadgen
-from benchmarks.modeltime import ModelClock, process_cpu_s
+from benchmarks.modeltime import ModelClock, main_thread_cpu_s, process_cpu_s
 
 _BURN_IN_A_THREAD = """
 import sys, threading, time
@@ -25,6 +25,9 @@ def burn():
 worker = threading.Thread(target=burn)
 worker.start()
 worker.join()
+start = time.thread_time()
+while time.thread_time() - start < 0.2:  # and 0.2 s on the main thread
+    pass
 print("done", flush=True)
 sys.stdin.readline()
 """
@@ -38,6 +41,18 @@ def test_a_process_s_cpu_counts_the_threads_that_have_ended():
     try:
         assert child.stdout is not None and child.stdout.readline() == "done\n"
         assert process_cpu_s(child.pid) >= 0.3
+    finally:
+        child.communicate("", timeout=30)
+
+
+def test_a_server_s_event_loop_is_read_from_its_main_thread_alone():
+    """The floor scenario's event-loop reading: the main thread's 0.2 s, not the other thread's 0.3 s."""
+    child = subprocess.Popen([sys.executable, "-c", _BURN_IN_A_THREAD], stdin=subprocess.PIPE,
+                             stdout=subprocess.PIPE, text=True)
+    try:
+        assert child.stdout is not None and child.stdout.readline() == "done\n"
+        main, whole = main_thread_cpu_s(child.pid), process_cpu_s(child.pid)
+        assert 0.2 <= main <= whole - 0.3
     finally:
         child.communicate("", timeout=30)
 
