@@ -69,6 +69,8 @@ OTHER_TABLES = {
                       "thread-pool server) answering a stored vector, against the issue's bounds and our servers",
     "session6-after": "issue 24, sixth session, the open-loop searches again after the queued log, the frozen heap "
                       "and grpc-go on one scheduler thread (steal 3%)",
+    "session8-floor": "issue 24, eighth session: the floors again, each server's event-loop thread read apart from "
+                      "its other threads (steal 8%)",
 }
 
 
