@@ -96,8 +96,8 @@ def test_llama_index_vector_index_retrieves_the_right_node_without_an_llm(e5):
 
 def test_the_adapters_hand_a_whole_call_to_the_manager_by_default(e5):
     """Once LlamaIndex cut 1,000 mixed-length texts into the generator's batches of 64, each padded
-    to its longest text: a third of manager.encode's speed. One call now, which the manager sorts.
-    More texts than one of those batches (it was 300: as telling, three times the CPU)."""
+    to its longest text: a third of manager.encode's speed. One call now, which the manager sorts;
+    100 texts, more than one batch of 64, so a call cut into batches shows as two."""
     from agent_embeddings.integrations.langchain import AgentEmbeddings
     from agent_embeddings.integrations.llama_index import AgentEmbedding
     from benchmarks.data import mixed_texts
