@@ -178,7 +178,10 @@ def silent_endpoint() -> Iterator[str]:
 
 
 # Slack over the deadline: connection set-up, thread hand-offs and error translation on a busy
-# CI box. Before the fix these calls took 4.2 s (3 tries) and 7.3 s (4 tries) for a 1 s deadline.
+# CI box. Before the fix these calls took 4.2 s (3 tries) and 7.3 s (4 tries) for a 1 s deadline;
+# later one async call took 2.0 s on a loaded CI box: its first try's timeout started only after
+# the event loop's AsyncOpenAI was made (a CA bundle loaded, 25-60 ms idle), now inside the try,
+# and cheap (one TLS context per process, remote.default_tls).
 DEADLINE_SLACK_S = 0.75
 
 

@@ -27,7 +27,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-__all__ = ["deadline_http_client", "keep_request_deadline", "request_deadline"]
+__all__ = ["keep_request_deadline", "request_deadline"]
 
 log = logging.getLogger(__name__)
 
@@ -96,11 +96,6 @@ class _Backend:
 
     def sleep(self, seconds: float) -> None:
         self._inner.sleep(seconds)
-
-
-def deadline_http_client(openai: Any) -> Any:
-    """A sync ``http_client`` for ``openai.OpenAI`` (the SDK's own defaults) that keeps :func:`request_deadline`."""
-    return keep_request_deadline(openai.DefaultHttpxClient())
 
 
 def keep_request_deadline(client: Any) -> Any:

@@ -50,11 +50,11 @@ from ..retry import RetryPolicy, remaining
 from ..secrets import SecretHeaders
 from ..space import SpaceIdentity, identity_from, remote_space
 from ..vectors import InputType
-from .http_deadline import deadline_http_client, request_deadline
+from .http_deadline import keep_request_deadline, request_deadline
 from .openai_errors import safe_cause, translate_error
 from .openai_response import decode_embeddings
 from .openai_tokens import MAX_TOKENS_PER_INPUT, Tokenizer, make_tokenizer
-from .remote import Endpoint, PerLoop, RemoteParams, resolve_api_key
+from .remote import Endpoint, PerLoop, RemoteParams, default_tls, resolve_api_key
 
 __all__ = ["OpenAIEmbeddingGenerator", "OpenAIParams"]
 
@@ -189,13 +189,17 @@ class OpenAIEmbeddingGenerator(AbstractEmbeddingGenerator):
         transport = params.http_transport
         # The sync client's sockets keep each request's deadline (http_deadline.py); the async
         # path bounds requests with asyncio.timeout (_acall). An injected transport is used as it is.
-        sync_http = openai.DefaultHttpxClient(transport=transport) if transport else deadline_http_client(openai)
+        # Every client shares one TLS context (remote.default_tls): an AsyncOpenAI is made per event loop.
+        sync_http = openai.DefaultHttpxClient(transport=transport) if transport else keep_request_deadline(
+            openai.DefaultHttpxClient(verify=default_tls(openai.DefaultHttpxClient))
+        )
         self._client = self._new_client(openai.OpenAI, http_client=sync_http)
         self._published: Any = _UNASKED  # the endpoint's space: not asked yet, None (none) or an identity
         self._space_lock = threading.Lock()
-        self._aclients: PerLoop[Any] = PerLoop(lambda: self._new_client(
-            openai.AsyncOpenAI, **({"http_client": openai.DefaultAsyncHttpxClient(transport=transport)} if transport else {})
-        ))
+        self._aclients: PerLoop[Any] = PerLoop(lambda: self._new_client(openai.AsyncOpenAI, http_client=(
+            openai.DefaultAsyncHttpxClient(transport=transport) if transport
+            else openai.DefaultAsyncHttpxClient(verify=default_tls(openai.DefaultAsyncHttpxClient))
+        )))
 
     def _new_client(self, cls: Any, **extra: Any) -> Any:
         """An ``openai.OpenAI``/``AsyncOpenAI``: the only objects that hold the key, URL and headers in clear."""
@@ -398,9 +402,10 @@ class OpenAIEmbeddingGenerator(AbstractEmbeddingGenerator):
         return content
 
     async def _apost(self, args: dict[str, Any], timeout: float) -> bytes:
-        client = self._async_client()
-        async with asyncio.timeout(timeout):  # the whole request, not each socket read (a trickling server)
-            raw = await client.embeddings.with_raw_response.create(**args)
+        # The whole request, not each socket read (a trickling server), from before this loop's
+        # client is made: a call's deadline counts that CPU time too.
+        async with asyncio.timeout(timeout):
+            raw = await self._async_client().embeddings.with_raw_response.create(**args)
             content: bytes = raw.http_response.content
         return content
 

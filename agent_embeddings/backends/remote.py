@@ -10,6 +10,8 @@ One place for what every backend that calls a server needs:
 * :class:`Endpoint`: a URL kept secret (it may carry credentials) and shown redacted.
 * :class:`PerLoop`: one async client per event loop (an httpx pool or a ``grpc.aio`` channel
   cannot move between loops).
+* :func:`default_tls`: the TLS context an httpx client makes by default, made once per process
+  and shared by every client (loading the CA bundle is most of the cost of a new client).
 * :func:`status_error` / :func:`transport_error` / :func:`check_response`: an HTTP status, a
   timeout or a dropped connection as the SDK's error, with the ``Retry-After`` the server
   asked for (the retry loop honours it), its text redacted.
@@ -26,8 +28,11 @@ One place for what every backend that calls a server needs:
 from __future__ import annotations
 
 import asyncio
+import functools
+import importlib
 import json
 import os
+import ssl
 import threading
 import weakref
 from collections.abc import Callable, Mapping
@@ -141,6 +146,25 @@ class Endpoint:
 
     def __repr__(self) -> str:
         return f"Endpoint({self.shown!r})"
+
+
+@functools.cache
+def _default_tls(library: str) -> ssl.SSLContext:
+    return importlib.import_module(library).create_ssl_context()  # type: ignore[no-any-return]
+
+
+def default_tls(client_class: type) -> ssl.SSLContext:
+    """The TLS context that ``client_class`` (an ``httpx``-family client) makes when given none, made
+    once per process. A new client would load the CA bundle again: 25-60 ms, most of the cost of an
+    ``AsyncOpenAI`` made for each event loop, and CPU spent inside a call's deadline. An SSL context
+    may serve many connections, threads and loops at once.
+
+    >>> import httpx
+    >>> default_tls(httpx.AsyncClient) is default_tls(httpx.Client)
+    True
+    """
+    library = next(c for c in client_class.__mro__ if c.__module__.startswith("httpx")).__module__
+    return _default_tls(library.partition(".")[0])
 
 
 class PerLoop(Generic[T]):
@@ -291,13 +315,13 @@ class HttpClients:
         url, query = endpoint.parts()
         clear = {name: value.get_secret_value() for name, value in (headers or {}).items()}
         options: dict[str, Any] = {"base_url": url, "params": query, "headers": clear, "timeout": timeout_s}
-        # a custom transport (a test's MockTransport) has no pools; the default one keeps the deadline
+        # a custom transport (a test's MockTransport) has no pools to keep the deadline, and no TLS
         self.sync = httpx.Client(**options, transport=transport) if transport else keep_request_deadline(
-            httpx.Client(**options)
+            httpx.Client(**options, verify=default_tls(httpx.Client))
         )
-        self._async: PerLoop[Any] = PerLoop(
-            lambda: httpx.AsyncClient(**options, **({"transport": transport} if transport else {}))
-        )
+        self._async: PerLoop[Any] = PerLoop(lambda: httpx.AsyncClient(
+            **options, **({"transport": transport} if transport else {"verify": default_tls(httpx.AsyncClient)})
+        ))
 
     def post(self, path: str, body: Any, *, where: str, model: str | None = None) -> Flow[Any]:
         """POST ``body`` as JSON; the response of a success, else the SDK's error (sync or async alike)."""
@@ -305,7 +329,7 @@ class HttpClients:
         try:
             response = yield Step(
                 lambda: self._sync_post(path, body),
-                lambda: asyncio.wait_for(self._async.get().post(path, json=body), self.timeout_s),
+                lambda: self._async_post(path, body),
             )
         except Exception as exc:
             error = transport_error(exc, where=where, timeout=self.timeout_s)
@@ -316,10 +340,14 @@ class HttpClients:
         raise error  # outside the except block: a text that holds a secret is not kept as context
 
     def _sync_post(self, path: str, body: Any) -> Any:
-        # timeout_s bounds the whole request, as asyncio.wait_for does the async one: httpx's own
+        # timeout_s bounds the whole request, as asyncio.timeout does the async one: httpx's own
         # timeouts bound each socket operation, which a server trickling bytes never trips
         with request_deadline(self.timeout_s):
             return self.sync.post(path, json=body)
+
+    async def _async_post(self, path: str, body: Any) -> Any:
+        async with asyncio.timeout(self.timeout_s):  # from before the client is made: it counts too
+            return await self._async.get().post(path, json=body)
 
     def close(self) -> None:
         self.sync.close()
