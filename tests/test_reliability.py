@@ -32,7 +32,7 @@ from agent_embeddings.cache import DiskCache, MemoryCache
 from agent_embeddings.observability import redact
 from agent_embeddings.plugins import register_plugin, unregister_plugin
 from agent_embeddings.protocol.target import service_config
-from agent_embeddings.retry import RetryPolicy
+from agent_embeddings.retry import RetryPolicy, aretry_call, retry_call
 from agent_embeddings.server.config import ServerConfig
 from agent_embeddings.server.http import serve_in_thread
 
@@ -76,6 +76,39 @@ def test_only_transient_errors_are_retried_and_the_deadline_bounds_them(hf_manag
     assert 2 <= down.calls <= 5
     assert time.monotonic() - t0 < 0.5 + 0.3
     assert down.stats.snapshot()["errors"] == {"BackendUnavailableError": 1}
+
+
+@pytest.mark.parametrize("path", ["sync", "async"])
+def test_the_first_try_counts_against_the_attempts_and_the_deadline(path, caplog):
+    """The first try runs before tenacity is set up (its machinery cost ~20-45 us a call): it still
+    counts as one of the attempts, and its time as part of the deadline."""
+    calls: list[float] = []
+
+    def down(first_takes_s: float = 0.0) -> None:
+        calls.append(time.monotonic())
+        if len(calls) == 1:
+            time.sleep(first_takes_s)
+        raise BackendUnavailableError(f"down {len(calls)}")
+
+    def call(policy: RetryPolicy, first_takes_s: float = 0.0) -> None:
+        if path == "sync":
+            retry_call(lambda: down(first_takes_s), policy, who="g")
+        else:
+            async def adown() -> None:
+                down(first_takes_s)
+
+            asyncio.run(aretry_call(adown, policy, who="g"))
+
+    with caplog.at_level("WARNING", logger="agent_embeddings.retry"), pytest.raises(BackendUnavailableError) as exc:
+        call(RetryPolicy(attempts=3, initial_backoff_s=0.0))
+    assert len(calls) == 3 and str(exc.value) == "down 3"  # three tries in all, the last error raised
+    assert [r.getMessage().split(": ", 1)[1].split(";")[0] for r in caplog.records] == [
+        "BackendUnavailableError (try 1 of 3)", "BackendUnavailableError (try 2 of 3)"]
+    calls.clear()
+    # 0.3 s in the first try, then a wait of 0.05-0.1 s: past the 0.32 s deadline, so no second try
+    with pytest.raises(BackendUnavailableError):
+        call(RetryPolicy(attempts=3, initial_backoff_s=0.1, deadline_s=0.32), first_takes_s=0.3)
+    assert len(calls) == 1
 
 
 def test_retry_from_the_spec_maps_onto_openai_and_grpc_mechanisms(monkeypatch):
