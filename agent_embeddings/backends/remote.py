@@ -157,7 +157,8 @@ def default_tls(client_class: type) -> ssl.SSLContext:
     """The TLS context that ``client_class`` (an ``httpx``-family client) makes when given none, made
     once per process. A new client would load the CA bundle again: 25-60 ms, most of the cost of an
     ``AsyncOpenAI`` made for each event loop, and CPU spent inside a call's deadline. An SSL context
-    may serve many connections, threads and loops at once.
+    may serve many connections, threads and loops at once. Being made once, it reads
+    ``SSL_CERT_FILE``/``SSL_CERT_DIR`` when the first client is made, not later.
 
     >>> import httpx
     >>> default_tls(httpx.AsyncClient) is default_tls(httpx.Client)
