@@ -206,14 +206,16 @@ def _p50_ms(call: Callable[[str], object], texts: list[str]) -> float:
     return statistics.median(samples)
 
 
-def _cpu_s(fn: Callable[[], object], pid: int | None = None) -> float:
-    """CPU seconds that ``fn`` costs this process, and the process ``pid`` (a server) meanwhile."""
+def _cpu_with(pid: int) -> Callable[[Callable[[], object]], float]:
+    """A ``compare`` measure: the CPU seconds a run costs this process and the process ``pid`` together."""
     from .modeltime import process_cpu_s
 
-    server = process_cpu_s(pid) if pid is not None else 0.0
-    mine = time.process_time()
-    fn()
-    return time.process_time() - mine + (process_cpu_s(pid) - server if pid is not None else 0.0)
+    def measure(fn: Callable[[], object]) -> float:
+        server, mine = process_cpu_s(pid), time.process_time()
+        fn()
+        return time.process_time() - mine + process_cpu_s(pid) - server
+
+    return measure
 
 
 def _server_rows(
@@ -237,18 +239,12 @@ def _server_rows(
         cand_s, base_s, spread = compare(fn, base_fn, repeat)
         yield Row(scenario, variant, "texts/s", n / cand_s, base_name, n / base_s, target=target, spread=spread)
     # The batches' row in CPU as well: wall time on a shared 2-core VM moves 15-30% between rounds
-    # (hypervisor steal), the CPU a round costs much less. The server's process and this one (the
-    # client's decoding) against the in-process encode's; the server idles between requests.
-    cand_cpu: list[float] = []
-    base_cpu: list[float] = []
-    for i in range(repeat):
-        sides = [(lambda: _cpu_s(runs[2][1], server_pid), cand_cpu), (lambda: _cpu_s(runs[2][2]), base_cpu)]
-        for measure, sink in sides if i % 2 == 0 else sides[::-1]:
-            sink.append(measure())
+    # (hypervisor steal), the CPU a round costs less. Both sides read this process (the client's
+    # decoding; the in-process encode) and the server's (idle, ~1 ms/s, during the in-process runs).
+    cand_s, base_s, spread = compare(runs[2][1], runs[2][2], repeat, measure=_cpu_with(server_pid))
     yield Row(scenario, f"1 client, batches of {batch}: CPU per text, the server's and the client's", "ms CPU/text",
-              min(cand_cpu) / n * 1000, f"in-process manager.encode, batches of {batch}", min(base_cpu) / n * 1000,
-              target=targets[2], higher_is_better=False,
-              spread=max((max(side) - min(side)) / min(side) for side in (cand_cpu, base_cpu)))
+              cand_s / n * 1000, f"in-process manager.encode, batches of {batch}", base_s / n * 1000,
+              target=targets[2], higher_is_better=False, spread=spread)
     probe = texts[: min(200, n)]
     remote_ms = _p50_ms(single, probe)
     local_ms = _p50_ms(lambda t: manager.generate("hf", t), probe)

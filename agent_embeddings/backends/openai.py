@@ -188,7 +188,7 @@ class OpenAIEmbeddingGenerator(AbstractEmbeddingGenerator):
                 self._extra_headers = {"Authorization": openai.Omit()}
         transport = params.http_transport
         # The sync client's sockets keep each request's deadline (http_deadline.py); the async
-        # path bounds requests with asyncio.timeout (_acall). An injected transport is used as it is.
+        # path bounds requests with asyncio.timeout (_apost). An injected transport is used as it is.
         # Every client shares one TLS context (remote.default_tls): an AsyncOpenAI is made per event loop.
         sync_http = openai.DefaultHttpxClient(transport=transport) if transport else keep_request_deadline(
             openai.DefaultHttpxClient(verify=default_tls(openai.DefaultHttpxClient))
