@@ -73,6 +73,8 @@ OTHER_TABLES = {
                       "its other threads (steal 8%)",
     "session9-batches": "issue 24, ninth session: the HTTP and gRPC rows with batches of 64 also in CPU per text "
                         "(the server's and the client's against the in-process encode's), steal 0%",
+    "session10-int8": "issue 24, tenth session: int8 and fp32 ONNX Runtime against fp32 torch, the table beside "
+                      "benchmarks/op_shares.py's split of a pass by operator (steal 0%)",
 }
 
 
