@@ -75,6 +75,8 @@ OTHER_TABLES = {
                         "(the server's and the client's against the in-process encode's), steal 0%",
     "session10-int8": "issue 24, tenth session: int8 and fp32 ONNX Runtime against fp32 torch, the table beside "
                       "benchmarks/op_shares.py's split of a pass by operator (steal 0%)",
+    "session10-precision": "issue 24, tenth session: bf16 against fp32 through the generator and through one "
+                           "server holding both (HTTP and gRPC), on a CPU that emulates bf16 (steal 0%)",
 }
 
 
