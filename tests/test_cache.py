@@ -19,7 +19,9 @@ TEXTS = ["A cheetah is running behind its prey.", "The cat sits outside.", "gRPC
 
 
 def disk_generator(path: Path) -> HuggingFaceEmbeddingGenerator:
-    return HuggingFaceEmbeddingGenerator(model_name=MINILM, normalize=True, cache={"kind": "disk", "path": str(path)})
+    # backend auto, as hf_manager's spec says: the same loaded model (torch would be a second one, ~15 s of CPU)
+    return HuggingFaceEmbeddingGenerator(model_name=MINILM, backend="auto", device="cpu", normalize=True,
+                                         cache={"kind": "disk", "path": str(path)})
 
 
 def flip(path: Path, vector: np.ndarray, component: int, mask: int) -> None:
