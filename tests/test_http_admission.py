@@ -29,16 +29,17 @@ ENV = {"HF_HUB_OFFLINE": "1", "AGENT_EMBEDDINGS_LOAD_PLUGINS": ""}
 
 
 def _passages(sentences: list[str], n: int) -> list[str]:
-    """``n`` distinct passages of about 180 tokens: minutes of work for the model on two cores."""
+    """``n`` distinct passages of about 180 tokens: 1,500 are tens of seconds of work for the model on two cores."""
     return [f"{' '.join(sentences * 3)} ({i})" for i in range(n)]
 
 
 def _small_passes_spec(tmp_path: Path) -> Path:
-    """The default model with batches of 4: forward passes of at most 4 x 32 padded tokens (one passage),
-    so that what the tests time (the pass a worker finishes before it stops) stays short on a busy box."""
+    """The default model (backend auto, as the default spec: the model ``hf_manager`` loaded) with batches of
+    4: forward passes of at most 4 x 32 padded tokens (one passage), so that what the tests time (the pass
+    a worker finishes before it stops) stays short on a busy box."""
     spec = {"subject_id": "t", "subject_type": "agent", "models": [{
         "llm_type": "embeddings", "name": "hf-minilm", "llm_block_id": "hf:sentence-transformers/all-MiniLM-L6-v2",
-        "llm_parameters": {"device": "cpu", "batch_size": 4, "normalize": True}}]}
+        "llm_parameters": {"device": "cpu", "backend": "auto", "batch_size": 4, "normalize": True}}]}
     path = tmp_path / "spec.json"
     path.write_text(json.dumps(spec))
     return path
