@@ -12,13 +12,11 @@ singles at ~5-7 texts/s; ~75 with ``OMP_NUM_THREADS=1``). The note records the s
 
 from __future__ import annotations
 
-import base64
 import os
 import socket
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -26,7 +24,7 @@ from contextlib import contextmanager
 from .data import short_sentences
 from .harness import Row, compare
 from .scenarios import ROOT, _baseline, _manager, _server
-from .traffic import closed_loop
+from .traffic import closed_loop, poster
 
 PEER_VENV = ROOT / ".venv-peer"
 PEER_NAME = "infinity-emb"
@@ -89,24 +87,6 @@ def _peer_server(model_path: str, batch: int, ready_timeout_s: float = 300.0) ->
                 proc.wait()
 
 
-def _poster(base_url: str, route: str, model: str) -> Callable[[object], list]:
-    """Scenario 3's client: a keep-alive httpx client per thread, base64 float32 vectors."""
-    import httpx
-    import numpy as np
-
-    local = threading.local()
-
-    def post(inputs: object) -> list:
-        client = getattr(local, "client", None)
-        if client is None:
-            client = local.client = httpx.Client(base_url=base_url, timeout=60)
-        resp = client.post(route, json={"model": model, "input": inputs, "encoding_format": "base64"})
-        resp.raise_for_status()
-        return [np.frombuffer(base64.b64decode(d["embedding"]), dtype="<f4") for d in resp.json()["data"]]
-
-    return post
-
-
 def _peer_version() -> str:
     out = subprocess.run([str(PEER_VENV / "bin" / "python"), "-c",
                           f"import importlib.metadata as m; print(m.version({PEER_NAME!r}))"],
@@ -131,8 +111,8 @@ def peer(n: int, batch: int, repeat: int) -> Iterator[Row]:
     threads = os.environ.get("OMP_NUM_THREADS", "unset")
     with _peer_server(resolve_model_path(MODEL), batch) as peer_url, _server("http") as ours_address:
         posts = {
-            "peer": _poster(peer_url, "/embeddings", "peer"),  # infinity has no /v1 prefix by default
-            "ours": _poster(f"http://{ours_address}", "/v1/embeddings", "hf"),
+            "peer": poster(peer_url, "peer", route="/embeddings"),  # infinity has no /v1 prefix by default
+            "ours": poster(f"http://{ours_address}", "hf"),
         }
         probe = texts[:8]
         for post in posts.values():  # warm both: a single and a full batch

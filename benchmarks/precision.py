@@ -18,6 +18,7 @@ from pathlib import Path
 from .accuracy import cosines, retrieval_agreement
 from .data import mixed_texts, short_sentences, varied_texts
 from .harness import Row, compare
+from .traffic import poster
 
 MODEL = "sentence-transformers/all-MiniLM-L6-v2"
 
@@ -61,11 +62,6 @@ def precision(n: int, batch: int, repeat: int) -> Iterator[Row]:
 
 def _served(texts: list[str], batch: int, repeat: int, target: float | None) -> Iterator[Row]:
     """bf16 against fp32 behind one server, batches of ``batch`` over HTTP (base64) and gRPC (aios:)."""
-    import base64
-
-    import httpx
-    import numpy as np
-
     from agent_embeddings import AIOSEmbeddings
     from agent_embeddings.server.process import ServeProcess
 
@@ -79,21 +75,14 @@ def _served(texts: list[str], batch: int, repeat: int, target: float | None) -> 
     with tempfile.TemporaryDirectory(prefix="ae-bench-precision-") as tmp:
         spec = Path(tmp) / "precisions.json"
         spec.write_text(json.dumps({"subject_id": "precision-bench", "models": [item("fp32"), item("bf16")]}))
-        with ServeProcess(spec, http="127.0.0.1:0", grpc="127.0.0.1:0") as served, \
-                httpx.Client(base_url=f"http://{served.addresses['http']}", timeout=600) as http:
-
-            def post(model: str) -> Callable[[list[str]], object]:
-                def call(inputs: list[str]) -> object:
-                    resp = http.post("/v1/embeddings", json={"model": model, "input": inputs, "encoding_format": "base64"})
-                    resp.raise_for_status()
-                    return [np.frombuffer(base64.b64decode(d["embedding"]), dtype="<f4") for d in resp.json()["data"]]
-                return call
-
-            address = served.addresses["grpc"]
+        with ServeProcess(spec, http="127.0.0.1:0", grpc="127.0.0.1:0") as served:
+            url, address = f"http://{served.addresses['http']}", served.addresses["grpc"]
+            http = {precision: poster(url, precision, timeout_s=600) for precision in ("bf16", "fp32")}
             with AIOSEmbeddings(grpc_url=address, model="bf16", batch_size=batch, timeout_s=600) as g_bf16, \
                     AIOSEmbeddings(grpc_url=address, model="fp32", batch_size=batch, timeout_s=600) as g_fp32:
-                for path, cand, base in (("HTTP", post("bf16"), post("fp32")), ("gRPC", g_bf16.encode, g_fp32.encode)):
-                    cand(texts[:batch]), base(texts[:batch])  # warm: each model's first pass
+                for path, cand, base in (("HTTP", http["bf16"], http["fp32"]), ("gRPC", g_bf16.encode, g_fp32.encode)):
+                    cand(texts[:batch])  # warm: each model's first pass
+                    base(texts[:batch])
                     cand_s, base_s, spread = compare(in_batches(cand), in_batches(base), repeat)
                     yield Row("11 precision", f"{path} server, batches of {batch}: precision=bf16", "texts/s",
                               len(texts) / cand_s, "the same server's precision=fp32 model", len(texts) / base_s,

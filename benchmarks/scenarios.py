@@ -5,7 +5,6 @@ from __future__ import annotations
 import statistics
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -15,7 +14,7 @@ from . import adapters, bulk, floor, idle, precision
 from .data import short_sentences
 from .harness import Row, compare, compare_many
 from .specs import DEFAULT_SPEC, SHIPPED_SPEC, spec_on
-from .traffic import closed_loop, open_loop
+from .traffic import closed_loop, open_loop, poster
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -255,23 +254,8 @@ def _server_rows(
 
 def http(n: int, batch: int, repeat: int) -> Iterator[Row]:
     """The OpenAI-compatible HTTP server (base64 vectors over keep-alive connections)."""
-    import base64
-
-    import httpx
-    import numpy as np
-
-    local = threading.local()
-
-    def post(inputs: object) -> object:
-        client = getattr(local, "client", None)
-        if client is None:
-            client = local.client = httpx.Client(base_url=base_url, timeout=60)
-        resp = client.post("/v1/embeddings", json={"model": "hf", "input": inputs, "encoding_format": "base64"})
-        resp.raise_for_status()
-        return [np.frombuffer(base64.b64decode(d["embedding"]), dtype="<f4") for d in resp.json()["data"]]
-
     with _server("http") as (address, pid):
-        base_url = f"http://{address}"
+        post = poster(f"http://{address}", "hf")
         yield from _server_rows("3 http", n, batch, repeat, post, post, (0.7, None, 0.95), pid)
 
 

@@ -1,7 +1,9 @@
-"""Traffic shapes for the batching scenarios: closed-loop callers and open-loop (Poisson) arrivals."""
+"""Traffic shapes for the batching scenarios: closed-loop callers and open-loop (Poisson) arrivals,
+and the OpenAI-style HTTP caller the server scenarios send them through."""
 
 from __future__ import annotations
 
+import base64
 import random
 import statistics
 import threading
@@ -9,6 +11,25 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+
+
+def poster(base_url: str, model: str, route: str = "/v1/embeddings", timeout_s: float = 60) -> Callable[[object], list]:
+    """``POST route`` of ``{"model", "input", "encoding_format": "base64"}``, the rows decoded as float32:
+    a keep-alive httpx client per calling thread (closed-loop callers each keep their own connection)."""
+    import httpx
+    import numpy as np
+
+    local = threading.local()
+
+    def post(inputs: object) -> list:
+        client = getattr(local, "client", None)
+        if client is None:
+            client = local.client = httpx.Client(base_url=base_url, timeout=timeout_s)
+        resp = client.post(route, json={"model": model, "input": inputs, "encoding_format": "base64"})
+        resp.raise_for_status()
+        return [np.frombuffer(base64.b64decode(d["embedding"]), dtype="<f4") for d in resp.json()["data"]]
+
+    return post
 
 
 def closed_loop(call: Callable[[str], object], texts: list[str], clients: int) -> Callable[[], object]:
