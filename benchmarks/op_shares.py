@@ -34,10 +34,9 @@ def _profile(model_file: Path, feed: dict, threads: int, passes: int) -> tuple[f
     """(wall seconds per pass, kernel milliseconds per pass by operator type) over ``passes`` passes."""
     import onnxruntime as ort
 
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    options.inter_op_num_threads = 1
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    from agent_embeddings.backends.onnx_encode import session_options
+
+    options = session_options(threads)  # the product's own, with the profiler on
     options.enable_profiling = True
     options.profile_file_prefix = os.path.join(tempfile.gettempdir(), "ae-op-shares")
     session = ort.InferenceSession(str(model_file), options, providers=["CPUExecutionProvider"])

@@ -23,7 +23,10 @@ import numpy as np
 from .._deps import require
 from ..errors import ConfigurationError
 
-__all__ = ["META", "MODEL", "POOLING_MODES", "TOKENIZER", "OnnxEncoder", "auto_streams", "cpu_cores", "load_tokenizer"]
+__all__ = [
+    "META", "MODEL", "POOLING_MODES", "TOKENIZER", "OnnxEncoder", "auto_streams", "cpu_cores", "load_tokenizer",
+    "session_options",
+]
 
 POOLING_MODES = ("cls", "mean", "max")
 #: The files of a cache folder: its description, the graph, and the fast tokenizer's own file.
@@ -66,6 +69,22 @@ def auto_streams(cores: int | None = None) -> int:
     return 2 if cores >= 2 else 1
 
 
+def session_options(threads: int) -> Any:
+    """The ONNX Runtime session options of every pass: ``threads`` per pass, operators in sequence,
+    every graph optimization."""
+    ort = require("onnxruntime", "onnx")
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    if os.environ.get("OMP_WAIT_POLICY", "").strip().upper() == "PASSIVE":
+        # what torch's OpenMP threads obey: idle threads sleep instead of spinning, on a box whose
+        # cores other processes need (make test's workers); ONNX Runtime spins by default
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    return options
+
+
 class OnnxEncoder:
     """A sentence-transformers-like encoder over an ONNX Runtime session.
 
@@ -92,16 +111,9 @@ class OnnxEncoder:
         self.max_seq_length: int | None = max_seq_length or meta.get("max_seq_length")
         self.tokenizer = load_tokenizer(folder, self.max_seq_length)
         self.threads = max(1, cpu_cores() // streams)  # per pass
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = self.threads
-        options.inter_op_num_threads = 1
-        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        if os.environ.get("OMP_WAIT_POLICY", "").strip().upper() == "PASSIVE":
-            # what torch's OpenMP threads obey: idle threads sleep instead of spinning, on a box whose
-            # cores other processes need (make test's workers); ONNX Runtime spins by default
-            options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        self.session = ort.InferenceSession(str(model_file), options, providers=["CPUExecutionProvider"])
+        self.session = ort.InferenceSession(
+            str(model_file), session_options(self.threads), providers=["CPUExecutionProvider"]
+        )
         self.input_names = [i.name for i in self.session.get_inputs()]
         self._dims = int(meta["dims"])
 
